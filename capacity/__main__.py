@@ -1,0 +1,5 @@
+"""``python -m capacity`` is ``capplan``."""
+
+from capacity.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""From snapshots to the points the model fits: what each worker adds, what is paid once.
+
+The smaps method, per sample:
+
+* a worker's marginal cost ``m`` is what the host gets back when it exits: its USS (and
+  private hugetlb pages) plus its kernel memory (page tables, kernel stack, slab);
+* the base paid once is the parents' own cost (USS and kernel) plus every page shared
+  inside the workload counted once. smaps cannot say who shares a page, but the sum of
+  ``PSS - USS`` over the workload is exactly its proportional share of shared pages: a page
+  shared only by workload processes counts once, a library page shared with the rest of the
+  host only by the workload's share of it.
+
+Workers are taken in fork order (start time), so ``total(k)`` is the parent plus the
+oldest ``k`` workers. Where the workload's cgroup holds nothing else, its measured slab
+replaces our per-process estimate through a calibration factor.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from capacity.model import SamplePoints
+from capacity.records import Breakdown, ProcessMemory, Snapshot
+
+CALIBRATION_LIMITS = (0.2, 5.0)
+
+
+def slab_calibration(snapshots: Sequence[Snapshot]) -> float | None:
+    """Measured slab / estimated slab, from the workload's own cgroup; None without one."""
+    factors = []
+    for snap in snapshots:
+        cgroup = snap.cgroup
+        if cgroup is None or not cgroup.own:
+            continue
+        estimated = sum(p.slab_bytes for p in snap.processes)
+        if estimated <= 0:
+            continue
+        if "slab_unreclaimable" in cgroup.stat:  # v2
+            measured = cgroup.stat["slab_unreclaimable"]
+        elif "kernel" in cgroup.stat:  # v1: kmem usage holds stacks and page tables too
+            measured = (
+                cgroup.stat["kernel"]
+                - sum(p.page_tables_bytes for p in snap.processes)
+                - sum(p.kernel_stack_bytes for p in snap.processes)
+            )
+        else:
+            continue
+        if measured > 0:
+            factors.append(measured / estimated)
+    if not factors:
+        return None
+    low, high = CALIBRATION_LIMITS
+    return min(max(statistics.median(factors), low), high)
+
+
+def marginal_cost(process: ProcessMemory, slab_factor: float = 1.0) -> int:
+    return (
+        process.rollup.uss_bytes
+        + process.rollup.private_hugetlb_bytes
+        + process.page_tables_bytes
+        + process.kernel_stack_bytes
+        + round(process.slab_bytes * slab_factor)
+    )
+
+
+def shared_once(processes: Sequence[ProcessMemory]) -> int:
+    """The workload's proportional share of its shared pages, each counted once."""
+    shared = sum(max(p.rollup.pss_bytes - p.rollup.uss_bytes, 0) for p in processes)
+    # hugetlb pages are outside Pss (ps_mem #64): count a shared segment once.
+    return shared + max((p.rollup.shared_hugetlb_bytes for p in processes), default=0)
+
+
+def fork_order(processes: Sequence[ProcessMemory]) -> list[ProcessMemory]:
+    return sorted(processes, key=lambda p: (p.start_ticks, p.pid))
+
+
+def smaps_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> list[SamplePoints]:
+    points = []
+    for snap in snapshots:
+        parents_cost = sum(marginal_cost(p, slab_factor) for p in snap.parents)
+        base = parents_cost + shared_once(snap.processes)
+        increments = tuple(marginal_cost(w, slab_factor) for w in fork_order(snap.workers))
+        points.append(SamplePoints(base=base, increments=increments))
+    return points
+
+
+def workload_totals(points: Sequence[SamplePoints]) -> list[int]:
+    return [p.base + sum(p.increments) for p in points]
+
+
+def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) -> Breakdown:
+    factor = 1.0 if slab_factor is None else slab_factor
+
+    def mean(values: list[float]) -> int:
+        return round(statistics.fmean(values)) if values else 0
+
+    workers = [w for snap in snapshots for w in snap.workers]
+    parents = [(snap, snap.parents) for snap in snapshots]
+    return Breakdown(
+        per_instance_uss_bytes=mean(
+            [w.rollup.uss_bytes + w.rollup.private_hugetlb_bytes for w in workers]
+        ),
+        per_instance_page_tables_bytes=mean([w.page_tables_bytes for w in workers]),
+        per_instance_kernel_stack_bytes=mean([w.kernel_stack_bytes for w in workers]),
+        per_instance_slab_bytes=mean([w.slab_bytes * factor for w in workers]),
+        kernel_source="estimate" if slab_factor is None else "cgroup",
+        fixed_parent_bytes=mean([sum(p.rollup.uss_bytes for p in ps) for _, ps in parents]),
+        fixed_shared_bytes=mean([shared_once(snap.processes) for snap in snapshots]),
+        fixed_kernel_bytes=mean(
+            [
+                sum(p.kernel_bytes - p.slab_bytes + p.slab_bytes * factor for p in ps)
+                for _, ps in parents
+            ]
+        ),
+    )

@@ -1,0 +1,220 @@
+"""Memory cgroups, v1 and v2, read into one shape.
+
+A workload's cgroup answers two questions no per-process figure can: what limit the kernel
+will enforce (the budget may be smaller than MemTotal), and, when the cgroup holds only the
+workload (a systemd service has one), how much kernel memory the workload really costs.
+
+Most hosts are pure v2 (``/sys/fs/cgroup`` is cgroup2). Some, like capplan's own CI host,
+mount the v1 memory controller beside a v2 hierarchy that has no memory controller; then the
+v1 hierarchy is the one that accounts memory. We detect which from /proc/self/mounts and
+/proc/PID/cgroup and never assume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+from capacity.procfs import DEFAULT_ROOT, read_proc_cgroup
+from capacity.records import CgroupMemory
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712 on x86-64).
+V1_UNLIMITED_THRESHOLD = 2**62
+
+# v1 memory.stat names -> the v2 names used in CgroupMemory.stat. v1 has no kernel-memory
+# breakdown in memory.stat; memory.kmem.usage_in_bytes gives its total as "kernel".
+_V1_STAT_NAMES = {
+    "total_rss": "anon",
+    "total_cache": "file",
+    "total_shmem": "shmem",
+    "total_mapped_file": "file_mapped",
+    "total_swap": "swap",
+    "total_rss_huge": "anon_thp",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the memory-accounting hierarchies are mounted on this host."""
+
+    v2_mount: Path | None
+    v2_memory: bool
+    v1_memory_mount: Path | None
+
+    @property
+    def version(self) -> str:
+        if self.v2_memory:
+            return "v2"
+        if self.v1_memory_mount is not None:
+            return "v1" if self.v2_mount is None else "v1 (memory) + v2"
+        return "none"
+
+
+def parse_mounts(data: bytes, root: Path = DEFAULT_ROOT) -> Layout:
+    """Find the cgroup2 mount and the v1 memory controller's mount in /proc/self/mounts."""
+    v2_mount: Path | None = None
+    v1_memory: Path | None = None
+    for line in data.decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        mount_point, fstype, options = parts[1], parts[2], parts[3].split(",")
+        local = root / mount_point.lstrip("/")
+        if fstype == "cgroup2" and v2_mount is None:
+            v2_mount = local
+        elif fstype == "cgroup" and "memory" in options and v1_memory is None:
+            v1_memory = local
+    v2_memory = False
+    if v2_mount is not None:
+        controllers = _read_text(v2_mount / "cgroup.controllers") or ""
+        v2_memory = "memory" in controllers.split()
+    return Layout(v2_mount=v2_mount, v2_memory=v2_memory, v1_memory_mount=v1_memory)
+
+
+def detect_layout(root: Path = DEFAULT_ROOT) -> Layout:
+    for name in ("proc/self/mounts", "proc/mounts"):
+        try:
+            return parse_mounts((root / name).read_bytes(), root)
+        except OSError:
+            continue
+    return Layout(v2_mount=None, v2_memory=False, v1_memory_mount=None)
+
+
+def memory_cgroup_of(
+    pid: int, layout: Layout, root: Path = DEFAULT_ROOT
+) -> tuple[int, Path] | None:
+    """The (version, directory) of the memory cgroup that accounts ``pid``, if any."""
+    try:
+        entries = read_proc_cgroup(pid, root)
+    except Exception:  # a vanished process simply has no cgroup to report
+        return None
+    if layout.v2_memory and layout.v2_mount is not None:
+        for hierarchy, _controllers, path in entries:
+            if hierarchy == 0:
+                return 2, layout.v2_mount / path.lstrip("/")
+    if layout.v1_memory_mount is not None:
+        for _hierarchy, controllers, path in entries:
+            if "memory" in controllers:
+                return 1, layout.v1_memory_mount / path.lstrip("/")
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read_text(path)
+    if text is None or text == "max":
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def parse_memory_stat(data: str) -> dict[str, int]:
+    """``key value`` lines of memory.stat, as a dict."""
+    stat: dict[str, int] = {}
+    for line in data.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            with contextlib.suppress(ValueError):
+                stat[parts[0]] = int(parts[1])
+    return stat
+
+
+def read_cgroup_memory(
+    version: int, directory: Path, display_root: Path | None = None
+) -> CgroupMemory | None:
+    """One cgroup's usage, limit and breakdown; None when it cannot be read."""
+    shown = str(directory)
+    if display_root is not None:
+        with contextlib.suppress(ValueError):
+            shown = "/" + str(directory.relative_to(display_root)).lstrip(".")
+    if version == 2:
+        current = _read_int(directory / "memory.current")
+        if current is None:
+            return None
+        stat = parse_memory_stat(_read_text(directory / "memory.stat") or "")
+        return CgroupMemory(
+            path=shown,
+            version=2,
+            current_bytes=current,
+            limit_bytes=_effective_v2_limit(directory, display_root),
+            peak_bytes=_read_int(directory / "memory.peak"),  # since Linux 5.19
+            stat=stat,
+        )
+    usage = _read_int(directory / "memory.usage_in_bytes")
+    if usage is None:
+        return None
+    raw = parse_memory_stat(_read_text(directory / "memory.stat") or "")
+    stat = {new: raw[old] for old, new in _V1_STAT_NAMES.items() if old in raw}
+    kmem = _read_int(directory / "memory.kmem.usage_in_bytes")
+    if kmem is not None:
+        stat["kernel"] = kmem
+    limit = raw.get("hierarchical_memory_limit", _read_int(directory / "memory.limit_in_bytes"))
+    return CgroupMemory(
+        path=shown,
+        version=1,
+        current_bytes=usage,
+        limit_bytes=None if limit is None or limit >= V1_UNLIMITED_THRESHOLD else limit,
+        peak_bytes=_read_int(directory / "memory.max_usage_in_bytes"),
+        stat=stat,
+    )
+
+
+def _effective_v2_limit(directory: Path, stop: Path | None) -> int | None:
+    """The smallest memory.max on the way up: a parent's limit binds its children too."""
+    limit: int | None = None
+    current = directory
+    while True:
+        value = _read_int(current / "memory.max")
+        if value is not None:
+            limit = value if limit is None else min(limit, value)
+        parent = current.parent
+        if parent == current or not (parent / "memory.max").exists():
+            return limit
+        if stop is not None and current == stop:
+            return limit
+        current = parent
+
+
+def cgroup_pids(directory: Path) -> set[int]:
+    """Processes directly in the cgroup (not in its children)."""
+    text = _read_text(directory / "cgroup.procs") or ""
+    return {int(line) for line in text.split() if line.isdigit()}
+
+
+def cgroup_pids_recursive(directory: Path) -> set[int]:
+    pids = cgroup_pids(directory)
+    with contextlib.suppress(OSError):
+        for child in directory.iterdir():
+            if child.is_dir():
+                pids |= cgroup_pids_recursive(child)
+    return pids
+
+
+def workload_cgroup(
+    pids: list[int], layout: Layout, root: Path = DEFAULT_ROOT
+) -> CgroupMemory | None:
+    """The memory cgroup of the workload's first process, marked ``own`` when it holds
+    nothing but the workload (then its kernel figures can calibrate the model)."""
+    if not pids:
+        return None
+    found = memory_cgroup_of(pids[0], layout, root)
+    if found is None:
+        return None
+    version, directory = found
+    mount = layout.v2_mount if version == 2 else layout.v1_memory_mount
+    memory = read_cgroup_memory(version, directory, mount)
+    if memory is None:
+        return None
+    is_root = mount is not None and directory == mount
+    members = cgroup_pids_recursive(directory)
+    own = bool(members) and not is_root and members <= set(pids)
+    return dataclasses.replace(memory, own=own)

@@ -1,0 +1,105 @@
+"""The exceptions capplan raises, one class per situation a caller must tell apart.
+
+Every message is one line meant for an operator; ``hint`` says what to do next. The CLI
+prints ``Error: <message>`` and ``Hint: <hint>`` on stderr and exits 2 (see ``cli.main``).
+Vanished, zombie and forbidden processes are distinct classes, as in psutil, because the
+sampler treats them differently: a vanished worker is normal churn and is counted, a
+forbidden one would make the sum silently wrong and is fatal.
+"""
+
+from __future__ import annotations
+
+
+class CapplanError(Exception):
+    """Base class: a problem the user can act on, with an optional hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProcessError(CapplanError):
+    """Something about one process; carries its pid and, when known, its name."""
+
+    def __init__(
+        self, pid: int, name: str | None = None, message: str = "", hint: str | None = None
+    ) -> None:
+        label = f"pid {pid}" + (f" ({name})" if name else "")
+        super().__init__(f"{label}: {message}" if message else label, hint)
+        self.pid = pid
+        self.name = name
+
+
+class NoSuchProcess(ProcessError):
+    """The process exited (or its pid was reused) between listing and reading."""
+
+    def __init__(
+        self, pid: int, name: str | None = None, message: str = "process vanished"
+    ) -> None:
+        super().__init__(pid, name, message)
+
+
+class ZombieProcess(NoSuchProcess):
+    """The process has exited but was not reaped: it holds no user memory any more."""
+
+    def __init__(self, pid: int, name: str | None = None, ppid: int | None = None) -> None:
+        super().__init__(pid, name, "zombie (exited, not yet reaped by its parent)")
+        self.ppid = ppid
+
+
+class AccessDenied(ProcessError):
+    """The kernel refused to show this process's memory to us."""
+
+    def __init__(self, pid: int, name: str | None = None, path: str | None = None) -> None:
+        what = f"permission denied reading {path}" if path else "permission denied"
+        super().__init__(
+            pid,
+            name,
+            what,
+            hint=(
+                "run capplan as the workload's user or as root; workers that drop privileges "
+                "are unreadable even to their own user, so prefer: sudo capplan ..."
+            ),
+        )
+        self.path = path
+
+
+class ParseError(CapplanError):
+    """A /proc or cgroup file is not in the shape this kernel was expected to give."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"cannot parse {path}: {detail}",
+            hint="this kernel's format is unexpected; please report it with `uname -r`",
+        )
+        self.path = path
+        self.detail = detail
+
+
+class SelectionError(CapplanError):
+    """The selector (--cmd, --pid) matched nothing usable."""
+
+
+class BudgetError(CapplanError):
+    """No usable memory budget: a bad --memory or --reserve, or no room at all."""
+
+
+class ModelError(CapplanError):
+    """The measurements cannot support a model (no workers, zero-size workers...)."""
+
+
+class ModelFileError(CapplanError):
+    """A saved model file is missing, corrupt, or of a schema this capplan cannot read."""
+
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint)
+        self.path = path
+        self.reason = reason
+
+
+class LaunchError(CapplanError):
+    """A workload capplan started died early or never became ready."""

@@ -1,0 +1,326 @@
+"""Fit ``total(N) = fixed + N * per_instance`` and predict how many instances fit.
+
+Pure maths over numbers the sampler measured: no /proc, no printing.
+
+The points. In every sample the workers are taken in fork order and ``total(k)`` is the
+memory of the parent, the pages shared inside the workload (counted once) and the first
+``k`` workers' marginal costs. OLS over those points (``scipy.stats.linregress``) gives the
+slope (per instance) and the intercept (fixed).
+
+The uncertainty. Points of one sample are cumulative sums, so their residuals are not
+independent and linregress's own standard errors would be far too small. The OLS slope of
+one sample is a weighted mean of the worker costs, ``b = sum(w_i * m_i)`` with
+``w_i = sum_{k>=i} (k - mean_k) / Sxx``, so under independent workers of spread ``sigma`` its
+variance is ``sigma^2 * sum(w_i^2)``; the intercept is likewise linear in the costs. We use
+those exact expressions, with ``n - 1`` degrees of freedom for the ``n`` workers (repeating
+samples re-measures the same workers: it does not add workers), and add the spread of the
+per-sample estimates for what changes over time.
+
+The conservative prediction is the largest N whose one-sided 95 % upper prediction bound
+fits the budget: ``fixed + N * per_instance + t * sqrt(var_fixed + N^2 var_slope +
+2 N cov + N sigma^2)``. The first terms are what we do not know about the mean; ``N sigma^2``
+is the spread of the N workers that will actually run. README explains the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from capacity.errors import BudgetError, ModelError
+from capacity.records import (
+    Breakdown,
+    Budget,
+    CgroupMemory,
+    Confidence,
+    HostMemory,
+    Method,
+    ModelFit,
+    Prediction,
+)
+
+# smaps reports whole kB, so a single figure is known to +-512 bytes: the spread between
+# workers is never taken as smaller than that rounding (uniform: 1024 / sqrt(12)).
+RESOLUTION_SD = 1024 / math.sqrt(12)
+
+HIGH_CONFIDENCE_HALF_WIDTH = 0.05
+MEDIUM_CONFIDENCE_HALF_WIDTH = 0.20
+SAMPLES_DISAGREE_CV = 0.25
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SamplePoints:
+    """One sample's worker costs: ``total(k) = base + sum(increments[:k])``."""
+
+    base: int
+    increments: tuple[int, ...]
+
+    def totals(self) -> npt.NDArray[np.float64]:
+        return self.base + np.cumsum(np.asarray(self.increments, dtype=np.float64))
+
+
+def _weights(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Weights of each worker cost in the OLS slope and intercept of cumulative sums."""
+    k = np.arange(1, n + 1, dtype=np.float64)
+    centred = k - k.mean()
+    sxx = float(np.sum(centred**2))
+    # w_i = sum_{k >= i} (k - kbar) / Sxx : reverse cumulative sum.
+    w = np.cumsum(centred[::-1])[::-1] / sxx
+    # intercept a = ybar - b * kbar, ybar = base + (1/n) sum_i (n - i + 1) m_i
+    c = (n - k + 1) / n - k.mean() * w
+    return w, c
+
+
+def _t(dof: int, level: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(level, dof))
+
+
+def fit(
+    samples: Sequence[SamplePoints],
+    method: Method,
+    breakdown: Breakdown | None = None,
+) -> ModelFit:
+    """The line through every sample's cumulative points, with honest intervals."""
+    from scipy import stats
+
+    usable = [s for s in samples if len(s.increments) > 0]
+    if not usable:
+        raise ModelError(
+            "no workers to measure: the selection holds only parent processes",
+            hint="select a pre-forking server with workers running, or use --pid of its parent",
+        )
+    n_workers = max(len(s.increments) for s in usable)
+    if n_workers < 2:
+        raise ModelError(
+            "only one worker: one worker cannot show how workers differ, so no honest "
+            "interval exists",
+            hint="start at least 2 workers (3 or more for a confident answer) and measure again",
+        )
+    usable = [s for s in usable if len(s.increments) >= 2]
+
+    xs = np.concatenate([np.arange(1, len(s.increments) + 1) for s in usable]).astype(np.float64)
+    ys = np.concatenate([s.totals() for s in usable])
+    result = stats.linregress(xs, ys)
+    slope, intercept = float(result.slope), float(result.intercept)
+    if (
+        not math.isfinite(slope)
+        or slope <= 0
+        or float(np.mean(np.concatenate([s.increments for s in usable]))) <= 0
+    ):
+        raise ModelError(
+            "the workers cost no memory of their own (per-worker cost is not positive)",
+            hint="check the selection: are these idle threads of one process, or kernel threads?",
+        )
+    predicted = intercept + slope * xs
+    residuals = ys - predicted
+    residual_sd = float(np.sqrt(np.sum(residuals**2) / max(len(xs) - 2, 1)))
+    r2 = float(result.rvalue**2)
+
+    var_b_terms, var_a_terms, cov_terms, sigmas, slopes, intercepts = [], [], [], [], [], []
+    for s in usable:
+        m = np.asarray(s.increments, dtype=np.float64)
+        n = len(m)
+        w, c = _weights(n)
+        sigma = max(float(np.std(m, ddof=1)), RESOLUTION_SD)
+        sigmas.append(sigma)
+        var_b_terms.append(sigma**2 * float(np.sum(w**2)))
+        var_a_terms.append(sigma**2 * float(np.sum(c**2)))
+        cov_terms.append(sigma**2 * float(np.sum(w * c)))
+        slopes.append(float(np.sum(w * m)))
+        intercepts.append(float(np.mean(s.totals())) - slopes[-1] * (n + 1) / 2)
+    count = len(usable)
+    between_b = float(np.var(slopes, ddof=1)) / count if count > 1 else 0.0
+    between_a = float(np.var(intercepts, ddof=1)) / count if count > 1 else 0.0
+    var_b = float(np.mean(var_b_terms)) + between_b
+    var_a = float(np.mean(var_a_terms)) + between_a
+    cov_ab = float(np.mean(cov_terms))
+    worker_sd = float(np.sqrt(np.mean(np.square(sigmas))))
+    dof = min(len(s.increments) for s in usable) - 1
+    t975 = _t(dof, 0.975)
+    se_b, se_a = math.sqrt(var_b), math.sqrt(var_a)
+
+    reasons: list[str] = []
+    half_width = t975 * se_b / slope
+    if n_workers < 3:
+        reasons.append(f"only {n_workers} workers measured")
+    cv = float(np.std(slopes, ddof=1) / np.mean(slopes)) if count > 1 else 0.0
+    if cv > SAMPLES_DISAGREE_CV:
+        reasons.append(f"samples disagree: per-sample slopes vary by {cv:.0%}")
+    confidence: Confidence
+    if half_width <= HIGH_CONFIDENCE_HALF_WIDTH and not reasons:
+        confidence = "high"
+    elif half_width <= MEDIUM_CONFIDENCE_HALF_WIDTH and not reasons:
+        confidence = "medium"
+    else:
+        confidence = "low"
+        if half_width > MEDIUM_CONFIDENCE_HALF_WIDTH:
+            reasons.append(f"per-instance cost known only to +-{half_width:.0%}")
+
+    points = tuple(
+        (int(k), round(total))
+        for s in usable
+        for k, total in zip(range(1, len(s.increments) + 1), s.totals(), strict=False)
+    )
+    return ModelFit(
+        method=method,
+        fixed_bytes=round(intercept),
+        per_instance_bytes=round(slope),
+        per_instance_ci95=(round(slope - t975 * se_b), round(slope + t975 * se_b)),
+        fixed_ci95=(round(intercept - t975 * se_a), round(intercept + t975 * se_a)),
+        per_instance_se_bytes=se_b,
+        fixed_se_bytes=se_a,
+        fixed_slope_cov=cov_ab,
+        r2=r2,
+        residual_sd_bytes=residual_sd,
+        worker_sd_bytes=worker_sd,
+        dof=dof,
+        n_points=len(xs),
+        n_workers=n_workers,
+        n_samples=count,
+        confidence=confidence,
+        confidence_reasons=tuple(reasons),
+        points=points,
+        breakdown=breakdown,
+    )
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def total_for(model: ModelFit, instances: int) -> float:
+    return model.fixed_bytes + instances * model.per_instance_bytes
+
+
+def upper_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
+    """One-sided upper prediction bound of the memory ``instances`` workers need."""
+    return total_for(model, instances) + _band(model, instances, level)
+
+
+def lower_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
+    return total_for(model, instances) - _band(model, instances, level)
+
+
+def _band(model: ModelFit, instances: int, level: float) -> float:
+    n = float(instances)
+    variance = (
+        model.fixed_se_bytes**2
+        + n**2 * model.per_instance_se_bytes**2
+        + 2 * n * model.fixed_slope_cov
+        + n * model.worker_sd_bytes**2
+    )
+    return _t(max(model.dof, 1), level) * math.sqrt(max(variance, 0.0))
+
+
+def make_budget(
+    host: HostMemory,
+    workload_total: int,
+    *,
+    cgroup: CgroupMemory | None = None,
+    memory: int | None = None,
+    memory_text: str | None = None,
+    reserve_bytes: int | None = None,
+    reserve_fraction: float | None = None,
+    reserve_text: str | None = None,
+) -> Budget:
+    """The budget and the reserve, each with the sentence that says where it came from.
+
+    Budget: ``--memory`` when given, else the smaller of MemTotal and the workload's cgroup
+    limit. Reserve: ``--reserve`` when given; else what everything outside the workload uses
+    right now: MemTotal - MemAvailable - the workload's own total on the host, or, under a
+    cgroup limit, the cgroup's working set (usage - inactive file) minus the workload.
+    """
+    limited = cgroup is not None and cgroup.limit_bytes is not None and memory is None
+    if memory is not None:
+        if memory <= 0:
+            raise BudgetError(f"bad --memory {memory_text or memory}: must be more than 0")
+        total, source = memory, f"--memory {memory_text or memory}"
+    elif (
+        limited
+        and cgroup is not None
+        and cgroup.limit_bytes is not None
+        and cgroup.limit_bytes < host.mem_total_bytes
+    ):
+        total, source = cgroup.limit_bytes, f"memory limit of cgroup {cgroup.path}"
+        limited = True
+    else:
+        total, source = host.mem_total_bytes, "MemTotal of this host"
+        limited = False
+
+    if reserve_bytes is not None:
+        reserve, reserve_source = reserve_bytes, f"--reserve {reserve_text or reserve_bytes}"
+    elif reserve_fraction is not None:
+        reserve = int(total * reserve_fraction)
+        reserve_source = f"--reserve {reserve_text or f'{reserve_fraction:.0%}'} of the budget"
+    elif limited and cgroup is not None:
+        working_set = cgroup.current_bytes - cgroup.stat.get("inactive_file", 0)
+        reserve = max(0, working_set - workload_total)
+        reserve_source = "what else the cgroup holds now: working set - workload"
+    else:
+        reserve = max(0, host.mem_total_bytes - host.mem_available_bytes - workload_total)
+        reserve_source = (
+            "what everything outside the workload uses now: MemTotal - MemAvailable - workload"
+        )
+        if memory is not None:
+            reserve_source += " (measured on this host)"
+    if reserve >= total:
+        raise BudgetError(
+            f"the reserve ({reserve} bytes) is not smaller than the budget ({total} bytes)",
+            hint="give a smaller --reserve or a larger --memory",
+        )
+    return Budget(
+        total_bytes=total,
+        reserve_bytes=reserve,
+        available_bytes=total - reserve,
+        source=source,
+        reserve_source=reserve_source,
+    )
+
+
+def predict(model: ModelFit, budget: Budget) -> Prediction:
+    """How many instances fit: the point estimate and the conservative one."""
+    room = budget.available_bytes - model.fixed_bytes
+    point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
+    conservative = conservative_instances(model, budget.available_bytes, point)
+    note = (
+        "largest N whose one-sided 95% upper prediction bound "
+        "(fit uncertainty plus the spread of N workers) fits the budget"
+    )
+    return Prediction(
+        max_instances=point,
+        max_instances_conservative=conservative,
+        room_bytes=room,
+        confidence=model.confidence,
+        conservative_note=note,
+    )
+
+
+def conservative_instances(model: ModelFit, available: int, point: int | None = None) -> int:
+    """Largest N with ``upper_bound(N) <= available`` (binary search; the bound grows with N)."""
+    if point is None:
+        room = available - model.fixed_bytes
+        point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
+    if upper_bound(model, 0) > available:
+        return 0
+    low, high = 0, point
+    while low < high:
+        middle = (low + high + 1) // 2
+        if upper_bound(model, middle) <= available:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def memory_for(model: ModelFit, instances: int) -> tuple[int, int, int]:
+    """Memory ``instances`` workers need: (point, 95 % lower, 95 % upper prediction bound)."""
+    return (
+        round(total_for(model, instances)),
+        round(lower_bound(model, instances, 0.975)),
+        round(upper_bound(model, instances, 0.975)),
+    )

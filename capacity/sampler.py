@@ -1,0 +1,161 @@
+"""The only module that reads the live host over time.
+
+``collect`` takes K snapshots S seconds apart. Each snapshot re-selects the workload (a
+pre-forking server starts and stops workers), then reads every member's smaps_rollup,
+status and stat. Policy on processes that misbehave lives here, and only here:
+
+* a process that exits, turns zombie or is replaced by a new one with the same pid between
+  selection and reading is skipped and counted in ``Snapshot.skipped``: that is churn;
+* a process we may not read stops the run with ``AccessDenied``: summing the ones we can
+  read would give a silently wrong answer, which is worse than none.
+
+What does not change while a process lives (its command line, its mapping counts) is read
+once per identity ``(pid, start_ticks)`` and cached, so later samples cost only the rollup,
+status and stat reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from capacity.cgroup import Layout, detect_layout, workload_cgroup
+from capacity.errors import NoSuchProcess, SelectionError, ZombieProcess
+from capacity.kernel import kernel_stack_size, slab_estimate
+from capacity.procfs import (
+    DEFAULT_ROOT,
+    count_mappings,
+    read_meminfo,
+    read_rollup,
+    read_slab_object_sizes,
+    read_stat,
+    read_status,
+)
+from capacity.records import ProcessMemory, Skipped, Snapshot
+from capacity.workload import Member, Selector, select_processes
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class Sampler:
+    """Reads one workload repeatedly; keeps the per-identity cache between snapshots."""
+
+    selector: Selector
+    root: Path = DEFAULT_ROOT
+    layout: Layout = dataclasses.field(init=False)
+    slab_sizes: dict[str, int] = dataclasses.field(init=False)
+    stack_size: int = dataclasses.field(init=False)
+    _maps_cache: dict[tuple[int, int], tuple[int, int]] = dataclasses.field(
+        init=False, default_factory=dict
+    )
+    _started: float | None = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.layout = detect_layout(self.root)
+        self.slab_sizes = read_slab_object_sizes(self.root)
+        self.stack_size = kernel_stack_size()
+
+    def snapshot(self, index: int) -> Snapshot:
+        """Select the workload and read every member once."""
+        now = time.time()
+        if self._started is None:
+            self._started = now
+        selection = select_processes(self.selector, self.root)
+        processes: list[ProcessMemory] = []
+        skipped: list[Skipped] = []
+        began = time.perf_counter()
+        for member in selection.members:
+            result = self.read_member(member)
+            if isinstance(result, Skipped):
+                skipped.append(result)
+            else:
+                processes.append(result)
+        read_seconds = time.perf_counter() - began
+        if not processes:
+            raise SelectionError(
+                f"every process of {self.selector} exited while it was being read",
+                hint="is the workload restarting? measure it once it is up",
+            )
+        host = read_meminfo(self.root)
+        cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
+        return Snapshot(
+            index=index,
+            taken_at=now,
+            elapsed_seconds=now - self._started,
+            read_seconds=read_seconds,
+            processes=tuple(processes),
+            skipped=tuple(skipped),
+            host=host,
+            cgroup=cgroup,
+        )
+
+    def read_member(self, member: Member) -> ProcessMemory | Skipped:
+        """One process's memory, or why it was skipped. AccessDenied propagates."""
+        pid, name = member.pid, member.name
+        try:
+            rollup, source = read_rollup(pid, self.root, name)
+            status = read_status(pid, self.root, name)
+            stat = read_stat(pid, self.root)
+            if stat.start_ticks != member.start_ticks:
+                return Skipped(pid=pid, name=name, reason="replaced")
+            if stat.state == "Z" or not status.has_mm:
+                return Skipped(pid=pid, name=name, reason="zombie")
+            key = (pid, member.start_ticks)
+            maps = self._maps_cache.get(key)
+            if maps is None:
+                maps = count_mappings(pid, self.root, name)
+                self._maps_cache[key] = maps
+        except ZombieProcess:
+            return Skipped(pid=pid, name=name, reason="zombie")
+        except NoSuchProcess as err:
+            reason = "kernel thread" if "kernel thread" in err.message else "vanished"
+            return Skipped(pid=pid, name=name, reason=reason)  # type: ignore[arg-type]
+        mappings, writable_private = maps
+        threads = max(status.threads, 1)
+        return ProcessMemory(
+            pid=pid,
+            start_ticks=member.start_ticks,
+            ppid=stat.ppid,
+            name=name,
+            state=stat.state,
+            role="parent" if member.role == "parent" else "worker",
+            threads=threads,
+            rollup=rollup,
+            rss_anon_bytes=status.rss_anon_bytes,
+            rss_file_bytes=status.rss_file_bytes,
+            rss_shmem_bytes=status.rss_shmem_bytes,
+            page_tables_bytes=status.vm_pte_bytes,
+            kernel_stack_bytes=threads * self.stack_size,
+            slab_bytes=slab_estimate(threads, mappings, writable_private, self.slab_sizes),
+            mappings=mappings,
+            source="smaps" if source == "smaps" else "smaps_rollup",
+        )
+
+
+def collect(
+    selector: Selector,
+    samples: int,
+    interval: float,
+    *,
+    root: Path = DEFAULT_ROOT,
+    on_progress: ProgressCallback | None = None,
+    sampler: Sampler | None = None,
+) -> tuple[Snapshot, ...]:
+    """``samples`` snapshots ``interval`` seconds apart (the first one immediately)."""
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    sampler = sampler or Sampler(selector, root)
+    snapshots: list[Snapshot] = []
+    next_at = time.monotonic()
+    for index in range(samples):
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        snapshots.append(sampler.snapshot(index))
+        next_at += interval
+        if on_progress is not None:
+            on_progress(index + 1, samples)
+    return tuple(snapshots)

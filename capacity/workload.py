@@ -1,0 +1,323 @@
+"""Which processes are the workload, and starting (and always stopping) the ones we launch.
+
+Selection follows ``ps -C NAME``: a process belongs to ``--cmd NAME`` when its comm name is
+NAME (the kernel truncates comm to 15 characters), or when the basename of its argv[0] or of
+its executable is NAME, so ``apache2``, ``php-fpm8.2`` and ``gunicorn`` all work.
+``--pid PID`` takes that process and all its descendants. Parents are the selected processes
+whose parent is not selected; every other selected process is a worker. /proc lists thread
+groups, not threads, so each multi-threaded worker counts once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from capacity.errors import CapplanError, LaunchError, NoSuchProcess, ParseError, SelectionError
+from capacity.procfs import (
+    DEFAULT_ROOT,
+    ProcStat,
+    iter_pids,
+    read_cmdline,
+    read_exe,
+    read_stat,
+    read_status,
+)
+
+COMM_LENGTH = 15  # TASK_COMM_LEN - 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selector:
+    """``--cmd NAME`` or ``--pid PID``: exactly one of them."""
+
+    cmd: str | None = None
+    pid: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cmd is None) == (self.pid is None):
+            raise SelectionError("give exactly one selector: --cmd NAME or --pid PID")
+
+    def __str__(self) -> str:
+        return f"--cmd {self.cmd}" if self.cmd is not None else f"--pid {self.pid}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    """One selected process at selection time: its identity and its role."""
+
+    pid: int
+    start_ticks: int
+    ppid: int
+    name: str
+    role: str  # "parent" or "worker"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selection:
+    members: tuple[Member, ...]
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(m.pid for m in self.members)
+
+    @property
+    def parents(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.role == "parent")
+
+    @property
+    def workers(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.role == "worker")
+
+
+def scan(root: Path = DEFAULT_ROOT) -> dict[int, ProcStat]:
+    """Every live process's stat, skipping the ones that vanish while we look."""
+    stats: dict[int, ProcStat] = {}
+    for pid in iter_pids(root):
+        try:
+            stats[pid] = read_stat(pid, root)
+        except (NoSuchProcess, ParseError):
+            continue
+        except CapplanError:
+            continue  # stat is world-readable; anything else is a process going away
+    return stats
+
+
+def _own_process(root: Path) -> set[int]:
+    """capplan itself is never part of a workload (``--cmd python3`` would match it).
+
+    Processes capplan starts (the demo, launched instances) are meant to be measured; a
+    load generator is excluded by its caller through ``exclude``.
+    """
+    return {os.getpid()} if root == DEFAULT_ROOT else set()
+
+
+def descendants(pid: int, stats: dict[int, ProcStat]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for child, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(child)
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def matches_name(name: str, stat: ProcStat, pid: int, root: Path) -> bool:
+    if stat.comm == name or stat.comm == name[:COMM_LENGTH]:
+        return True
+    try:
+        argv = read_cmdline(pid, root)
+    except CapplanError:
+        argv = ()
+    if argv and (_basename(argv[0]) == name or _basename(argv[0].split(" ", 1)[0]) == name):
+        return True
+    exe = read_exe(pid, root)
+    return exe is not None and _basename(exe.removesuffix(" (deleted)")) == name
+
+
+def select_processes(
+    selector: Selector,
+    root: Path = DEFAULT_ROOT,
+    stats: dict[int, ProcStat] | None = None,
+    exclude: frozenset[int] = frozenset(),
+) -> Selection:
+    """The workload's processes with their roles; SelectionError when nothing matches."""
+    stats = scan(root) if stats is None else stats
+    excluded = _own_process(root) | exclude
+    if selector.pid is not None:
+        chosen = _select_tree(selector.pid, stats, root)
+    else:
+        assert selector.cmd is not None
+        chosen = {
+            pid
+            for pid, stat in stats.items()
+            if not stat.is_kernel_thread and matches_name(selector.cmd, stat, pid, root)
+        }
+        if not chosen:
+            raise _no_match(selector.cmd, stats)
+    chosen -= excluded
+    if not chosen:
+        raise SelectionError(f"{selector} matches only capplan itself")
+    members = []
+    for pid in sorted(chosen, key=lambda p: (stats[p].start_ticks, p)):
+        stat = stats[pid]
+        role = "worker" if stat.ppid in chosen else "parent"
+        members.append(
+            Member(pid=pid, start_ticks=stat.start_ticks, ppid=stat.ppid, name=stat.comm, role=role)
+        )
+    return Selection(members=tuple(members))
+
+
+def _select_tree(pid: int, stats: dict[int, ProcStat], root: Path) -> set[int]:
+    if pid not in stats:
+        # A thread id is not listed in /proc but can be opened: use its thread group.
+        try:
+            pid = read_status(pid, root).tgid
+        except CapplanError:
+            raise SelectionError(
+                f"no process with pid {pid}", hint="list candidates with: ps -eo pid,ppid,comm"
+            ) from None
+        if pid not in stats:
+            raise SelectionError(f"no process with pid {pid}")
+    if stats[pid].is_kernel_thread:
+        raise SelectionError(
+            f"pid {pid} ({stats[pid].comm}) is a kernel thread: it has no user memory"
+        )
+    return {pid} | {p for p in descendants(pid, stats) if not stats[p].is_kernel_thread}
+
+
+def _no_match(name: str, stats: dict[int, ProcStat]) -> SelectionError:
+    names = sorted({s.comm for s in stats.values() if not s.is_kernel_thread})
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    if not close:
+        close = [n for n in names if name.lower() in n.lower() or n.lower() in name.lower()][:5]
+    listing = ", ".join(close) if close else "none similar"
+    return SelectionError(
+        f"no running process is named {name!r} (closest: {listing})",
+        hint="list running command names with: ps -eo comm | sort -u",
+    )
+
+
+# --------------------------------------------------------------------------- launching
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind so that every `finally` stops what capplan started."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C arrived: unwind the same way."""
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    if process.poll() is None or _group_alive(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(process.pid):
+                break
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+@dataclasses.dataclass
+class LaunchedDemo:
+    """The embedded demo workload, running."""
+
+    process: subprocess.Popen[bytes]
+    parent_pid: int
+    worker_pids: tuple[int, ...]
+    command: tuple[str, ...]
+
+
+def demo_command(
+    shared: str, private: str, workers: int, dirty: float = 0.0, shm: str = "0"
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "capacity.demo",
+        "--shared",
+        shared,
+        "--private",
+        private,
+        "--workers",
+        str(workers),
+        "--dirty",
+        str(dirty),
+        "--shm",
+        shm,
+    ]
+
+
+@contextlib.contextmanager
+def launched_demo(
+    shared: str = "64M",
+    private: str = "16M",
+    workers: int = 4,
+    dirty: float = 0.0,
+    shm: str = "0",
+    timeout: float = 60.0,
+) -> Iterator[LaunchedDemo]:
+    """Start the demo workload and stop it, with all its workers, whatever happens."""
+    command = demo_command(shared, private, workers, dirty, shm)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        line = _wait_for_line(process, b"ready", timeout)
+        pids = [int(part) for part in line.split()[1:]]
+        yield LaunchedDemo(
+            process=process, parent_pid=pids[0], worker_pids=tuple(pids[1:]), command=tuple(command)
+        )
+    finally:
+        stop_process_group(process)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _wait_for_line(process: subprocess.Popen[bytes], prefix: bytes, timeout: float) -> bytes:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    fd = process.stdout.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            # Only whole lines: a pipe may deliver a line in pieces.
+            for line in buffer.split(b"\n")[:-1]:
+                if line.startswith(prefix):
+                    return line
+        elif process.poll() is not None:
+            break
+    status = process.poll()
+    stderr = b""
+    if status is not None and process.stderr is not None:
+        stderr = process.stderr.read()[-2000:]
+    last = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+    detail = (
+        f"exited with status {status}" if status is not None else f"not ready after {timeout:.0f} s"
+    )
+    raise LaunchError(
+        f"the demo workload {detail}" + (f": {' | '.join(last)}" if last else ""),
+        hint="run it by hand to see why: python -m capacity.demo --workers 2",
+    )
