@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from capacity.errors import CapplanError
 from capacity.procfs import DEFAULT_ROOT, read_proc_cgroup
 from capacity.records import CgroupMemory
 
@@ -31,6 +36,7 @@ _V1_STAT_NAMES = {
     "total_mapped_file": "file_mapped",
     "total_swap": "swap",
     "total_rss_huge": "anon_thp",
+    "total_inactive_file": "inactive_file",
 }
 
 
@@ -87,7 +93,7 @@ def memory_cgroup_of(
     """The (version, directory) of the memory cgroup that accounts ``pid``, if any."""
     try:
         entries = read_proc_cgroup(pid, root)
-    except Exception:  # a vanished process simply has no cgroup to report
+    except CapplanError:  # a vanished process simply has no cgroup to report
         return None
     if layout.v2_memory and layout.v2_mount is not None:
         for hierarchy, _controllers, path in entries:
@@ -218,3 +224,176 @@ def workload_cgroup(
     members = cgroup_pids_recursive(directory)
     own = bool(members) and not is_root and members <= set(pids)
     return dataclasses.replace(memory, own=own)
+
+
+# --------------------------------------------------------------------------- own cgroups
+
+
+class CgroupError(CapplanError):
+    """capplan could not create, fill or remove a cgroup of its own."""
+
+
+@dataclasses.dataclass
+class OwnCgroup:
+    """A memory cgroup capplan created, and must remove, for the processes it starts."""
+
+    version: int
+    path: Path
+    mount: Path
+
+    def add(self, pid: int) -> None:
+        try:
+            (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError as err:
+            raise CgroupError(f"cannot move pid {pid} into {self.path}: {err.strerror}") from None
+
+    def join_self(self) -> None:
+        """Move the calling process in; meant for ``preexec_fn`` so a child starts inside
+        before it execs and allocates (memory charged before a move stays behind in v2)."""
+        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+    def pids(self) -> set[int]:
+        return cgroup_pids_recursive(self.path)
+
+    def memory(self) -> CgroupMemory | None:
+        found = read_cgroup_memory(self.version, self.path, self.mount)
+        return dataclasses.replace(found, own=True) if found is not None else None
+
+    def set_limit(self, limit_bytes: int) -> None:
+        """A hard limit with no swap, so that exceeding it means the OOM killer, not swap."""
+        if self.version == 2:
+            _write(self.path / "memory.max", str(limit_bytes))
+            if (self.path / "memory.swap.max").exists():
+                _write(self.path / "memory.swap.max", "0")
+        else:
+            _write(self.path / "memory.limit_in_bytes", str(limit_bytes))
+            if (self.path / "memory.memsw.limit_in_bytes").exists():
+                _write(self.path / "memory.memsw.limit_in_bytes", str(limit_bytes))
+
+    def oom_kills(self) -> int:
+        """How many processes the cgroup's OOM killer has killed (v2 memory.events,
+        v1 memory.oom_control's oom_kill line, since Linux 4.13)."""
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        return parse_memory_stat(_read_text(self.path / name) or "").get("oom_kill", 0)
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL everything inside until the cgroup is empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.pids()
+            if not pids:
+                return
+            if self.version == 2 and (self.path / "cgroup.kill").exists():  # since Linux 5.14
+                with contextlib.suppress(OSError):
+                    _write(self.path / "cgroup.kill", "1")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        raise CgroupError(f"processes in {self.path} did not exit: {sorted(self.pids())}")
+
+    def remove(self) -> None:
+        """Kill what is left and remove the directory (children first)."""
+        if not self.path.exists():
+            return
+        self.kill_all()
+        for child in sorted(
+            (p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            _rmdir_retry(child)
+        _rmdir_retry(self.path)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise CgroupError(f"cannot write {text!r} to {path}: {err.strerror}") from None
+
+
+def _rmdir_retry(path: Path, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            # EBUSY for a moment after the last process exits, while the kernel tears it down.
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cannot remove {path}: {err.strerror}") from None
+            time.sleep(0.05)
+
+
+def _candidate_parents(layout: Layout, root: Path) -> list[tuple[int, Path, Path]]:
+    """Where we may create a cgroup: under our own cgroup first, then at the top."""
+    candidates: list[tuple[int, Path, Path]] = []
+    own = memory_cgroup_of(os.getpid(), layout, root)
+    if layout.v2_memory and layout.v2_mount is not None:
+        # v2 forbids processes in inner nodes: only a cgroup without processes (the top, or
+        # an empty one) can take children with the memory controller.
+        candidates.append((2, layout.v2_mount, layout.v2_mount))
+        if own is not None and own[0] == 2 and own[1] != layout.v2_mount:
+            candidates.append((2, own[1].parent, layout.v2_mount))
+    if layout.v1_memory_mount is not None:
+        if own is not None and own[0] == 1:
+            candidates.append((1, own[1], layout.v1_memory_mount))
+        candidates.append((1, layout.v1_memory_mount, layout.v1_memory_mount))
+    return candidates
+
+
+def create_cgroup(prefix: str = "capplan", root: Path = DEFAULT_ROOT) -> OwnCgroup:
+    """Create an empty memory cgroup for processes capplan starts; CgroupError when the
+    host lets us create none (not root, or no memory controller)."""
+    layout = detect_layout(root)
+    reasons = []
+    name = f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+    for version, parent, mount in _candidate_parents(layout, root):
+        if version == 2:
+            controllers = (_read_text(parent / "cgroup.subtree_control") or "").split()
+            if "memory" not in controllers:
+                try:
+                    _write(parent / "cgroup.subtree_control", "+memory")
+                except CgroupError as err:
+                    reasons.append(str(err))
+                    continue
+        path = parent / name
+        try:
+            path.mkdir()
+        except OSError as err:
+            reasons.append(f"cannot create {path}: {err.strerror}")
+            continue
+        if not (path / ("memory.current" if version == 2 else "memory.usage_in_bytes")).exists():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            reasons.append(f"{path} has no memory controller")
+            continue
+        return OwnCgroup(version=version, path=path, mount=mount)
+    raise CgroupError(
+        "cannot create a memory cgroup"
+        + (f": {reasons[-1]}" if reasons else ": no memory controller is mounted"),
+        hint="run as root on a host with the memory controller (cgroup v2, or v1 'memory')",
+    )
+
+
+@contextlib.contextmanager
+def temporary_cgroup(prefix: str = "capplan", root: Path = DEFAULT_ROOT) -> Iterator[OwnCgroup]:
+    """A cgroup that is removed, with everything in it killed, however the block ends."""
+    group = create_cgroup(prefix, root)
+    try:
+        yield group
+    finally:
+        group.remove()
+
+
+def leftover_cgroups(prefix: str = "capplan", root: Path = DEFAULT_ROOT) -> list[Path]:
+    """Cgroups named like ours anywhere in the memory hierarchies (tests check for none)."""
+    layout = detect_layout(root)
+    found: list[Path] = []
+    for mount in (layout.v2_mount, layout.v1_memory_mount):
+        if mount is None:
+            continue
+        with contextlib.suppress(OSError):
+            found.extend(p for p in mount.rglob(f"{prefix}-*") if p.is_dir())
+    return found

@@ -96,7 +96,7 @@ def _model_lines(model: ModelFit) -> list[str]:
     fixed_unit = pick_unit([model.fixed_bytes])
     lines = [
         f"Per worker (marginal):  {format_in(model.per_instance_bytes, per_unit)} {per_unit[0]} "
-        f"± {format_in(model.worker_sd_bytes, per_unit)} {per_unit[0]} between workers   "
+        f"± {format_bytes(model.worker_sd_bytes)} between workers   "
         + _interval(*model.per_instance_ci95, per_unit),
     ]
     b = model.breakdown

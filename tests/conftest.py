@@ -1,0 +1,102 @@
+"""Shared fixtures: real workloads with known sizes, started and always stopped by the tests.
+
+Workloads print a ``ready`` line when their memory is in place; we wait for that line, never
+for a fixed sleep, and kill the whole process group in ``finally`` so a failing assertion
+cannot leave an orphan behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Subprocesses (the CLI, the demo workload) must import this checkout's package, not an
+# installed copy elsewhere.
+os.environ["PYTHONPATH"] = str(REPO) + (
+    os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+)
+
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class RunningWorkload:
+    process: subprocess.Popen[bytes]
+    parent: int
+    workers: list[int]
+
+
+@contextlib.contextmanager
+def start_demo(*args: str, timeout: float = 60.0) -> Iterator[RunningWorkload]:
+    """Start ``python -m capacity.demo ARGS`` and stop its whole process group afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "capacity.demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if not line.startswith("ready"):
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"demo workload failed: {line!r} {err}")
+        pids = [int(x) for x in line.split()[1:]]
+        yield RunningWorkload(process=process, parent=pids[0], workers=pids[1:])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def demo() -> Callable[..., contextlib.AbstractContextManager[RunningWorkload]]:
+    return start_demo
+
+
+@dataclasses.dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, timeout: float = 300.0, env: dict[str, str] | None = None) -> CliResult:
+    """Run ``capplan ARGS`` as a real process (``python -m capacity``), as users do."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "capacity", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliResult]:
+    return run_cli
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(
+    not is_root(), reason="needs root (pagemap frames, cgroups, other users' /proc)"
+)

@@ -1,0 +1,121 @@
+"""capplan estimate against real processes with known sizes, through the real /proc.
+
+The demo workload's parent writes S bytes before fork; each worker writes P private bytes
+and a fraction f of the inherited heap. An idle worker (P = 0, f = 0) still costs a
+baseline: the interpreter's own copy-on-write pages, page tables, kernel stack and slab.
+We measure that baseline first, on the same host, then check the per-worker cost against
+P + f*S + baseline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import MiB, run_cli, start_demo
+
+
+def estimate_json(pid: int, *extra: str) -> dict:
+    result = run_cli(
+        "estimate",
+        "--pid",
+        str(pid),
+        "--samples",
+        "3",
+        "--interval",
+        "0.2",
+        "--format",
+        "json",
+        *extra,
+    )
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def idle_baseline() -> int:
+    with start_demo("--shared", "32M", "--private", "0", "--workers", "4") as w:
+        return estimate_json(w.parent)["model"]["per_instance_bytes"]
+
+
+@pytest.mark.parametrize(("private_mib", "dirty"), [(24, 0.0), (8, 0.25)])
+def test_per_worker_matches_known_private_size(
+    idle_baseline: int, private_mib: int, dirty: float
+) -> None:
+    shared = 32 * MiB
+    with start_demo(
+        "--shared", "32M", "--private", f"{private_mib}M", "--workers", "5", "--dirty", str(dirty)
+    ) as w:
+        doc = estimate_json(w.parent)
+    expected = private_mib * MiB + dirty * shared + idle_baseline
+    per_worker = doc["model"]["per_instance_bytes"]
+    assert per_worker == pytest.approx(expected, rel=0.05)
+    # The fixed cost holds the shared heap, counted once (minus what workers made private).
+    assert doc["model"]["fixed_bytes"] >= shared * (1 - dirty)
+    low, high = doc["model"]["per_instance_ci95"]
+    assert low <= per_worker <= high
+
+
+def test_json_document_has_the_documented_keys() -> None:
+    with start_demo("--shared", "8M", "--private", "4M", "--workers", "3") as w:
+        doc = estimate_json(w.parent)
+        assert set(doc["workload"]["pids"]) == {w.parent, *w.workers}
+        assert doc["workload"]["parent_pids"] == [w.parent]
+        assert doc["workload"]["worker_count"] == 3
+    assert doc["workload"]["selector"] == f"--pid {w.parent}"
+    for key in ("fixed_bytes", "per_instance_bytes", "per_instance_ci95", "r2", "method"):
+        assert key in doc["model"]
+    for key in ("total_bytes", "reserve_bytes", "available_bytes", "source"):
+        assert key in doc["budget"]
+    assert isinstance(doc["prediction"]["max_instances"], int)
+    assert isinstance(doc["prediction"]["max_instances_conservative"], int)
+    assert {"largest_rss", "rss_minus_shr", "pss", "capplan"} <= set(doc["estimators"])
+    for result in doc["estimators"].values():
+        assert {"per_instance_bytes", "max_instances"} <= set(result)
+    for key in ("kernel", "thp_enabled", "capplan_version", "time"):
+        assert key in doc["environment"]
+    assert len(doc["samples"]) == 3
+    assert len(doc["timing"]["sample_read_seconds"]) == 3
+    process = doc["samples"][0]["processes"][0]
+    for key in (
+        "rss_bytes",
+        "pss_bytes",
+        "shared_clean_bytes",
+        "private_dirty_bytes",
+        "swap_bytes",
+    ):
+        assert isinstance(process["rollup"][key], int)
+    assert process["page_tables_bytes"] > 0
+
+
+def test_budget_arithmetic_is_consistent() -> None:
+    with start_demo("--shared", "8M", "--private", "2M", "--workers", "3") as w:
+        doc = estimate_json(w.parent, "--memory", "4G", "--reserve", "512M")
+    budget, model, prediction = doc["budget"], doc["model"], doc["prediction"]
+    assert budget["total_bytes"] == 4 * 1024 * MiB
+    assert budget["reserve_bytes"] == 512 * MiB
+    assert budget["available_bytes"] == budget["total_bytes"] - budget["reserve_bytes"]
+    room = budget["available_bytes"] - model["fixed_bytes"]
+    assert prediction["max_instances"] == room // model["per_instance_bytes"]
+    assert prediction["max_instances_conservative"] <= prediction["max_instances"]
+
+
+def test_usual_rules_err_the_documented_way() -> None:
+    """ΣRSS-style rules under-size a forked pool; USS-only over-sizes it."""
+    with start_demo("--shared", "48M", "--private", "2M", "--workers", "4") as w:
+        doc = estimate_json(w.parent)
+    n = {name: r["max_instances"] for name, r in doc["estimators"].items()}
+    assert n["largest_rss"] < n["pss"] < n["capplan"]
+    assert n["rss_minus_shr"] < n["capplan"]
+    assert n["uss"] > n["capplan"]  # USS leaves out the kernel memory each worker costs
+
+
+def test_demo_runs_and_leaves_nothing_behind() -> None:
+    import subprocess
+
+    result = run_cli("estimate", "--demo", "--samples", "2", "--interval", "0.2")
+    assert result.code == 0, result.stderr
+    assert "Max workers:" in result.stdout
+    assert "conservative" in result.stdout
+    leftover = subprocess.run(["pgrep", "-f", "capacity.demo"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
