@@ -10,6 +10,7 @@ P + f*S + baseline.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import MiB, run_cli, start_demo
@@ -111,11 +112,28 @@ def test_usual_rules_err_the_documented_way() -> None:
 
 
 def test_demo_runs_and_leaves_nothing_behind() -> None:
-    import subprocess
+    result = run_cli(
+        "estimate", "--demo", "--samples", "2", "--interval", "0.2", "--format", "json"
+    )
+    assert result.code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["workload"]["worker_count"] == 4
+    assert doc["prediction"]["max_instances"] > 0
+    # Every process the demo ran is gone once capplan has exited.
+    leftover = [pid for pid in doc["workload"]["pids"] if os.path.exists(f"/proc/{pid}")]
+    assert leftover == []
 
+
+def test_demo_text_output_reads_at_a_glance() -> None:
     result = run_cli("estimate", "--demo", "--samples", "2", "--interval", "0.2")
     assert result.code == 0, result.stderr
-    assert "Max workers:" in result.stdout
-    assert "conservative" in result.stdout
-    leftover = subprocess.run(["pgrep", "-f", "capacity.demo"], capture_output=True, text=True)
-    assert leftover.stdout.strip() == ""
+    for needle in (
+        "Per worker (marginal):",
+        "Fixed (paid once):",
+        "Budget arithmetic",
+        "room / per worker",
+        "Max workers:",
+        "conservative (95%)",
+        "largest_rss",
+    ):
+        assert needle in result.stdout
