@@ -287,6 +287,9 @@ def estimate(
 def inspect(
     cmd: CmdOption = None,
     pid: PidOption = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Start the embedded demo workload, inspect it, stop it.")
+    ] = False,
     per_process: Annotated[
         bool,
         typer.Option(
@@ -310,23 +313,36 @@ def inspect(
         capplan inspect --cmd apache2
 
         capplan inspect --pid 1234 --per-process --format json
+
+        capplan inspect --demo
     """
     from capacity import inspection, report, workload
 
-    if sum([cmd is not None, pid is not None]) != 1:
+    if sum([cmd is not None, pid is not None, demo]) != 1:
         raise typer.BadParameter(
-            "give exactly one of --cmd NAME or --pid PID", param_hint="--cmd / --pid"
+            "give exactly one of --cmd NAME, --pid PID or --demo",
+            param_hint="--cmd / --pid / --demo",
+        )
+    if demo and root != Path("/"):
+        raise typer.BadParameter(
+            "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
         )
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    result = inspection.inspect_workload(
-        workload.Selector(cmd=cmd, pid=pid),
-        root=root,
-        method="auto" if method is None else method.value,
-        per_process=per_process,
-        memory=parse_size(memory) if memory else None,
-        reserve_bytes=reserve_bytes,
-        reserve_fraction=reserve_fraction,
-    )
+    with contextlib.ExitStack() as stack:
+        if demo:
+            launched = stack.enter_context(workload.launched_demo())
+            selector = workload.Selector(pid=launched.parent_pid)
+        else:
+            selector = workload.Selector(cmd=cmd, pid=pid)
+        result = inspection.inspect_workload(
+            selector,
+            root=root,
+            method="auto" if method is None else method.value,
+            per_process=per_process,
+            memory=parse_size(memory) if memory else None,
+            reserve_bytes=reserve_bytes,
+            reserve_fraction=reserve_fraction,
+        )
     _write(report.INSPECT_RENDERERS[output_format.value](result))
 
 

@@ -232,6 +232,14 @@ _METHOD_LABEL = {
 }
 
 
+MAX_NAME = 44
+
+
+def _shorten(name: str) -> str:
+    """Keep the end of a long path, where the file name is (JSON has the whole path)."""
+    return name if len(name) <= MAX_NAME else "…" + name[-(MAX_NAME - 1) :]
+
+
 def _mapping_table(inspection: Inspection, escape: Callable[[str], str]) -> str:
     rows = list(inspection.rows)
     hidden = rows[MAX_MAPPING_ROWS:]
@@ -239,12 +247,12 @@ def _mapping_table(inspection: Inspection, escape: Callable[[str], str]) -> str:
     shown: list[MappingRow] = [*rows, inspection.total]
     n = inspection.max_workers
     columns: list[tuple[str, Callable[[MappingRow], float | None]]] = [
-        ("RSS\n(sum)", lambda r: r.rss_bytes),
+        ("RSS\nsum", lambda r: r.rss_bytes),
         ("paid\nonce", lambda r: r.shared_once_bytes),
-        ("private/worker\nmean", lambda r: r.private_mean_bytes),
-        ("private/worker\nmax", lambda r: r.private_max_bytes),
-        ("shared with\nhost", lambda r: r.shared_host_bytes),
-        (f"cost at\n{n:,} workers", lambda r: r.cost_at_max_bytes),
+        ("private\nmean", lambda r: r.private_mean_bytes),
+        ("private\nmax", lambda r: r.private_max_bytes),
+        ("host\nshared", lambda r: r.shared_host_bytes),
+        (f"cost at\n{n:,}", lambda r: r.cost_at_max_bytes),
     ]
     headers = ["kind", "mapping"]
     formatted: list[list[str]] = []
@@ -255,7 +263,7 @@ def _mapping_table(inspection: Inspection, escape: Callable[[str], str]) -> str:
         headers.append(f"{title}\n{unit[0]}")
         formatted.append(["n/a" if v is None else format_in(v, unit) for v in values])
     table_rows = [
-        [row.kind if row.kind != "total" else "", escape(row.name)]
+        [row.kind if row.kind != "total" else "", _shorten(escape(row.name))]
         + [column[i] for column in formatted]
         for i, row in enumerate(shown)
     ]
@@ -310,8 +318,9 @@ def render_inspect_text(inspection: Inspection) -> str:
         f"Workload {escape(i.workload.selector)} ({escape(i.workload.name)}): parent {parents}, "
         f"{i.workload.worker_count} workers; method {_METHOD_LABEL.get(i.method, i.method)}",
         f"Rows sorted by cost at {i.max_workers:,} workers: {escape(i.max_workers_source)}.",
-        "cost = paid once + workers × private per worker (mean); "
-        "shared with host = also mapped by processes outside the workload, not charged.",
+        f"private: what each worker pays alone (mean, max); cost at {i.max_workers:,} = "
+        f"paid once + {i.max_workers:,} × private mean.",
+        "host shared: also mapped by processes outside the workload; not charged.",
         "",
         _mapping_table(i, escape),
     ]
