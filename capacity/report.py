@@ -102,7 +102,8 @@ def _model_lines(model: ModelFit) -> list[str]:
     b = model.breakdown
     if b is not None:
         parts = [
-            ("USS", b.per_instance_uss_bytes),
+            # exact: the distinct physical pages each worker adds, not a per-process sum
+            ("USS" if model.method != "exact" else "own pages", b.per_instance_uss_bytes),
             ("page tables", b.per_instance_page_tables_bytes),
             ("kernel stack", b.per_instance_kernel_stack_bytes),
             ("slab", b.per_instance_slab_bytes),

@@ -173,8 +173,13 @@ def test_smaps_method_when_asked() -> None:
 def test_exact_is_the_default_as_root() -> None:
     with start_demo("--shared", "8M", "--private", "2M", "--workers", "3") as w:
         doc = estimate_json(w.parent)
+        text = run_cli("estimate", "--pid", str(w.parent), "--samples", "1")
     assert doc["model"]["method"] == "exact"
     assert doc["model"]["breakdown"]["shared_outside_bytes"] > 0
+    assert text.code == 0, text.stderr
+    assert "method exact" in text.stdout
+    assert "Not charged:" in text.stdout  # the part shared with the rest of the host
+    assert "fell back" not in text.stdout
 
 
 # --------------------------------------------------------------------------- fallbacks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import MiB, RunningWorkload, needs_root, run_cli, start_demo
@@ -202,3 +203,23 @@ def test_row_kinds() -> None:
     assert kind("/memfd:pool (deleted)", "rw-s")[0] == "shmem"
     assert kind("[anon:jemalloc]") == ("anonymous", "[anon:jemalloc]")
     assert kind("[vdso]") == ("kernel", "[vdso]")
+
+
+def test_readme_documents_every_inspect_option() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### `capplan inspect`", 1)[1].split("\n## ", 1)[0]
+    help_text = run_cli("inspect", "--help").stdout
+    for option in (
+        "--cmd",
+        "--pid",
+        "--demo",
+        "--per-process",
+        "--format",
+        "--method",
+        "--memory",
+        "--reserve",
+        "--root",
+    ):
+        assert option in help_text, option
+        assert option in section, option
+    assert "--method exact|smaps" in readme.split("### `capplan inspect`", 1)[0]  # estimate's
