@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import MiB, needs_root, run_cli, start_demo
 
-from capacity import pages, sampler
+from capacity import pages, records, sampler
 from capacity.procfs import read_rollup, read_stat
 from capacity.workload import Selector
 
@@ -176,6 +176,12 @@ def test_exact_is_the_default_as_root() -> None:
         text = run_cli("estimate", "--pid", str(w.parent), "--samples", "1")
     assert doc["model"]["method"] == "exact"
     assert doc["model"]["breakdown"]["shared_outside_bytes"] > 0
+    # A saved exact model loads back with its page counts (the codec checks every field).
+    loaded = records.estimate_from_dict(doc)
+    assert loaded.samples[0].pages is not None
+    assert loaded.samples[0].pages.cumulative_bytes == tuple(
+        doc["samples"][0]["pages"]["cumulative_bytes"]
+    )
     assert text.code == 0, text.stderr
     assert "method exact" in text.stdout
     assert "Not charged:" in text.stdout  # the part shared with the rest of the host
