@@ -60,9 +60,11 @@ def run_case(label: str, private: str, workers: int, shared: str, repeats: int) 
         walk = pages.measure(members, 1)
         counts = walk.counts
         resident = sum(len(p.frames) for p in walk.processes)
-        print(f"\n{label}: {len(pids)} processes, {resident:,} resident pages mapped, "
-              f"{len(walk.classification.index.frames):,} distinct frames, "
-              f"{counts.distinct_bytes / 2**20:,.1f} MiB distinct")
+        print(
+            f"\n{label}: {len(pids)} processes, {resident:,} resident pages mapped, "
+            f"{len(walk.classification.index.frames):,} distinct frames, "
+            f"{counts.distinct_bytes / 2**20:,.1f} MiB distinct"
+        )
 
         whole = timed(lambda: pages.measure(members, 1), repeats)
         print(f"  classify the workload (pages.measure):  {summary(whole)}")
@@ -78,8 +80,10 @@ def run_case(label: str, private: str, workers: int, shared: str, repeats: int) 
         frames = walk.classification.index.frames
         starts, _ = pages.coalesce(frames)
         read = timed(lambda: pages.read_frames(frames), repeats)
-        print(f"    of which kpagecount + kpageflags reads: {summary(read)}  "
-              f"({len(starts):,} preads each)")
+        print(
+            f"    of which kpagecount + kpageflags reads: {summary(read)}  "
+            f"({len(starts):,} preads each)"
+        )
 
 
 def main() -> int:
