@@ -47,6 +47,22 @@ class Format(str, Enum):
     json = "json"
 
 
+class MethodOption(str, Enum):
+    smaps = "smaps"
+    exact = "exact"
+
+
+MethodFlag = Annotated[
+    MethodOption | None,
+    typer.Option(
+        "--method",
+        help="exact: count distinct physical pages (pagemap + kpagecount, needs root). "
+        "smaps: per-process page counts. Default: exact where available, else smaps "
+        "(with a warning that says why).",
+    ),
+]
+
+
 def _size_option(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -178,6 +194,7 @@ def estimate(
         bool, typer.Option("--force", help="Replace an existing --save file.")
     ] = False,
     root: RootOption = Path("/"),
+    method: MethodFlag = None,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -229,6 +246,10 @@ def estimate(
         except CapplanError:
             parent_cmdline = ()
         exe = read_exe(parent_pid, root)
+        exact_mode: sampler.ExactMode = (
+            "auto" if method is None else "require" if method == MethodOption.exact else "off"
+        )
+        reader = sampler.Sampler(selector, root, exact=exact_mode)
         with _progress(output_format == Format.text, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
@@ -236,8 +257,14 @@ def estimate(
                 interval,
                 root=root,
                 on_progress=advance,  # type: ignore[arg-type]
+                sampler=reader,
             )
         environment = read_environment(root, workload_pid=parent_pid, executable=exe)
+    fallback = reader.exact_unavailable if exact_mode == "auto" else None
+    if exact_mode != "off" and fallback is None and not any(s.pages for s in snapshots):
+        fallback = "no exact page walk was usable (the parent exited or changed during it)"
+        if exact_mode == "require":
+            raise CapplanError(f"exact page accounting failed: {fallback}")
     result = assemble.build_estimate(
         workload=assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline),
         snapshots=snapshots,
@@ -245,6 +272,8 @@ def estimate(
         budget_options=options,
         total_seconds=time.monotonic() - started,
         samples_requested=samples,
+        method=None if exact_mode != "off" else "smaps",
+        exact_fallback=fallback,
     )
     from capacity import report
 
@@ -252,6 +281,69 @@ def estimate(
     if save is not None:
         records.save_estimate(save, result, force=force)
         typer.echo(f"Saved the model to {save}", err=True)
+
+
+@app.command()
+def inspect(
+    cmd: CmdOption = None,
+    pid: PidOption = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Start the embedded demo workload, inspect it, stop it.")
+    ] = False,
+    per_process: Annotated[
+        bool,
+        typer.Option(
+            "--per-process", help="Add the per-process table (RSS, PSS, USS, shared, swap, ...)."
+        ),
+    ] = False,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    method: MethodFlag = None,
+    memory: MemoryOption = None,
+    reserve: ReserveOption = None,
+    root: RootOption = Path("/"),
+) -> None:
+    """Show where a workload's memory goes: a row per library, file, heap, stack, shmem...
+
+    Each row says what is paid once for the whole workload, what each worker pays (mean
+    and max), and what is shared with the rest of the host, sorted by what the row costs
+    at the predicted maximum worker count.
+
+    Example:
+
+        capplan inspect --cmd apache2
+
+        capplan inspect --pid 1234 --per-process --format json
+
+        capplan inspect --demo
+    """
+    from capacity import inspection, report, workload
+
+    if sum([cmd is not None, pid is not None, demo]) != 1:
+        raise typer.BadParameter(
+            "give exactly one of --cmd NAME, --pid PID or --demo",
+            param_hint="--cmd / --pid / --demo",
+        )
+    if demo and root != Path("/"):
+        raise typer.BadParameter(
+            "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
+        )
+    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
+    with contextlib.ExitStack() as stack:
+        if demo:
+            launched = stack.enter_context(workload.launched_demo())
+            selector = workload.Selector(pid=launched.parent_pid)
+        else:
+            selector = workload.Selector(cmd=cmd, pid=pid)
+        result = inspection.inspect_workload(
+            selector,
+            root=root,
+            method="auto" if method is None else method.value,
+            per_process=per_process,
+            memory=parse_size(memory) if memory else None,
+            reserve_bytes=reserve_bytes,
+            reserve_fraction=reserve_fraction,
+        )
+    _write(report.INSPECT_RENDERERS[output_format.value](result))
 
 
 def _write(text: str) -> None:
