@@ -540,7 +540,12 @@ def iter_pids(root: Path = DEFAULT_ROOT) -> list[int]:
     try:
         names = os.listdir(root / "proc")
     except OSError as err:
-        raise CapplanError(f"cannot list {root / 'proc'}: {err.strerror}") from None
+        hint = (
+            None
+            if root == DEFAULT_ROOT
+            else "--root must mirror / with proc/ and sys/ (capture one with tests/capture.py in capplan's source)"
+        )
+        raise CapplanError(f"cannot list {root / 'proc'}: {err.strerror}", hint) from None
     return sorted(int(name) for name in names if name.isdigit())
 
 
