@@ -506,6 +506,11 @@ def test_read_cgroup_memory_v2(tmp_path: Path) -> None:
     assert memory.path == "/system.slice/web.service"
     assert memory.current_bytes == 123456789 and memory.peak_bytes == 223456789
     assert memory.limit_bytes == 3221225472  # the slice's limit binds its children
+    assert memory.limit_path == "/system.slice"
+    (tmp_path / "cg/system.slice/web.service/memory.max").write_text("1073741824\n")
+    memory = cgroup.read_cgroup_memory(2, tmp_path / "cg/system.slice/web.service", tmp_path / "cg")
+    assert memory is not None and memory.limit_bytes == 1073741824
+    assert memory.limit_path == "/system.slice/web.service"
     assert memory.stat["slab_unreclaimable"] == 60006
     assert memory.stat["inactive_file"] == 700007
     assert "bogus" not in memory.stat
@@ -515,19 +520,22 @@ def test_read_cgroup_memory_v1(tmp_path: Path) -> None:
     write_tree(
         tmp_path,
         {
-            "mem/app/memory.usage_in_bytes": "99000009\n",
-            "mem/app/memory.limit_in_bytes": "9223372036854771712\n",
-            "mem/app/memory.max_usage_in_bytes": "99500001\n",
-            "mem/app/memory.kmem.usage_in_bytes": "812345\n",
-            "mem/app/memory.stat": V1_STAT,
+            "mem/memory.limit_in_bytes": "9223372036854771712\n",
+            "mem/web/memory.limit_in_bytes": "1073741824\n",
+            "mem/web/app/memory.usage_in_bytes": "99000009\n",
+            "mem/web/app/memory.limit_in_bytes": "9223372036854771712\n",
+            "mem/web/app/memory.max_usage_in_bytes": "99500001\n",
+            "mem/web/app/memory.kmem.usage_in_bytes": "812345\n",
+            "mem/web/app/memory.stat": V1_STAT,
         },
     )
-    memory = cgroup.read_cgroup_memory(1, tmp_path / "mem/app", tmp_path / "mem")
+    memory = cgroup.read_cgroup_memory(1, tmp_path / "mem/web/app", tmp_path / "mem")
     assert memory is not None
-    assert (memory.path, memory.version) == ("/app", 1)
+    assert (memory.path, memory.version) == ("/web/app", 1)
     assert memory.current_bytes == 99000009 and memory.peak_bytes == 99500001
     # hierarchical_memory_limit (a parent's limit) wins over the group's own "unlimited".
     assert memory.limit_bytes == 1073741824
+    assert memory.limit_path == "/web"
     assert memory.stat == {
         "anon": 1000001,
         "file": 2000002,
@@ -539,8 +547,8 @@ def test_read_cgroup_memory_v1(tmp_path: Path) -> None:
         "kernel": 812345,
     }
     unlimited = V1_STAT.replace("1073741824", "9223372036854771712")
-    (tmp_path / "mem/app/memory.stat").write_text(unlimited)
-    memory = cgroup.read_cgroup_memory(1, tmp_path / "mem/app", tmp_path / "mem")
+    (tmp_path / "mem/web/app/memory.stat").write_text(unlimited)
+    memory = cgroup.read_cgroup_memory(1, tmp_path / "mem/web/app", tmp_path / "mem")
     assert memory is not None and memory.limit_bytes is None
 
 
