@@ -99,6 +99,8 @@ RootOption = Annotated[
         "--root",
         metavar="DIR",
         help="Read /proc and /sys under DIR instead of / (a captured host tree).",
+        exists=True,
+        file_okay=False,
     ),
 ]
 MemoryOption = Annotated[
@@ -141,7 +143,9 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[object]:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not (enabled and console.is_terminal),
+        # isatty, not console.is_terminal: rich answers yes under FORCE_COLOR or
+        # TTY_COMPATIBLE (set by many CI systems), and a bar in a captured log is noise.
+        disable=not (enabled and sys.stderr.isatty()),
     )
     with progress:
         task = progress.add_task(label, total=total)
@@ -177,9 +181,11 @@ def estimate(
     demo: Annotated[
         bool, typer.Option("--demo", help="Start the embedded demo workload, measure it, stop it.")
     ] = False,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Snapshots to take.")] = 5,
+    samples: Annotated[
+        int, typer.Option("--samples", metavar="K", min=1, help="Snapshots to take.")
+    ] = 5,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.0, help="Seconds between snapshots.")
+        float, typer.Option("--interval", metavar="S", min=0.0, help="Seconds between snapshots.")
     ] = 1.0,
     memory: MemoryOption = None,
     reserve: ReserveOption = None,
@@ -217,8 +223,8 @@ def estimate(
         raise typer.BadParameter(
             "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
         )
-    if save is not None and save.exists() and not force:
-        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
+    if save is not None:
+        _check_save_target(save, force)
 
     memory_bytes = parse_size(memory) if memory else None
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
@@ -277,10 +283,28 @@ def estimate(
     )
     from capacity import report
 
-    _write(report.RENDERERS[output_format.value](result))
+    rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
+        # Save before printing: a save that fails must leave stdout empty, as every error does.
         records.save_estimate(save, result, force=force)
         typer.echo(f"Saved the model to {save}", err=True)
+    _write(rendered)
+
+
+def _check_save_target(save: Path, force: bool) -> None:
+    """Refuse a --save FILE that cannot be written before measuring, not after."""
+    if save.exists() and not force:
+        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
+    if save.is_dir():
+        raise CapplanError(f"{save} is a directory", hint="give a file name: models/NAME.json")
+    existing = save.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CapplanError(
+            f"cannot write {save}: {existing} is not a writable directory",
+            hint="choose a file under a directory you can write, e.g. models/NAME.json",
+        )
 
 
 @app.command()

@@ -171,6 +171,8 @@ class CgroupMemory:
     peak_bytes: int | None = None
     stat: dict[str, int] = dataclasses.field(default_factory=dict)
     own: bool = False  # True when every process in it belongs to the workload
+    # The cgroup whose limit binds: a parent's smaller limit binds its children too.
+    limit_path: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
