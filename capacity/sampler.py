@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from capacity.cgroup import Layout, detect_layout, workload_cgroup
@@ -33,7 +33,7 @@ from capacity.procfs import (
     read_stat,
     read_status,
 )
-from capacity.records import ProcessMemory, Skipped, Snapshot
+from capacity.records import CgroupMemory, ProcessMemory, Skipped, Snapshot
 from capacity.workload import Member, Selector, select_processes
 
 ProgressCallback = Callable[[int, int], None]
@@ -43,8 +43,10 @@ ProgressCallback = Callable[[int, int], None]
 class Sampler:
     """Reads one workload repeatedly; keeps the per-identity cache between snapshots."""
 
-    selector: Selector
+    selector: Selector | None  # None in launch mode: the members come from the launcher
     root: Path = DEFAULT_ROOT
+    # Pids that are never the workload (the load generator's), asked for at every sample.
+    exclude: Callable[[], frozenset[int]] | None = None
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -60,14 +62,28 @@ class Sampler:
 
     def snapshot(self, index: int) -> Snapshot:
         """Select the workload and read every member once."""
+        if self.selector is None:
+            raise ValueError("a Sampler without a selector reads given members: use read_members")
+        excluded = self.exclude() if self.exclude is not None else frozenset()
+        selection = select_processes(self.selector, self.root, exclude=excluded)
+        return self.read_members(index, selection.members, str(self.selector))
+
+    def read_members(
+        self,
+        index: int,
+        members: Sequence[Member],
+        label: str,
+        cgroup: CgroupMemory | None = None,
+    ) -> Snapshot:
+        """Read these members once; ``cgroup`` replaces the lookup of the workload's cgroup
+        (launch mode knows the cgroup it created)."""
         now = time.time()
         if self._started is None:
             self._started = now
-        selection = select_processes(self.selector, self.root)
         processes: list[ProcessMemory] = []
         skipped: list[Skipped] = []
         began = time.perf_counter()
-        for member in selection.members:
+        for member in members:
             result = self.read_member(member)
             if isinstance(result, Skipped):
                 skipped.append(result)
@@ -76,11 +92,12 @@ class Sampler:
         read_seconds = time.perf_counter() - began
         if not processes:
             raise SelectionError(
-                f"every process of {self.selector} exited while it was being read",
+                f"every process of {label} exited while it was being read",
                 hint="is the workload restarting? measure it once it is up",
             )
         host = read_meminfo(self.root)
-        cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
+        if cgroup is None:
+            cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
         return Snapshot(
             index=index,
             taken_at=now,
