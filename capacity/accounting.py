@@ -120,21 +120,28 @@ def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
 
 
 def instance_costs(snapshot: Snapshot, slab_factor: float = 1.0) -> dict[int, tuple[int, int]]:
-    """Launch mode, per instance: (marginal cost, private bytes) summed over its tree.
+    """Launch mode, per instance: (cost, private bytes) over its process tree.
 
     A launched instance is a worker whose cost is its whole process tree: every process's
-    USS and kernel memory. What instances share (the program's file pages) is paid once.
+    USS and kernel memory, plus its share of the pages it shares (PSS - USS). Pages shared
+    inside the tree (a forking server's heap) come again with every instance; pages shared
+    with the other instances (the program's file pages) are split between them, as PSS
+    does. The costs add up to ``launch_total``.
     """
     costs: dict[int, tuple[int, int]] = {}
     for process in snapshot.processes:
         if process.instance is None:
             continue
-        marginal, private = costs.get(process.instance, (0, 0))
+        cost, private = costs.get(process.instance, (0, 0))
         costs[process.instance] = (
-            marginal + marginal_cost(process, slab_factor),
+            cost + marginal_cost(process, slab_factor) + _shared_share(process),
             private + process.rollup.uss_bytes + process.rollup.private_hugetlb_bytes,
         )
     return costs
+
+
+def _shared_share(process: ProcessMemory) -> int:
+    return max(process.rollup.pss_bytes - process.rollup.uss_bytes, 0)
 
 
 def launch_total(snapshot: Snapshot, slab_factor: float = 1.0) -> int:
@@ -144,7 +151,8 @@ def launch_total(snapshot: Snapshot, slab_factor: float = 1.0) -> int:
 
 
 def launch_breakdown(snapshot: Snapshot, slab_factor: float | None) -> Breakdown:
-    """What one instance costs, by kind (means over the instances of one snapshot)."""
+    """What one instance costs, by kind (means over the instances of one snapshot); the
+    fit's intercept, not this, says what is paid once."""
     factor = 1.0 if slab_factor is None else slab_factor
     trees: dict[int, list[ProcessMemory]] = {}
     for process in snapshot.processes:
@@ -157,11 +165,12 @@ def launch_breakdown(snapshot: Snapshot, slab_factor: float | None) -> Breakdown
 
     return Breakdown(
         per_instance_uss_bytes=mean(lambda p: p.rollup.uss_bytes + p.rollup.private_hugetlb_bytes),
+        per_instance_shared_bytes=mean(_shared_share),
         per_instance_page_tables_bytes=mean(lambda p: p.page_tables_bytes),
         per_instance_kernel_stack_bytes=mean(lambda p: p.kernel_stack_bytes),
         per_instance_slab_bytes=mean(lambda p: p.slab_bytes * factor),
         kernel_source="estimate" if slab_factor is None else "cgroup",
         fixed_parent_bytes=0,
-        fixed_shared_bytes=shared_once([p for tree in trees.values() for p in tree]),
+        fixed_shared_bytes=0,
         fixed_kernel_bytes=0,
     )

@@ -182,6 +182,29 @@ def build_launch_estimate(
     counts = [s.instances for s in steps]
     last_step = steps[-1]
     last = snapshots[last_step.sample]
+    process_totals = [float(s.process_total_bytes) for s in steps]
+    system_totals = [float(s.system_total_bytes) for s in steps]
+
+    # Drift over the samples taken with every instance running (the last step onwards).
+    # While instances grow, each step's total is raised by what its instances still had
+    # to grow (to the plateau, or to the last sample: then a lower bound), on both sides:
+    # a copied page is charged to the cgroup as it shows in smaps.
+    drift_snapshots = snapshots[last_step.sample :]
+    measured_drift = drift.measure(
+        drift.grouped_samples(drift_snapshots, lambda p: p.instance), "instance", loads
+    )
+    raw_process_totals = list(process_totals)
+    if measured_drift is not None and measured_drift.growing:
+        target = (
+            measured_drift.plateau_bytes
+            if measured_drift.plateau and measured_drift.plateau_bytes is not None
+            else measured_drift.last_bytes
+        )
+        for index, step in enumerate(steps):
+            missing = sum(target - m.private_bytes for m in step.members)
+            process_totals[index] += missing
+            system_totals[index] += missing
+
     breakdown = accounting.launch_breakdown(last, slab_factor)
     spread = [m.marginal_bytes for m in last_step.members]
     # Each process's figures are rounded to whole kB; a cgroup's usage to its charge batches.
@@ -189,12 +212,15 @@ def build_launch_estimate(
     system_resolution = cgroup_resolution_sd(environment.cpu_count, environment.page_size)
     model = fit_independent(
         counts,
-        [s.process_total_bytes for s in steps],
+        process_totals,
         "smaps",
         breakdown,
         instance_sd=statistics.stdev(spread) if len(spread) > 1 else None,
         resolution_sd=process_resolution,
     )
+    if measured_drift is not None and measured_drift.growing:
+        adjustment = model.per_instance_bytes - round(slope_of(counts, raw_process_totals))
+        measured_drift = dataclasses.replace(measured_drift, adjustment_bytes=adjustment)
 
     system_method: Method = "cgroup" if launch.system_source == "cgroup" else "memavailable"
     system_spread = [m.cgroup_bytes for m in last_step.members if m.cgroup_bytes is not None]
@@ -203,36 +229,13 @@ def build_launch_estimate(
     try:
         system_model = fit_independent(
             counts,
-            [s.system_total_bytes for s in steps],
+            system_totals,
             system_method,
             instance_sd=statistics.stdev(system_spread) if len(system_spread) > 1 else None,
             resolution_sd=system_resolution,
         )
     except ModelError as err:
         system_error = err.message
-
-    # Drift over the samples taken with every instance running (the last step onwards).
-    drift_snapshots = snapshots[last_step.sample :]
-    measured_drift = drift.measure(
-        drift.grouped_samples(drift_snapshots, lambda p: p.instance), "instance", loads
-    )
-    if measured_drift is not None and measured_drift.growing:
-        target = (
-            measured_drift.plateau_bytes
-            if measured_drift.plateau and measured_drift.plateau_bytes is not None
-            else measured_drift.last_bytes
-        )
-        at_steps = statistics.fmean(
-            statistics.fmean(m.private_bytes for m in s.members) for s in steps
-        )
-        adjustment = max(0, round(target - at_steps))
-        measured_drift = dataclasses.replace(measured_drift, adjustment_bytes=adjustment)
-        low, high = model.per_instance_ci95
-        model = dataclasses.replace(
-            model,
-            per_instance_bytes=model.per_instance_bytes + adjustment,
-            per_instance_ci95=(low + adjustment, high + adjustment),
-        )
 
     if last.host is None:
         raise ModelError("the snapshot has no host memory figures")
@@ -249,18 +252,22 @@ def build_launch_estimate(
     if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
         prediction = dataclasses.replace(prediction, max_is_upper_bound=True)
     at = max(prediction.max_instances, *counts)
-    # The process side's curvature is tested on the instances' own costs: the shared part
-    # is PSS-based and saturates by construction (N / (N + others) of the shared pages).
-    own = [sum(m.marginal_bytes for m in s.members) for s in steps]
+    # The process side's curvature is tested on the instances' own pages and kernel memory
+    # (USS + kernel): shared pages are split by PSS, which saturates by construction
+    # (N / (N + others) of each shared page), so they would look like curvature.
+    own = [
+        sum(
+            accounting.marginal_cost(p, factor)
+            for p in snapshots[s.sample].processes
+            if p.instance is not None
+        )
+        for s in steps
+    ]
     checks = [quadratic_check(counts, own, "smaps", at, process_resolution)]
     if system_model is not None:
-        checks.append(
-            quadratic_check(
-                counts, [s.system_total_bytes for s in steps], system_method, at, system_resolution
-            )
-        )
+        checks.append(quadratic_check(counts, system_totals, system_method, at, system_resolution))
     difference = (
-        split_difference(steps, snapshots, factor, system_model.per_instance_bytes)
+        split_difference(steps, snapshots, factor)
         if system_model is not None and launch.system_source == "cgroup"
         else {}
     )
@@ -291,6 +298,8 @@ def build_launch_estimate(
         samples_requested=len(drift_snapshots),
         under_load=True,  # separate instances share no copy-on-write pages to lose
     )
+    # "more workers or more samples" is the attach-mode advice; here it is more instances.
+    warnings = [w for w in warnings if w.code != "LOW_CONFIDENCE"]
     warnings += diagnostics.diagnose_load_and_drift(
         measured_drift, loads, drift_snapshots, selector=selector
     )
@@ -327,25 +336,32 @@ def _system_kernel(stat: dict[str, int]) -> int:
 
 
 def split_difference(
-    steps: Sequence[LaunchStep],
-    snapshots: Sequence[Snapshot],
-    slab_factor: float,
-    system_slope: int,
+    steps: Sequence[LaunchStep], snapshots: Sequence[Snapshot], slab_factor: float
 ) -> dict[str, int]:
     """Per instance, what the cgroup charged beyond the process-side figures, by part.
 
-    The slopes over N of the cgroup's memory.stat parts, against the process side's USS
-    and kernel estimate: anonymous memory (cgroup anon minus USS), page cache (file pages
-    charged to the cgroup: files the instances read or wrote, mapped or not), kernel memory
-    (measured minus estimated), sockets (v2 only: v1 keeps them outside the usage), and
-    what is left. The parts add up to the difference of the two slopes.
+    Slopes over N of the cgroup's memory.stat parts against the processes' own: anonymous
+    memory (cgroup anon vs the processes' Pss_Anon), page cache (cgroup file, shmem
+    included, vs Pss_File + Pss_Shmem: the rest is files the instances read or wrote
+    without keeping them mapped), kernel memory (measured vs estimated), sockets (v2 only:
+    v1 keeps them outside the usage), and what is left. The parts add up to the difference
+    of the two sides' slopes. Pss_Anon/File/Shmem exist since Linux 5.3; before, the
+    anonymous part is taken against USS.
     """
     counts = [s.instances for s in steps]
     stats = [s.cgroup.stat if s.cgroup is not None else {} for s in steps]
     processes = [
         [p for p in snapshots[s.sample].processes if p.instance is not None] for s in steps
     ]
-    uss = [sum(p.rollup.uss_bytes + p.rollup.private_hugetlb_bytes for p in ps) for ps in processes]
+    has_pss_parts = any(p.rollup.pss_anon_bytes for ps in processes for p in ps)
+    anon = [
+        sum(p.rollup.pss_anon_bytes if has_pss_parts else p.rollup.uss_bytes for p in ps)
+        for ps in processes
+    ]
+    files = [
+        sum(p.rollup.pss_file_bytes + p.rollup.pss_shmem_bytes for p in ps) if has_pss_parts else 0
+        for ps in processes
+    ]
     kernel = [
         sum(
             p.page_tables_bytes + p.kernel_stack_bytes + round(p.slab_bytes * slab_factor)
@@ -354,11 +370,13 @@ def split_difference(
         for ps in processes
     ]
     process_slope = slope_of(counts, [s.process_total_bytes for s in steps])
+    system_slope = slope_of(counts, [s.system_total_bytes for s in steps])
     version = steps[-1].cgroup.version if steps[-1].cgroup is not None else 2
     parts = {
         "anonymous memory": slope_of(counts, [st.get("anon", 0) for st in stats])
-        - slope_of(counts, uss),
-        "page cache": slope_of(counts, [st.get("file", 0) for st in stats]),
+        - slope_of(counts, anon),
+        "page cache": slope_of(counts, [st.get("file", 0) for st in stats])
+        - slope_of(counts, files),
         "kernel memory": slope_of(counts, [_system_kernel(st) for st in stats])
         - slope_of(counts, kernel),
     }

@@ -12,6 +12,7 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 
+from capacity.drift import sampling_advice
 from capacity.records import (
     Budget,
     Drift,
@@ -165,14 +166,6 @@ SUGGESTED_SAMPLES = 30
 DIFFERENCE_WARNING = 0.10
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def sampling_for(total_seconds: float, interval: float) -> tuple[int, float]:
     """``--samples K --interval I`` that cover ``total_seconds`` with about 30 samples."""
     interval = max(interval, total_seconds / SUGGESTED_SAMPLES, 0.1)
@@ -232,12 +225,11 @@ def diagnose_load_and_drift(
                 message=(
                     f"each {unit} grew by {format_bytes(drift.growth_per_minute_bytes)}/min "
                     f"({format_bytes(drift.first_bytes)} at the first sample, "
-                    f"{format_bytes(drift.last_bytes)} at the last) and had not flattened "
-                    f"({drift.note}): the per-{unit} cost is a lower bound and max "
-                    f"{unit}s an upper bound"
+                    f"{format_bytes(drift.last_bytes)} at the last) and had not flattened: "
+                    f"the per-{unit} cost is a lower bound and max {unit}s an upper bound"
                 ),
-                hint=f"sample for at least {_duration(drift.duration_seconds + more)}, under "
-                f"the same load: {rerun} --samples {samples} --interval {every:g}",
+                hint=f"{sampling_advice(drift)}; under the same load: "
+                f"{rerun} --samples {samples} --interval {every:g}",
             )
         )
     return warnings
@@ -253,6 +245,15 @@ def diagnose_launch(
 ) -> list[Warning]:
     warnings: list[Warning] = []
     rerun = f"capplan estimate {selector}"
+    more = f"{rerun.rsplit(' --instances', 1)[0]} --instances {max(2 * launch.instances, 8)}"
+    if model.confidence == "low":
+        warnings.append(
+            Warning(
+                code="LOW_CONFIDENCE",
+                message="low confidence: " + "; ".join(model.confidence_reasons),
+                hint=f"measure more instance counts: {more}",
+            )
+        )
     if no_cgroup_reason is not None:
         warnings.append(
             Warning(
@@ -308,9 +309,7 @@ def diagnose_launch(
                         f"({check.share:+.0%} of the line's total there; p = {check.p_value:.3g})"
                         ": the cost of an instance grows with N"
                     ),
-                    hint=f"measure at more instances, closer to the target: "
-                    f"{rerun.rsplit(' --instances', 1)[0]} --instances "
-                    f"{max(2 * launch.instances, 8)}",
+                    hint=f"measure at more instances, closer to the target: {more}",
                 )
             )
     return warnings

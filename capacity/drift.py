@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from capacity.records import Drift, LoadRun, ProcessMemory, Snapshot
+from capacity.units import format_bytes
 
 ALPHA = 0.05
 MIN_GROWTH_SHARE = 0.01  # growth over the samples smaller than this share of a worker is noise
@@ -158,7 +159,7 @@ def requests_in_window(loads: Sequence[LoadRun], start: float, end: float) -> fl
     return total if total > 0 else None
 
 
-def _duration_text(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -228,7 +229,7 @@ def measure(
             base,
             plateau=True,
             plateau_bytes=last_bytes,
-            note=f"no significant growth over {len(samples)} samples in {_duration_text(duration)}",
+            note=f"no significant growth over {len(samples)} samples in {duration_text(duration)}",
         )
 
     size = max(MIN_PLATEAU_POINTS, math.ceil(len(samples) / 3))
@@ -255,8 +256,8 @@ def measure(
         plateau = not_rising and small
         if not plateau:
             note = (
-                f"still growing in the last third of the samples "
-                f"({flat.per_second * 60:,.0f} bytes/min)"
+                "still growing in the last third of the samples "
+                f"({format_bytes(flat.per_second * 60)}/min)"
             )
     if plateau:
         means = [m for s in window if (m := _mean_at(s, tracked)) is not None]
@@ -273,13 +274,8 @@ def measure(
     rate = overall.per_second
     if headroom and rate > 0:
         more = headroom / rate
-        note += (
-            f"; at this rate the {unit}s would copy the rest of their inherited memory in "
-            f"{_duration_text(more)}"
-        )
     else:
         more = max(NO_HEADROOM_FACTOR * duration, MIN_SUGGESTED_SECONDS)
-        note += "; no inherited memory bounds this growth (new allocations: a cache or a leak)"
     return dataclasses.replace(
         base,
         plateau_since_seconds=round(window_start - t0, 3),
@@ -288,4 +284,21 @@ def measure(
         sample_more_seconds=round(more, 1),
         fit_from_sample=len(samples) - 1,
         note=note,
+    )
+
+
+def sampling_advice(drift: Drift) -> str:
+    """How long to sample, and why: the bound from inherited memory when there is one."""
+    if drift.sample_more_seconds is None:
+        return ""
+    total = duration_text(drift.duration_seconds + drift.sample_more_seconds)
+    if drift.headroom_bytes and drift.growth_per_minute_bytes > 0:
+        return (
+            f"sample for at least {total}: at {format_bytes(drift.growth_per_minute_bytes)}/min "
+            f"each {drift.unit} would have copied the rest of its inherited memory "
+            f"({format_bytes(drift.headroom_bytes)}) by then"
+        )
+    return (
+        f"sample for at least {total}, or until it flattens: no inherited memory bounds "
+        "this growth (new allocations: a cache, or a leak)"
     )

@@ -223,6 +223,9 @@ class Breakdown:
     fixed_parent_bytes: int
     fixed_shared_bytes: int
     fixed_kernel_bytes: int
+    # Launch mode: pages an instance's processes share among themselves (its tree's
+    # PSS - USS), which every new instance brings again.
+    per_instance_shared_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,7 +378,7 @@ class Drift:
     headroom_bytes: int | None = None  # inherited (shared) anonymous memory not yet copied
     sample_more_seconds: float | None = None
     fit_from_sample: int = 0
-    adjustment_bytes: int = 0  # launch mode: added to the per-instance cost for drift
+    adjustment_bytes: int = 0  # launch mode: change of the per-instance slope from drift
     note: str = ""
     series: tuple[tuple[float, int], ...] = ()  # (seconds since first sample, mean bytes)
 
@@ -390,7 +393,10 @@ class InstanceMemory:
     pids: tuple[int, ...]
     cgroup_bytes: int | None = None  # its own cgroup's usage, when it has one
     private_bytes: int = 0  # USS summed over the tree (filled by assemble)
-    marginal_bytes: int = 0  # USS plus kernel memory over the tree (filled by assemble)
+    # What it costs (filled by assemble): over its tree, PSS plus kernel memory, that is
+    # USS, kernel memory and its share of every page it shares; the instances' costs add
+    # up to the process-side total(N).
+    marginal_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
+from capacity.drift import sampling_advice
 from capacity.records import Estimate, ModelFit, ProcessMemory, dumps
 from capacity.units import format_bytes, format_in, pick_unit
 
@@ -103,6 +104,11 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
     if b is not None:
         parts = [
             ("USS", b.per_instance_uss_bytes),
+            *(
+                [("shared share", b.per_instance_shared_bytes)]
+                if b.per_instance_shared_bytes
+                else []
+            ),
             ("page tables", b.per_instance_page_tables_bytes),
             ("kernel stack", b.per_instance_kernel_stack_bytes),
             ("slab", b.per_instance_slab_bytes),
@@ -117,7 +123,7 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         f"Fixed (paid once):      {format_in(model.fixed_bytes, fixed_unit)} {fixed_unit[0]}   "
         + _interval(*model.fixed_ci95, fixed_unit)
     )
-    if b is not None:
+    if b is not None and noun != "instance":
         lines.append(
             f"    = parent {format_bytes(b.fixed_parent_bytes)} + shared pages once "
             f"{format_bytes(b.fixed_shared_bytes)} + parent kernel {format_bytes(b.fixed_kernel_bytes)}"
@@ -348,17 +354,19 @@ def _drift_lines(e: Estimate) -> list[str]:
         lines.append(f"    no drift: {d.note}")
     elif d.plateau:
         plateau = format_bytes(d.plateau_bytes) if d.plateau_bytes is not None else "?"
-        lines.append(f"    plateau reached: {d.note}; the prediction uses {plateau} per {d.unit}")
+        lines.append(
+            f"    plateau reached: {d.note}; the prediction uses the plateau "
+            f"({plateau} private per {d.unit})"
+        )
     else:
         lines.append(f"    NO plateau: {d.note}")
         if d.sample_more_seconds is not None:
-            lines.append(
-                f"    sample for at least {d.sample_more_seconds:,.0f} s more to see it flatten"
-            )
-    if d.adjustment_bytes:
+            lines.append(f"    {sampling_advice(d)}")
+    if d.unit == "instance" and d.growing:
+        sign = "+" if d.adjustment_bytes >= 0 else "-"
         lines.append(
-            f"    added {format_bytes(d.adjustment_bytes)} per instance to the fitted cost for "
-            "the drift"
+            "    each step's total was raised by what its instances had still to grow: "
+            f"{sign}{format_bytes(abs(d.adjustment_bytes))} per instance"
         )
     return lines
 
