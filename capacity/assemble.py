@@ -341,12 +341,17 @@ def split_difference(
     """Per instance, what the cgroup charged beyond the process-side figures, by part.
 
     Slopes over N of the cgroup's memory.stat parts against the processes' own: anonymous
-    memory (cgroup anon vs the processes' Pss_Anon), page cache (cgroup file, shmem
-    included, vs Pss_File + Pss_Shmem: the rest is files the instances read or wrote
-    without keeping them mapped), kernel memory (measured vs estimated), sockets (v2 only:
-    v1 keeps them outside the usage), and what is left. The parts add up to the difference
-    of the two sides' slopes. Pss_Anon/File/Shmem exist since Linux 5.3; before, the
-    anonymous part is taken against USS.
+    memory (cgroup anon vs the processes' Pss_Anon), file pages (cgroup file, shmem
+    included, vs Pss_File + Pss_Shmem), kernel memory (measured vs estimated), sockets (v2
+    only: v1 keeps them outside the usage), and what is left. The parts add up to the
+    difference of the two sides' slopes. Pss_Anon/File/Shmem exist since Linux 5.3;
+    before, the anonymous part is taken against USS.
+
+    File pages read both ways. Positive: page cache the instances read or wrote (logs,
+    data files), charged to the cgroup but mapped by nobody. Negative: the instances' PSS
+    share of files they map with processes outside the workload (the interpreter, libc):
+    PSS hands each new instance a share although no new page is used, and the cgroup is
+    not charged for pages another cgroup brought in first.
     """
     counts = [s.instances for s in steps]
     stats = [s.cgroup.stat if s.cgroup is not None else {} for s in steps]
@@ -375,7 +380,7 @@ def split_difference(
     parts = {
         "anonymous memory": slope_of(counts, [st.get("anon", 0) for st in stats])
         - slope_of(counts, anon),
-        "page cache": slope_of(counts, [st.get("file", 0) for st in stats])
+        "file pages": slope_of(counts, [st.get("file", 0) for st in stats])
         - slope_of(counts, files),
         "kernel memory": slope_of(counts, [_system_kernel(st) for st in stats])
         - slope_of(counts, kernel),

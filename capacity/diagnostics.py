@@ -135,7 +135,8 @@ def diagnose(
                         f"{format_bytes(shared)} copy-on-write and grow as they serve "
                         "requests, so the per-worker cost may rise"
                     ),
-                    hint=f"measure while the server is busy, over more samples: {rerun} --samples 30",
+                    hint="measure while a load generator drives it, until it flattens: "
+                    f"{rerun} --load 'ab -n 100000 -c 8 http://127.0.0.1:PORT/' --samples 30",
                 )
             )
 

@@ -294,8 +294,8 @@ def sampling_advice(drift: Drift) -> str:
     total = duration_text(drift.duration_seconds + drift.sample_more_seconds)
     if drift.headroom_bytes and drift.growth_per_minute_bytes > 0:
         return (
-            f"sample for at least {total}: at {format_bytes(drift.growth_per_minute_bytes)}/min "
-            f"each {drift.unit} would have copied the rest of its inherited memory "
+            f"sample longer, up to {total}: at {format_bytes(drift.growth_per_minute_bytes)}/min "
+            f"each {drift.unit} would have copied all the inherited memory it still shares "
             f"({format_bytes(drift.headroom_bytes)}) by then"
         )
     return (

@@ -105,7 +105,7 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         parts = [
             ("USS", b.per_instance_uss_bytes),
             *(
-                [("shared share", b.per_instance_shared_bytes)]
+                [("shared (PSS)", b.per_instance_shared_bytes)]
                 if b.per_instance_shared_bytes
                 else []
             ),
@@ -310,9 +310,12 @@ def _system_lines(e: Estimate) -> list[str]:
             lines.append(f"Line check ({check.method}): {check.note}")
             continue
         verdict = "significant" if check.significant else "not significant"
+        # No "-0 B": a coefficient that rounds to nothing has no sign.
+        contribution = check.contribution_bytes if abs(check.contribution_bytes) >= 0.5 else 0.0
+        share = check.share if abs(check.share) >= 0.005 else 0.0
         lines.append(
-            f"Line check ({check.method}): quadratic term {format_bytes(check.contribution_bytes)} "
-            f"at N = {check.at_instances:,} ({check.share:+.0%} of the line), "
+            f"Line check ({check.method}): quadratic term {format_bytes(contribution)} "
+            f"at N = {check.at_instances:,} ({share:+.0%} of the line), "
             f"p = {check.p_value:.2g}: {verdict}"
         )
     return lines

@@ -90,7 +90,7 @@ def test_workers_still_growing_give_a_lower_bound_and_say_how_long_to_sample() -
     assert doc["prediction"]["max_is_upper_bound"]
     (warning,) = [w for w in doc["warnings"] if w["code"] == "DRIFT_NO_PLATEAU"]
     assert "lower bound" in warning["message"]
-    assert "--samples" in warning["hint"] and "sample for at least" in warning["hint"]
+    assert "--samples" in warning["hint"] and "sample longer, up to" in warning["hint"]
 
 
 @needs_root
