@@ -198,6 +198,11 @@ class Launcher:
         expand(options.command, shell=options.shell, option="--launch", values={"i": 1, "port": 1})
         if options.load:
             expand(options.load, shell=options.shell, option="--load", values={"i": 1, "port": 1})
+            if "{port}" in options.load and "{port}" not in options.command:
+                raise LaunchError(
+                    "--load uses {port}, but --launch does not: nothing would listen there",
+                    hint="pass {port} to the server in --launch, or write the port in --load",
+                )
 
     # ------------------------------------------------------------------ lifecycle
 

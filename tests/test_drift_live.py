@@ -11,9 +11,14 @@ the tests never depend on how fast this host is, only on that bound.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import socket
+import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
 from conftest import MiB, needs_root, run_cli, start_demo
@@ -178,3 +183,34 @@ def test_launch_mode_under_load_follows_each_instance() -> None:
     # The 8 MiB heap each instance's worker shares with its parent is that instance's.
     assert doc["model"]["per_instance_bytes"] > 8 * MiB + 1 * MiB
     assert doc["launch"]["system_model"]["per_instance_bytes"] > 8 * MiB + 1 * MiB
+
+
+@needs_root
+def test_the_load_generator_is_never_part_of_the_workload(tmp_path: Path) -> None:
+    """The workload and the load generator run the same program under one name: --cmd
+    matches both, and only the workload's processes may be measured."""
+    name = f"cps{uuid.uuid4().hex[:8]}"
+    program = tmp_path / name
+    program.symlink_to(os.path.realpath(sys.executable))
+    workload = subprocess.Popen(
+        [str(program), "-m", "capacity.demo", "--shared", "8M", "--private", "1M",
+         "--workers", "2"],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert workload.stdout is not None
+        line = workload.stdout.readline().decode()
+        assert line.startswith("ready"), line
+        pids = {int(pid) for pid in line.split()[1:]}
+        load = f"{program} -c 'import time; time.sleep(120)'"
+        result = run_cli(
+            "estimate", "--cmd", name, "--load", load, "--warmup", "0.5",
+            "--samples", "2", "--interval", "0.2", "--format", "json",
+        )  # fmt: skip
+    finally:
+        os.killpg(workload.pid, signal.SIGKILL)
+        workload.wait(timeout=10)
+    assert result.code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc["workload"]["pids"]) == pids
+    assert all(p["pid"] in pids for s in doc["samples"] for p in s["processes"])

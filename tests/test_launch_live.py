@@ -252,7 +252,11 @@ def test_bad_launch_options_are_one_line_errors() -> None:
     assert missing.code == 2 and "command not found: no-such-program-capplan" in missing.stderr
     port_in_attach = run_cli("estimate", "--pid", "1", "--load", "ab http://127.0.0.1:{port}/")
     assert port_in_attach.code == 2 and "only --launch defines" in port_in_attach.stderr
-    for result in (too_few, missing, port_in_attach):
+    unused_port = run_cli(
+        "estimate", "--launch", "sleep 60", "--load", "ab http://127.0.0.1:{port}/"
+    )
+    assert unused_port.code == 2 and "--launch does not" in unused_port.stderr
+    for result in (too_few, missing, port_in_attach, unused_port):
         assert "Traceback" not in result.stderr
 
 
