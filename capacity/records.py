@@ -13,7 +13,9 @@ Schema history (bump ``SCHEMA_VERSION`` when a reader of the old version would m
 new one; adding a field with a default does not need a bump):
 
 * 1 -- first version: workload, samples, model, budget, prediction, estimators, warnings,
-  environment, timing.
+  environment, timing. Added since, with defaults: ``load``, ``drift`` and ``launch``;
+  ``prediction.max_is_upper_bound``; ``ProcessMemory.instance``;
+  ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4).
 """
 
 from __future__ import annotations
