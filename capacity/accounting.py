@@ -25,7 +25,7 @@ both methods' points alike.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from capacity.model import SamplePoints
 from capacity.records import Breakdown, ProcessMemory, Snapshot
@@ -195,4 +195,64 @@ def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
                 for _, ps in parents
             ]
         ),
+    )
+
+
+# --------------------------------------------------------------------------- launch mode
+
+
+def instance_costs(snapshot: Snapshot, slab_factor: float = 1.0) -> dict[int, tuple[int, int]]:
+    """Launch mode, per instance: (cost, private bytes) over its process tree.
+
+    A launched instance is a worker whose cost is its whole process tree: every process's
+    USS and kernel memory, plus its share of the pages it shares (PSS - USS). Pages shared
+    inside the tree (a forking server's heap) come again with every instance; pages shared
+    with the other instances (the program's file pages) are split between them, as PSS
+    does. The costs add up to ``launch_total``.
+    """
+    costs: dict[int, tuple[int, int]] = {}
+    for process in snapshot.processes:
+        if process.instance is None:
+            continue
+        cost, private = costs.get(process.instance, (0, 0))
+        costs[process.instance] = (
+            cost + marginal_cost(process, slab_factor) + _shared_share(process),
+            private + process.rollup.uss_bytes + process.rollup.private_hugetlb_bytes,
+        )
+    return costs
+
+
+def _shared_share(process: ProcessMemory) -> int:
+    return max(process.rollup.pss_bytes - process.rollup.uss_bytes, 0)
+
+
+def launch_total(snapshot: Snapshot, slab_factor: float = 1.0) -> int:
+    """Process-side total(N): pages shared inside the workload once, plus every instance."""
+    members = [p for p in snapshot.processes if p.instance is not None]
+    return shared_once(members) + sum(marginal_cost(p, slab_factor) for p in members)
+
+
+def launch_breakdown(snapshot: Snapshot, slab_factor: float | None) -> Breakdown:
+    """What one instance costs, by kind (means over the instances of one snapshot); the
+    fit's intercept, not this, says what is paid once."""
+    factor = 1.0 if slab_factor is None else slab_factor
+    trees: dict[int, list[ProcessMemory]] = {}
+    for process in snapshot.processes:
+        if process.instance is not None:
+            trees.setdefault(process.instance, []).append(process)
+
+    def mean(value: Callable[[ProcessMemory], float]) -> int:
+        sums = [sum(value(p) for p in tree) for tree in trees.values()]
+        return round(statistics.fmean(sums)) if sums else 0
+
+    return Breakdown(
+        per_instance_uss_bytes=mean(lambda p: p.rollup.uss_bytes + p.rollup.private_hugetlb_bytes),
+        per_instance_shared_bytes=mean(_shared_share),
+        per_instance_page_tables_bytes=mean(lambda p: p.page_tables_bytes),
+        per_instance_kernel_stack_bytes=mean(lambda p: p.kernel_stack_bytes),
+        per_instance_slab_bytes=mean(lambda p: p.slab_bytes * factor),
+        kernel_source="estimate" if slab_factor is None else "cgroup",
+        fixed_parent_bytes=0,
+        fixed_shared_bytes=0,
+        fixed_kernel_bytes=0,
     )

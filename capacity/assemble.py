@@ -8,13 +8,33 @@ the same way.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import statistics
 from collections.abc import Sequence
 
-from capacity import accounting, diagnostics, estimators
+from capacity import accounting, diagnostics, drift, estimators
 from capacity.errors import ModelError
-from capacity.model import fit, make_budget, predict
-from capacity.records import Environment, Estimate, Method, Snapshot, Timing, Workload
+from capacity.model import (
+    RESOLUTION_SD,
+    cgroup_resolution_sd,
+    fit,
+    fit_independent,
+    make_budget,
+    predict,
+    quadratic_check,
+    slope_of,
+)
+from capacity.records import (
+    Environment,
+    Estimate,
+    Launch,
+    LaunchStep,
+    LoadRun,
+    Method,
+    Snapshot,
+    Timing,
+    Workload,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,11 +78,18 @@ def build_estimate(
     under_load: bool = False,
     method: Method | None = None,
     exact_fallback: str | None = None,
+    loads: Sequence[LoadRun] = (),
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used."""
     if not snapshots:
         raise ModelError("no samples were taken")
+    all_snapshots = snapshots
+    # Copy-on-write drift: while workers grow, the prediction uses the plateau's samples,
+    # or only the last one (a lower bound on the cost) when they have not flattened.
+    measured_drift = drift.measure(drift.worker_samples(snapshots), "worker", loads)
+    if measured_drift is not None and measured_drift.growing:
+        snapshots = snapshots[measured_drift.fit_from_sample :]
     slab_factor = accounting.slab_calibration(snapshots)
     factor = 1.0 if slab_factor is None else slab_factor
     if method is None:
@@ -95,6 +122,8 @@ def build_estimate(
         reserve_text=budget_options.reserve_text,
     )
     prediction = predict(model, budget)
+    if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
+        prediction = dataclasses.replace(prediction, max_is_upper_bound=True)
     compared = estimators.compare(snapshots, model, budget, prediction)
     warnings = diagnostics.diagnose(
         snapshots,
@@ -104,8 +133,199 @@ def build_estimate(
         environment,
         selector=workload.selector,
         samples_requested=samples_requested,
-        under_load=under_load,
+        under_load=under_load or bool(loads),
         exact_fallback=exact_fallback,
+    )
+    warnings += diagnostics.diagnose_load_and_drift(
+        measured_drift, loads, all_snapshots, selector=workload.selector
+    )
+    return Estimate(
+        workload=workload,
+        samples=tuple(all_snapshots),
+        model=model,
+        budget=budget,
+        prediction=prediction,
+        estimators=compared,
+        warnings=tuple(warnings),
+        environment=environment,
+        timing=Timing(
+            sample_read_seconds=tuple(round(s.read_seconds, 6) for s in all_snapshots),
+            total_seconds=round(total_seconds, 3),
+        ),
+        load=tuple(loads),
+        drift=measured_drift,
+    )
+
+
+# --------------------------------------------------------------------------- launch mode
+
+DIFFERENCE_SHARE = 0.10  # report what the two fits' difference is made of above this share
+
+
+def build_launch_estimate(
+    *,
+    launch: Launch,
+    snapshots: Sequence[Snapshot],
+    environment: Environment,
+    budget_options: BudgetOptions,
+    total_seconds: float,
+    loads: Sequence[LoadRun] = (),
+    no_cgroup_reason: str | None = None,
+) -> Estimate:
+    """Launch mode: fit the process-side and the system-side totals at N = 1..instances."""
+    if not launch.steps:
+        raise ModelError("no launch steps were measured")
+    slab_factor = accounting.slab_calibration(snapshots)
+    factor = 1.0 if slab_factor is None else slab_factor
+    steps = []
+    for step in launch.steps:
+        snapshot = snapshots[step.sample]
+        costs = accounting.instance_costs(snapshot, factor)
+        members = tuple(
+            dataclasses.replace(
+                m,
+                marginal_bytes=costs.get(m.number, (0, 0))[0],
+                private_bytes=costs.get(m.number, (0, 0))[1],
+            )
+            for m in step.members
+        )
+        steps.append(
+            dataclasses.replace(
+                step,
+                members=members,
+                process_total_bytes=accounting.launch_total(snapshot, factor),
+            )
+        )
+    counts = [s.instances for s in steps]
+    last_step = steps[-1]
+    last = snapshots[last_step.sample]
+    process_totals = [float(s.process_total_bytes) for s in steps]
+    system_totals = [float(s.system_total_bytes) for s in steps]
+
+    # Drift over the samples taken with every instance running (the last step onwards).
+    # While instances grow, each step's total is raised by what its instances still had
+    # to grow (to the plateau, or to the last sample: then a lower bound), on both sides:
+    # a copied page is charged to the cgroup as it shows in smaps.
+    drift_snapshots = snapshots[last_step.sample :]
+    measured_drift = drift.measure(
+        drift.grouped_samples(drift_snapshots, lambda p: p.instance), "instance", loads
+    )
+    raw_process_totals = list(process_totals)
+    if measured_drift is not None and measured_drift.growing:
+        target = (
+            measured_drift.plateau_bytes
+            if measured_drift.plateau and measured_drift.plateau_bytes is not None
+            else measured_drift.last_bytes
+        )
+        for index, step in enumerate(steps):
+            missing = sum(target - m.private_bytes for m in step.members)
+            process_totals[index] += missing
+            system_totals[index] += missing
+
+    breakdown = accounting.launch_breakdown(last, slab_factor)
+    spread = [m.marginal_bytes for m in last_step.members]
+    # Each process's figures are rounded to whole kB; a cgroup's usage to its charge batches.
+    process_resolution = RESOLUTION_SD * len(last.processes) ** 0.5
+    system_resolution = cgroup_resolution_sd(environment.cpu_count, environment.page_size)
+    model = fit_independent(
+        counts,
+        process_totals,
+        "smaps",
+        breakdown,
+        instance_sd=statistics.stdev(spread) if len(spread) > 1 else None,
+        resolution_sd=process_resolution,
+    )
+    if measured_drift is not None and measured_drift.growing:
+        adjustment = model.per_instance_bytes - round(slope_of(counts, raw_process_totals))
+        measured_drift = dataclasses.replace(measured_drift, adjustment_bytes=adjustment)
+
+    system_method: Method = "cgroup" if launch.system_source == "cgroup" else "memavailable"
+    system_spread = [m.cgroup_bytes for m in last_step.members if m.cgroup_bytes is not None]
+    system_model = None
+    system_error = None
+    try:
+        system_model = fit_independent(
+            counts,
+            system_totals,
+            system_method,
+            instance_sd=statistics.stdev(system_spread) if len(system_spread) > 1 else None,
+            resolution_sd=system_resolution,
+        )
+    except ModelError as err:
+        system_error = err.message
+
+    if last.host is None:
+        raise ModelError("the snapshot has no host memory figures")
+    budget = make_budget(
+        last.host,
+        last_step.process_total_bytes,
+        memory=budget_options.memory,
+        memory_text=budget_options.memory_text,
+        reserve_bytes=budget_options.reserve_bytes,
+        reserve_fraction=budget_options.reserve_fraction,
+        reserve_text=budget_options.reserve_text,
+    )
+    prediction = predict(model, budget)
+    if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
+        prediction = dataclasses.replace(prediction, max_is_upper_bound=True)
+    at = max(prediction.max_instances, *counts)
+    # The process side's curvature is tested on the instances' own pages and kernel memory
+    # (USS + kernel): shared pages are split by PSS, which saturates by construction
+    # (N / (N + others) of each shared page), so they would look like curvature.
+    own = [
+        sum(
+            accounting.marginal_cost(p, factor)
+            for p in snapshots[s.sample].processes
+            if p.instance is not None
+        )
+        for s in steps
+    ]
+    checks = [quadratic_check(counts, own, "smaps", at, process_resolution)]
+    if system_model is not None:
+        checks.append(quadratic_check(counts, system_totals, system_method, at, system_resolution))
+    difference = (
+        split_difference(steps, snapshots, factor)
+        if system_model is not None and launch.system_source == "cgroup"
+        else {}
+    )
+    completed = dataclasses.replace(
+        launch,
+        steps=tuple(steps),
+        system_model=system_model,
+        quadratic=tuple(checks),
+        difference=difference,
+    )
+    selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
+    workload = Workload(
+        selector=selector,
+        name=",".join(sorted({p.name for p in last.processes})),
+        pids=tuple(p.pid for p in last.processes),
+        parent_pids=(),
+        worker_count=last_step.instances,
+        parent_cmdline=tuple(shlex.split(launch.command)) if not launch.shell else (),
+    )
+    compared = estimators.compare([last], model, budget, prediction)
+    warnings = diagnostics.diagnose(
+        [last],
+        model,
+        budget,
+        prediction,
+        environment,
+        selector=selector,
+        samples_requested=len(drift_snapshots),
+        under_load=True,  # separate instances share no copy-on-write pages to lose
+    )
+    # "more workers or more samples" is the attach-mode advice; here it is more instances.
+    warnings = [w for w in warnings if w.code != "LOW_CONFIDENCE"]
+    warnings += diagnostics.diagnose_load_and_drift(
+        measured_drift, loads, drift_snapshots, selector=selector
+    )
+    warnings += diagnostics.diagnose_launch(
+        completed,
+        model,
+        selector=selector,
+        no_cgroup_reason=no_cgroup_reason,
+        system_error=system_error,
     )
     return Estimate(
         workload=workload,
@@ -120,4 +340,69 @@ def build_estimate(
             sample_read_seconds=tuple(round(s.read_seconds, 6) for s in snapshots),
             total_seconds=round(total_seconds, 3),
         ),
+        load=tuple(loads),
+        drift=measured_drift,
+        launch=completed,
     )
+
+
+def _system_kernel(stat: dict[str, int]) -> int:
+    if "kernel" in stat:  # v2 since Linux 5.18; v1 memory.kmem.usage_in_bytes
+        return stat["kernel"]
+    return sum(stat.get(k, 0) for k in ("kernel_stack", "pagetables", "slab", "percpu"))
+
+
+def split_difference(
+    steps: Sequence[LaunchStep], snapshots: Sequence[Snapshot], slab_factor: float
+) -> dict[str, int]:
+    """Per instance, what the cgroup charged beyond the process-side figures, by part.
+
+    Slopes over N of the cgroup's memory.stat parts against the processes' own: anonymous
+    memory (cgroup anon vs the processes' Pss_Anon), file pages (cgroup file, shmem
+    included, vs Pss_File + Pss_Shmem), kernel memory (measured vs estimated), sockets (v2
+    only: v1 keeps them outside the usage), and what is left. The parts add up to the
+    difference of the two sides' slopes. Pss_Anon/File/Shmem exist since Linux 5.3;
+    before, the anonymous part is taken against USS.
+
+    File pages read both ways. Positive: page cache the instances read or wrote (logs,
+    data files), charged to the cgroup but mapped by nobody. Negative: the instances' PSS
+    share of files they map with processes outside the workload (the interpreter, libc):
+    PSS hands each new instance a share although no new page is used, and the cgroup is
+    not charged for pages another cgroup brought in first.
+    """
+    counts = [s.instances for s in steps]
+    stats = [s.cgroup.stat if s.cgroup is not None else {} for s in steps]
+    processes = [
+        [p for p in snapshots[s.sample].processes if p.instance is not None] for s in steps
+    ]
+    has_pss_parts = any(p.rollup.pss_anon_bytes for ps in processes for p in ps)
+    anon = [
+        sum(p.rollup.pss_anon_bytes if has_pss_parts else p.rollup.uss_bytes for p in ps)
+        for ps in processes
+    ]
+    files = [
+        sum(p.rollup.pss_file_bytes + p.rollup.pss_shmem_bytes for p in ps) if has_pss_parts else 0
+        for ps in processes
+    ]
+    kernel = [
+        sum(
+            p.page_tables_bytes + p.kernel_stack_bytes + round(p.slab_bytes * slab_factor)
+            for p in ps
+        )
+        for ps in processes
+    ]
+    process_slope = slope_of(counts, [s.process_total_bytes for s in steps])
+    system_slope = slope_of(counts, [s.system_total_bytes for s in steps])
+    version = steps[-1].cgroup.version if steps[-1].cgroup is not None else 2
+    parts = {
+        "anonymous memory": slope_of(counts, [st.get("anon", 0) for st in stats])
+        - slope_of(counts, anon),
+        "file pages": slope_of(counts, [st.get("file", 0) for st in stats])
+        - slope_of(counts, files),
+        "kernel memory": slope_of(counts, [_system_kernel(st) for st in stats])
+        - slope_of(counts, kernel),
+    }
+    if version == 2:
+        parts["sockets"] = slope_of(counts, [st.get("sock", 0) for st in stats])
+    parts["other"] = system_slope - process_slope - sum(parts.values())
+    return {name: round(value) for name, value in parts.items()}

@@ -170,6 +170,11 @@ def read_cgroup_memory(
     kmem = _read_int(directory / "memory.kmem.usage_in_bytes")
     if kmem is not None:
         stat["kernel"] = kmem
+    # v1 charges socket buffers to a counter of their own, outside usage_in_bytes, and only
+    # once memory.kmem.tcp.limit_in_bytes has been written (mm/memcontrol-v1.c, tcpmem).
+    tcp = _read_int(directory / "memory.kmem.tcp.usage_in_bytes")
+    if tcp is not None:
+        stat["sock"] = tcp
     own_limit = _read_int(directory / "memory.limit_in_bytes")
     limit = raw.get("hierarchical_memory_limit", own_limit)
     if limit is not None and limit >= V1_UNLIMITED_THRESHOLD:
@@ -283,6 +288,23 @@ class OwnCgroup:
 
     def pids(self) -> set[int]:
         return cgroup_pids_recursive(self.path)
+
+    def child(self, name: str) -> OwnCgroup:
+        """A cgroup inside this one (one per launched instance), removed with it.
+
+        v2 allows processes only in leaves, and a child has a memory controller only when
+        its parent delegates it: we enable it here, before any process joins.
+        """
+        if self.version == 2:
+            controllers = (_read_text(self.path / "cgroup.subtree_control") or "").split()
+            if "memory" not in controllers:
+                _write(self.path / "cgroup.subtree_control", "+memory")
+        path = self.path / name
+        try:
+            path.mkdir()
+        except OSError as err:
+            raise CgroupError(f"cannot create {path}: {err.strerror}") from None
+        return OwnCgroup(version=self.version, path=path, mount=self.mount)
 
     def memory(self) -> CgroupMemory | None:
         found = read_cgroup_memory(self.version, self.path, self.mount)

@@ -16,12 +16,16 @@ import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from capacity.errors import CapplanError
 from capacity.units import SizeError, parse_size, parse_size_or_percent
+
+if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
+    from capacity.assemble import BudgetOptions
+    from capacity.records import Estimate
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -201,6 +205,60 @@ def estimate(
     ] = False,
     root: RootOption = Path("/"),
     method: MethodFlag = None,
+    launch: Annotated[
+        str | None,
+        typer.Option(
+            "--launch",
+            metavar="COMMAND",
+            help="Start COMMAND once per step, up to --instances copies, and measure each "
+            "step. {i} is the instance number, {port} a free loopback port per instance.",
+        ),
+    ] = None,
+    instances: Annotated[
+        int,
+        typer.Option("--instances", metavar="N", help="--launch: how many copies to start."),
+    ] = 4,
+    shell: Annotated[
+        bool,
+        typer.Option(
+            "--shell", help="Run --launch and --load with /bin/sh -c, not split by shlex."
+        ),
+    ] = False,
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            "--settle",
+            metavar="SECONDS",
+            help="--launch: wait this long after each start (default: until its memory "
+            "stops changing).",
+        ),
+    ] = None,
+    settle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--settle-timeout",
+            metavar="SECONDS",
+            help="--launch: give up on an instance that has not settled after this long.",
+        ),
+    ] = 60.0,
+    load: Annotated[
+        str | None,
+        typer.Option(
+            "--load",
+            metavar="COMMAND",
+            help="Run this load generator while sampling (with --launch: one per instance, "
+            "{port} is its port), e.g. 'ab -n 20000 -c 16 http://127.0.0.1:8080/'.",
+        ),
+    ] = None,
+    warmup: Annotated[
+        float,
+        typer.Option(
+            "--warmup",
+            metavar="SECONDS",
+            min=0.0,
+            help="Seconds between starting the load and the first sample.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -209,19 +267,24 @@ def estimate(
         capplan estimate --cmd apache2 --samples 5
 
         capplan estimate --pid 1234 --memory 16G --reserve 10% --format json
+
+        capplan estimate --cmd apache2 --load 'ab -n 50000 -c 8 http://127.0.0.1/' --samples 30
+
+        capplan estimate --launch 'redis-server --port {port} --save ""' --instances 4
     """
-    from capacity import assemble, records, sampler, workload
+    from capacity import assemble, sampler, workload
     from capacity.environment import read_environment
     from capacity.procfs import read_cmdline, read_exe
 
-    if sum([cmd is not None, pid is not None, demo]) != 1:
+    if sum([cmd is not None, pid is not None, demo, launch is not None]) != 1:
         raise typer.BadParameter(
-            "give exactly one of --cmd NAME, --pid PID or --demo",
-            param_hint="--cmd / --pid / --demo",
+            "give exactly one of --cmd NAME, --pid PID, --demo or --launch COMMAND",
+            param_hint="--cmd / --pid / --demo / --launch",
         )
-    if demo and root != Path("/"):
+    if (demo or launch is not None or load is not None) and root != Path("/"):
         raise typer.BadParameter(
-            "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
+            "--demo, --launch and --load run on this host; they cannot be combined with --root",
+            param_hint="--root",
         )
     if save is not None:
         _check_save_target(save, force)
@@ -236,8 +299,36 @@ def estimate(
         reserve_text=reserve,
     )
     started = time.monotonic()
+    if launch is not None:
+        if method is not None:
+            raise typer.BadParameter(
+                "--launch measures each instance's process tree with smaps and the cgroup; "
+                "--method applies to --cmd, --pid and --demo",
+                param_hint="--method",
+            )
+        result = _estimate_launch(
+            launch,
+            instances=instances,
+            shell=shell,
+            settle=settle,
+            settle_timeout=settle_timeout,
+            load=load,
+            warmup=warmup,
+            samples=samples,
+            interval=interval,
+            options=options,
+            started=started,
+            progress=output_format == Format.text,
+        )
+        _emit(result, output_format, save, force)
+        return
+
+    from capacity.loadgen import LoadGenerators
 
     with contextlib.ExitStack() as stack:
+        generators = (
+            stack.enter_context(LoadGenerators(load, shell=shell)) if load is not None else None
+        )
         if demo:
             launched = stack.enter_context(workload.launched_demo())
             selector = workload.Selector(pid=launched.parent_pid)
@@ -255,7 +346,16 @@ def estimate(
         exact_mode: sampler.ExactMode = (
             "auto" if method is None else "require" if method == MethodOption.exact else "off"
         )
-        reader = sampler.Sampler(selector, root, exact=exact_mode)
+        reader = sampler.Sampler(
+            selector,
+            root,
+            exact=exact_mode,
+            exclude=generators.exclude if generators else None,
+        )
+        if generators is not None:
+            generators.start()
+        if warmup > 0:
+            time.sleep(warmup)
         with _progress(output_format == Format.text, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
@@ -265,6 +365,7 @@ def estimate(
                 on_progress=advance,  # type: ignore[arg-type]
                 sampler=reader,
             )
+        runs = generators.stop() if generators is not None else ()
         environment = read_environment(root, workload_pid=parent_pid, executable=exe)
     fallback = reader.exact_unavailable if exact_mode == "auto" else None
     if exact_mode != "off" and fallback is None and not any(s.pages for s in snapshots):
@@ -280,8 +381,13 @@ def estimate(
         samples_requested=samples,
         method=None if exact_mode != "off" else "smaps",
         exact_fallback=fallback,
+        loads=runs,
     )
-    from capacity import report
+    _emit(result, output_format, save, force)
+
+
+def _emit(result: Estimate, output_format: Format, save: Path | None, force: bool) -> None:
+    from capacity import records, report
 
     rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
@@ -368,6 +474,56 @@ def inspect(
             reserve_fraction=reserve_fraction,
         )
     _write(report.INSPECT_RENDERERS[output_format.value](result))
+
+
+def _estimate_launch(
+    command: str,
+    *,
+    instances: int,
+    shell: bool,
+    settle: float | None,
+    settle_timeout: float,
+    load: str | None,
+    warmup: float,
+    samples: int,
+    interval: float,
+    options: BudgetOptions,
+    started: float,
+    progress: bool,
+) -> Estimate:
+    """``estimate --launch``: start, measure, always stop; then fit both sides."""
+    from capacity import assemble
+    from capacity.environment import read_environment
+    from capacity.launch import Launcher, LaunchOptions
+    from capacity.procfs import read_exe
+
+    launch_options = LaunchOptions(
+        command=command,
+        instances=instances,
+        shell=shell,
+        settle=settle,
+        settle_timeout=settle_timeout,
+        load=load,
+        warmup=warmup,
+        samples=samples,
+        interval=interval,
+    )
+    total = instances + samples - 1
+    with Launcher(launch_options) as launcher:
+        with _progress(progress, total, "launching") as advance:
+            outcome = launcher.run(on_progress=advance)  # type: ignore[arg-type]
+        environment = read_environment(
+            workload_pid=outcome.first_pid, executable=read_exe(outcome.first_pid)
+        )
+    return assemble.build_launch_estimate(
+        launch=outcome.launch,
+        snapshots=outcome.snapshots,
+        environment=environment,
+        budget_options=options,
+        total_seconds=time.monotonic() - started,
+        loads=outcome.loads,
+        no_cgroup_reason=outcome.no_cgroup_reason,
+    )
 
 
 def _write(text: str) -> None:

@@ -10,6 +10,15 @@ When every worker is ready, the parent prints one line, ``ready <parent pid> <wo
 on stdout and then waits. SIGTERM or SIGINT stops the parent and its workers; workers also
 exit on their own when the parent disappears, so the demo never outlives capplan.
 
+Server mode (``--port P``) makes the workers serve tiny HTTP requests on 127.0.0.1:P, so a
+load generator such as ``ab`` can drive them. Each request makes the worker that serves it
+write ``--grow-per-request`` more bytes of the inherited heap, breaking copy-on-write page
+by page as a real server's workers do (refcounts, caches, allocator metadata), until it has
+written ``--grow-limit`` bytes: copy-on-write drift with a known rate per request and a
+known plateau. ``--request-delay`` adds a fixed service time per request, which bounds the
+request rate and so the growth rate. With ``--workers 0`` the parent serves the requests
+itself and writes ``--private`` itself: a one-process server for launch mode.
+
 Every page is written with a distinct value and transparent huge pages are declined for the
 known regions, so the sizes are exact: no zero page, no KSM merging, no 2 MiB rounding.
 """
@@ -21,10 +30,17 @@ import contextlib
 import mmap
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 
 PAGE = mmap.PAGESIZE
+RESPONSE = (
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+    b"Connection: close\r\n\r\nok\n"
+)
+MAX_REQUEST = 65536
 
 
 def _parse_size(text: str) -> int:
@@ -75,9 +91,68 @@ def _worker(
     read_all(shm)
     os.write(ready_fd, b"x")
     os.close(ready_fd)
+    if args.listener is not None:
+        grower = Grower(heap, int(args.dirty * args.shared), args, seed=number + 29)
+        serve(args.listener, grower, args.request_delay, lambda: os.getppid() == parent)
+        os._exit(0)
     while os.getppid() == parent:
         time.sleep(0.2)
     os._exit(0)
+
+
+class Grower:
+    """Writes the next pages of the inherited heap, ``per_request`` bytes per request, from
+    ``start`` on, until ``limit`` bytes are written: copy-on-write drift with a plateau."""
+
+    def __init__(
+        self, heap: mmap.mmap | None, start: int, args: argparse.Namespace, seed: int
+    ) -> None:
+        self.heap = heap
+        self.offset = start - start % PAGE
+        available = len(heap) - self.offset if heap is not None else 0
+        self.end = self.offset + min(args.grow_limit, max(available, 0))
+        self.per_request = args.grow_per_request
+        self.seed = seed
+
+    def request(self) -> None:
+        if self.heap is None or self.per_request <= 0:
+            return
+        stop = min(self.offset + self.per_request, self.end)
+        for index, offset in enumerate(range(self.offset, stop, PAGE)):
+            self.heap[offset] = (self.seed + index) % 251 + 1
+        self.offset = max(self.offset, stop)
+
+
+def serve(
+    listener: socket.socket,
+    grower: Grower,
+    delay: float,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Answer HTTP requests one at a time until ``alive()`` turns false (parent gone)."""
+    listener.settimeout(0.2)
+    while alive is None or alive():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5.0)
+            data = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in data and len(data) < MAX_REQUEST:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                if not data:
+                    continue  # a bare connect (a readiness probe) is not a request
+                grower.request()
+                if delay > 0:
+                    time.sleep(delay)
+                conn.sendall(RESPONSE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +178,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shm", type=_parse_size, default=0, help="MAP_SHARED segment all workers read"
     )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="serve tiny HTTP requests on 127.0.0.1:PORT (server mode)",
+    )
+    parser.add_argument(
+        "--grow-per-request",
+        type=_parse_size,
+        default=0,
+        help="server mode: inherited heap bytes a worker writes per request it serves",
+    )
+    parser.add_argument(
+        "--grow-limit",
+        type=_parse_size,
+        default=None,
+        help="server mode: stop growing after this many bytes per worker (default: the heap)",
+    )
+    parser.add_argument(
+        "--request-delay",
+        type=float,
+        default=0.0,
+        help="server mode: seconds each request takes (bounds the request rate)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 0 or not 0.0 <= args.dirty <= 1.0:
         parser.error("--workers must be >= 0 and --dirty between 0 and 1")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error("--port must be between 1 and 65535")
+    if args.grow_limit is None:
+        args.grow_limit = args.shared
+    args.listener = None
+    if args.port is not None:
+        args.listener = socket.create_server(("127.0.0.1", args.port), backlog=128)
 
     heap = _anonymous(args.shared)
     touch(heap, args.shared, seed=1)
@@ -140,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             break
         got += len(chunk)
     os.close(read_fd)
+    if args.listener is not None and args.workers == 0:
+        # One-process server: the parent holds the private memory and serves itself.
+        private = _anonymous(args.private)
+        touch(private, args.private, seed=13)
+        os.write(1, f"ready {os.getpid()}\n".encode())
+        serve(args.listener, Grower(heap, args.shared, args, seed=29), args.request_delay)
+        return 0
     os.write(1, ("ready " + " ".join(map(str, [os.getpid(), *children])) + "\n").encode())
     while True:
         signal.pause()

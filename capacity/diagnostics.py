@@ -7,10 +7,23 @@ options already in use, so we never suggest what the user already did.
 
 from __future__ import annotations
 
+import math
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 
-from capacity.records import Budget, Environment, ModelFit, Prediction, Snapshot, Warning
+from capacity.drift import sampling_advice
+from capacity.records import (
+    Budget,
+    Drift,
+    Environment,
+    Launch,
+    LoadRun,
+    ModelFit,
+    Prediction,
+    Snapshot,
+    Warning,
+)
 from capacity.units import format_bytes
 
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
@@ -133,7 +146,8 @@ def diagnose(
                         f"{format_bytes(shared)} copy-on-write and grow as they serve "
                         "requests, so the per-worker cost may rise"
                     ),
-                    hint=f"measure while the server is busy, over more samples: {rerun} --samples 30",
+                    hint="measure while a load generator drives it, until it flattens: "
+                    f"{rerun} --load 'ab -n 100000 -c 8 http://127.0.0.1:PORT/' --samples 30",
                 )
             )
 
@@ -155,4 +169,159 @@ def diagnose(
                 hint="size for the whole host with --memory",
             )
         )
+    return warnings
+
+
+# --------------------------------------------------------------------------- load and drift
+
+SUGGESTED_SAMPLES = 30
+DIFFERENCE_WARNING = 0.10
+
+
+def sampling_for(total_seconds: float, interval: float) -> tuple[int, float]:
+    """``--samples K --interval I`` that cover ``total_seconds`` with about 30 samples."""
+    interval = max(interval, total_seconds / SUGGESTED_SAMPLES, 0.1)
+    interval = float(math.ceil(interval)) if interval >= 1 else round(interval, 1)
+    return math.ceil(total_seconds / interval) + 1, interval
+
+
+def diagnose_load_and_drift(
+    drift: Drift | None,
+    loads: Sequence[LoadRun],
+    snapshots: Sequence[Snapshot],
+    *,
+    selector: str,
+) -> list[Warning]:
+    warnings: list[Warning] = []
+    rerun = f"capplan estimate {selector}"
+    last_at = snapshots[-1].taken_at if snapshots else 0.0
+    first_at = snapshots[0].taken_at if snapshots else 0.0
+    for run in loads:
+        which = f" for instance {run.instance}" if run.instance is not None else ""
+        command = shlex.join(run.command[2:] if run.shell else run.command)
+        if run.exit_status not in (None, 0) and run.ended_at is not None:
+            status = (
+                f"was killed by signal {-run.exit_status}"
+                if run.exit_status is not None and run.exit_status < 0
+                else f"exited with status {run.exit_status}"
+            )
+            warnings.append(
+                Warning(
+                    code="LOAD_FAILED",
+                    message=f"the load generator{which} {status} after "
+                    f"{run.ended_at - run.started_at:.1f} s"
+                    + (f": {run.stderr_tail}" if run.stderr_tail else "")
+                    + "; the samples after that saw no load",
+                    hint=f"run it by hand to see why: {command}",
+                )
+            )
+        elif run.ended_at is not None and run.ended_at < last_at:
+            idle = sum(1 for s in snapshots if s.taken_at > run.ended_at)
+            warnings.append(
+                Warning(
+                    code="LOAD_ENDED_EARLY",
+                    message=f"the load generator{which} finished "
+                    f"{run.ended_at - first_at:.1f} s after the first sample: the last "
+                    f"{idle} of {len(snapshots)} samples saw no load",
+                    hint="give it more work (a larger ab -n) so that it runs through the sampling",
+                )
+            )
+    if drift is not None and drift.growing and not drift.plateau:
+        unit = drift.unit
+        interval = drift.duration_seconds / max(drift.samples - 1, 1)
+        more = drift.sample_more_seconds or 0.0
+        samples, every = sampling_for(drift.duration_seconds + more, interval)
+        warnings.append(
+            Warning(
+                code="DRIFT_NO_PLATEAU",
+                message=(
+                    f"each {unit} grew by {format_bytes(drift.growth_per_minute_bytes)}/min "
+                    f"({format_bytes(drift.first_bytes)} at the first sample, "
+                    f"{format_bytes(drift.last_bytes)} at the last) and had not flattened: "
+                    f"the per-{unit} cost is a lower bound and max {unit}s an upper bound"
+                ),
+                hint=f"{sampling_advice(drift)}; under the same load: "
+                f"{rerun} --samples {samples} --interval {every:g}",
+            )
+        )
+    return warnings
+
+
+def diagnose_launch(
+    launch: Launch,
+    model: ModelFit,
+    *,
+    selector: str,
+    no_cgroup_reason: str | None,
+    system_error: str | None,
+) -> list[Warning]:
+    warnings: list[Warning] = []
+    rerun = f"capplan estimate {selector}"
+    more = f"{rerun.rsplit(' --instances', 1)[0]} --instances {max(2 * launch.instances, 8)}"
+    if model.confidence == "low":
+        warnings.append(
+            Warning(
+                code="LOW_CONFIDENCE",
+                message="low confidence: " + "; ".join(model.confidence_reasons),
+                hint=f"measure more instance counts: {more}",
+            )
+        )
+    if no_cgroup_reason is not None:
+        warnings.append(
+            Warning(
+                code="NO_CGROUP",
+                message=f"no cgroup could be created ({no_cgroup_reason}): the system-side "
+                "total is the host's MemAvailable delta, which also moves with everything "
+                "else the host does",
+                hint="run as root on a host with the memory controller for a cgroup per "
+                "instance and the kernel's own accounting",
+            )
+        )
+    if system_error is not None:
+        warnings.append(
+            Warning(
+                code="SYSTEM_FIT_FAILED",
+                message=f"the system-side totals give no line: {system_error}",
+                hint="a quiet host (or a cgroup, as root) gives usable system-side figures",
+            )
+        )
+    system = launch.system_model
+    if system is not None and model.per_instance_bytes > 0:
+        difference = system.per_instance_bytes - model.per_instance_bytes
+        share = difference / model.per_instance_bytes
+        if abs(share) > DIFFERENCE_WARNING:
+            source = "the cgroup charged" if system.method == "cgroup" else "MemAvailable fell by"
+            parts = ", ".join(
+                f"{name} {'+' if value >= 0 else '-'}{format_bytes(abs(value))}"
+                for name, value in sorted(launch.difference.items(), key=lambda kv: -abs(kv[1]))
+                if abs(value) >= 0.05 * abs(difference)
+            )
+            warnings.append(
+                Warning(
+                    code="FITS_DIFFER",
+                    message=(
+                        f"{source} {format_bytes(system.per_instance_bytes)} per instance, "
+                        f"the processes show {format_bytes(model.per_instance_bytes)} "
+                        f"({share:+.0%})"
+                        + (f"; per instance the difference is {parts}" if parts else "")
+                    ),
+                    hint="page cache is reclaimable, kernel memory and sockets are not; "
+                    "where the host runs close to its limit, size with the larger figure "
+                    "(--format json has both fits)",
+                )
+            )
+    for check in launch.quadratic:
+        if check.significant:
+            warnings.append(
+                Warning(
+                    code="NOT_LINEAR",
+                    message=(
+                        f"total(N) ({check.method}) curves: a quadratic term adds "
+                        f"{format_bytes(check.contribution_bytes)} at N = {check.at_instances:,} "
+                        f"({check.share:+.0%} of the line's total there; p = {check.p_value:.3g})"
+                        ": the cost of an instance grows with N"
+                    ),
+                    hint=f"measure at more instances, closer to the target: {more}",
+                )
+            )
     return warnings

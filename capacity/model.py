@@ -41,11 +41,24 @@ from capacity.records import (
     Method,
     ModelFit,
     Prediction,
+    QuadraticCheck,
 )
 
 # smaps reports whole kB, so a single figure is known to +-512 bytes: the spread between
 # workers is never taken as smaller than that rounding (uniform: 1024 / sqrt(12)).
 RESOLUTION_SD = 1024 / math.sqrt(12)
+
+# A memory cgroup's usage is charged in batches: each CPU keeps up to MEMCG_CHARGE_BATCH
+# (64) pages charged ahead (the per-CPU "stock", mm/memcontrol.c), so memory.current and
+# memory.usage_in_bytes are known only to within that, per CPU.
+MEMCG_CHARGE_BATCH_PAGES = 64
+
+
+def cgroup_resolution_sd(cpus: int, page_size: int) -> float:
+    """Standard deviation of a cgroup usage reading from per-CPU charge batching: each
+    CPU's stock is anywhere between 0 and 64 pages (uniform), independently."""
+    return math.sqrt(max(cpus, 1)) * MEMCG_CHARGE_BATCH_PAGES * page_size / math.sqrt(12)
+
 
 HIGH_CONFIDENCE_HALF_WIDTH = 0.05
 MEDIUM_CONFIDENCE_HALF_WIDTH = 0.20
@@ -326,4 +339,166 @@ def memory_for(model: ModelFit, instances: int) -> tuple[int, int, int]:
         round(total_for(model, instances)),
         round(lower_bound(model, instances, 0.975)),
         round(upper_bound(model, instances, 0.975)),
+    )
+
+
+# --------------------------------------------------------------------------- independent points
+
+
+def fit_independent(
+    instances: Sequence[int],
+    totals: Sequence[float],
+    method: Method,
+    breakdown: Breakdown | None = None,
+    instance_sd: float | None = None,
+    resolution_sd: float = 0.0,
+) -> ModelFit:
+    """The line through independent measurements ``total(N)`` at N = 1, 2, ... (launch mode).
+
+    Each point is its own measurement of a different number of running instances, so the
+    residuals are independent and linregress's own standard errors are the right ones here
+    (unlike the cumulative points of ``fit``). ``instance_sd`` is the spread between the
+    instances themselves, which the conservative prediction adds for N instances; without
+    it the residual spread stands in. ``resolution_sd`` is how finely one total is known
+    at all (a cgroup's usage moves in per-CPU charge batches): four points that happen to lie
+    closer to a line than that do not make the slope better known.
+    """
+    from scipy import stats
+
+    x = np.asarray(instances, dtype=np.float64)
+    y = np.asarray(totals, dtype=np.float64)
+    if len(x) < 3 or len(set(instances)) < 3:
+        raise ModelError(
+            f"{len(set(instances))} instance counts measured: a line through fewer than 3 "
+            "independent points has no honest interval",
+            hint="launch at least 3 instances: --instances 4",
+        )
+    result = stats.linregress(x, y)
+    slope, intercept = float(result.slope), float(result.intercept)
+    if not math.isfinite(slope) or slope <= 0:
+        raise ModelError(
+            "each added instance costs no memory (the slope of total(N) is not positive)",
+            hint="check that the instances really run: do they exit, or share one server?",
+        )
+    dof = len(x) - 2
+    residuals = y - (intercept + slope * x)
+    residual_sd = float(np.sqrt(np.sum(residuals**2) / dof))
+    # linregress's standard errors, recomputed from the residual spread or the resolution,
+    # whichever is larger: se(b) = s / sqrt(Sxx), se(a) = s * sqrt(1/n + mean(x)^2 / Sxx).
+    spread = max(residual_sd, resolution_sd)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    se_b = spread / math.sqrt(sxx)
+    se_a = spread * math.sqrt(1 / len(x) + float(x.mean()) ** 2 / sxx)
+    cov_ab = -float(np.mean(x)) * se_b**2  # OLS: cov(a, b) = -mean(x) * var(b)
+    worker_sd = max(instance_sd if instance_sd is not None else residual_sd, RESOLUTION_SD)
+    t975 = _t(dof, 0.975)
+
+    reasons: list[str] = []
+    if len(x) < 4:
+        reasons.append(f"only {len(x)} instance counts measured")
+    half_width = t975 * se_b / slope
+    confidence: Confidence
+    if half_width <= HIGH_CONFIDENCE_HALF_WIDTH and not reasons:
+        confidence = "high"
+    elif half_width <= MEDIUM_CONFIDENCE_HALF_WIDTH and not reasons:
+        confidence = "medium"
+    else:
+        confidence = "low"
+        if half_width > MEDIUM_CONFIDENCE_HALF_WIDTH:
+            reasons.append(f"per-instance cost known only to +-{half_width:.0%}")
+    return ModelFit(
+        method=method,
+        fixed_bytes=round(intercept),
+        per_instance_bytes=round(slope),
+        per_instance_ci95=(round(slope - t975 * se_b), round(slope + t975 * se_b)),
+        fixed_ci95=(round(intercept - t975 * se_a), round(intercept + t975 * se_a)),
+        per_instance_se_bytes=se_b,
+        fixed_se_bytes=se_a,
+        fixed_slope_cov=cov_ab,
+        r2=float(result.rvalue**2),
+        residual_sd_bytes=residual_sd,
+        worker_sd_bytes=worker_sd,
+        dof=dof,
+        n_points=len(x),
+        n_workers=int(max(instances)),
+        n_samples=1,
+        confidence=confidence,
+        confidence_reasons=tuple(reasons),
+        points=tuple((int(n), round(t)) for n, t in zip(instances, totals, strict=True)),
+        breakdown=breakdown,
+    )
+
+
+QUADRATIC_ALPHA = 0.01  # two checks per run, extrapolated far: keep false alarms rare
+QUADRATIC_SHARE = 0.10
+
+
+def quadratic_check(
+    instances: Sequence[int],
+    totals: Sequence[float],
+    method: Method,
+    at_instances: int,
+    resolution_sd: float = 0.0,
+) -> QuadraticCheck:
+    """Fit ``a + b N + c N^2`` and ask whether ``c`` matters at the predicted maximum.
+
+    A line fitted at N = 1..4 and extrapolated to N = 500 hides any per-instance cost that
+    grows with N (lock tables, connection pools sized by N, caches keyed by peers). The
+    t-test on ``c`` (scipy's t distribution, n - 3 degrees of freedom, residual spread no
+    smaller than ``resolution_sd``) says whether the curvature is real, at 1 % because the
+    answer is extrapolated far; ``c * N^2`` at the maximum says whether it matters. Both
+    must hold.
+    """
+    from scipy import stats
+
+    x = np.asarray(instances, dtype=np.float64)
+    y = np.asarray(totals, dtype=np.float64)
+    dof = len(x) - 3
+    linear = stats.linregress(x, y) if len(x) >= 2 else None
+    linear_total = (
+        float(linear.intercept) + float(linear.slope) * at_instances if linear is not None else 0.0
+    )
+    if dof < 1:
+        return QuadraticCheck(
+            method=method,
+            coefficient_bytes=0.0,
+            se_bytes=None,
+            p_value=None,
+            at_instances=at_instances,
+            contribution_bytes=0.0,
+            share=0.0,
+            significant=False,
+            note="not tested: needs 4 or more instance counts",
+        )
+    design = np.column_stack([np.ones_like(x), x, x**2])
+    coefficients, _residuals, _rank, _sv = np.linalg.lstsq(design, y, rcond=None)
+    residuals = y - design @ coefficients
+    variance = max(float(np.sum(residuals**2)) / dof, resolution_sd**2)
+    covariance = variance * np.linalg.pinv(design.T @ design)
+    c = float(coefficients[2])
+    se_c = math.sqrt(max(float(covariance[2, 2]), 0.0))
+    # An exact fit (se 0) leaves c either certainly zero or certainly not.
+    exact = 0.0 if c != 0 else 1.0
+    p_value = float(2 * stats.t.sf(abs(c) / se_c, dof)) if se_c > 0 else exact
+    contribution = c * at_instances**2
+    share = contribution / linear_total if linear_total > 0 else 0.0
+    significant = p_value < QUADRATIC_ALPHA and abs(share) > QUADRATIC_SHARE
+    return QuadraticCheck(
+        method=method,
+        coefficient_bytes=c,
+        se_bytes=se_c,
+        p_value=p_value,
+        at_instances=at_instances,
+        contribution_bytes=contribution,
+        share=share,
+        significant=significant,
+    )
+
+
+def slope_of(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The OLS slope alone (for splitting a difference between two fits into parts)."""
+    if len(xs) < 2:
+        return 0.0
+    return float(
+        np.polyfit(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), 1)[0]
     )

@@ -48,6 +48,8 @@ class ProcStat:
     num_threads: int
     start_ticks: int
     rss_pages: int
+    pgrp: int = 0
+    session: int = 0  # a process started with setsid() leads its own session: launch uses it
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -119,6 +121,8 @@ def parse_stat(data: bytes, path: str = "stat") -> ProcStat:
             comm=comm.decode("utf-8", "replace"),
             state=fields[0].decode("ascii", "replace"),
             ppid=int(fields[1]),
+            pgrp=int(fields[2]),
+            session=int(fields[3]),
             flags=int(fields[6]),
             num_threads=int(fields[17]),
             start_ticks=int(fields[19]),

@@ -13,7 +13,9 @@ Schema history (bump ``SCHEMA_VERSION`` when a reader of the old version would m
 new one; adding a field with a default does not need a bump):
 
 * 1 -- first version: workload, samples, model, budget, prediction, estimators, warnings,
-  environment, timing.
+  environment, timing. Added since, with defaults: ``load``, ``drift`` and ``launch``;
+  ``prediction.max_is_upper_bound``; ``ProcessMemory.instance``;
+  ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class ProcessMemory:
     mappings: int | None = None
     open_files: int | None = None
     source: Literal["smaps_rollup", "smaps"] = "smaps_rollup"
+    instance: int | None = None  # launch mode: the instance whose process tree holds it
 
     @property
     def uss_bytes(self) -> int:
@@ -268,6 +271,9 @@ class Breakdown:
     # exact method only: pages shared with processes outside the workload, not charged
     shared_outside_bytes: int = 0
     shared_outside_pss_bytes: int = 0
+    # Launch mode: pages an instance's processes share among themselves (its tree's
+    # PSS - USS), which every new instance brings again.
+    per_instance_shared_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,13 +319,18 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Prediction:
-    """The answer: how many instances fit in the budget."""
+    """The answer: how many instances fit in the budget.
+
+    ``max_is_upper_bound`` is True when workers were still growing at the last sample (no
+    plateau): the per-worker cost is then a lower bound, and the counts are upper bounds.
+    """
 
     max_instances: int
     max_instances_conservative: int | None
     room_bytes: int
     confidence: Confidence
     conservative_note: str = ""
+    max_is_upper_bound: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,6 +375,135 @@ class Environment:
     executable_version: str | None = None
 
 
+# --------------------------------------------------------------------------- load, drift, launch
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LoadRun:
+    """A load generator capplan ran while it sampled (``--load``); times are epoch seconds.
+
+    ``requests`` is known when the command says it (``ab -n``, ``hey -n``); with the run's
+    start and end it turns growth per minute into growth per request.
+    """
+
+    command: tuple[str, ...]
+    shell: bool = False
+    instance: int | None = None  # launch mode: the instance it drove
+    requests: int | None = None
+    started_at: float
+    ended_at: float | None = None  # None: still running when capplan stopped it
+    exit_status: int | None = None
+    stderr_tail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Drift:
+    """How each worker's private memory (USS) changed across the samples.
+
+    Workers are followed by identity (pid, start time). ``unit`` is "worker" in attach mode
+    and "instance" (a launched instance's whole process tree) in launch mode. Growth is the
+    pooled within-worker slope; ``plateau`` says whether the last third of the samples is
+    flat (see ``capacity.drift``). ``fit_from_sample`` is the first sample the prediction
+    used: the plateau's samples, or only the last one while workers still grow.
+    """
+
+    unit: Literal["worker", "instance"]
+    tracked: int
+    samples: int
+    duration_seconds: float
+    first_bytes: int
+    last_bytes: int
+    growth_per_minute_bytes: float
+    growth_p_value: float | None
+    growing: bool
+    plateau: bool
+    plateau_bytes: int | None = None
+    plateau_since_seconds: float | None = None
+    plateau_growth_per_minute_bytes: float | None = None
+    plateau_p_value: float | None = None
+    growth_per_request_bytes: float | None = None
+    requests_in_window: float | None = None
+    headroom_bytes: int | None = None  # inherited (shared) anonymous memory not yet copied
+    sample_more_seconds: float | None = None
+    fit_from_sample: int = 0
+    adjustment_bytes: int = 0  # launch mode: change of the per-instance slope from drift
+    note: str = ""
+    series: tuple[tuple[float, int], ...] = ()  # (seconds since first sample, mean bytes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceMemory:
+    """One launched instance at one step: its process tree and what it costs."""
+
+    number: int
+    pid: int
+    start_ticks: int
+    pids: tuple[int, ...]
+    cgroup_bytes: int | None = None  # its own cgroup's usage, when it has one
+    private_bytes: int = 0  # USS summed over the tree (filled by assemble)
+    # What it costs (filled by assemble): over its tree, PSS plus kernel memory, that is
+    # USS, kernel memory and its share of every page it shares; the instances' costs add
+    # up to the process-side total(N).
+    marginal_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchStep:
+    """What launch mode measured with ``instances`` instances running."""
+
+    instances: int
+    sample: int  # index of its snapshot in Estimate.samples
+    taken_at: float
+    settle_seconds: float
+    system_total_bytes: int
+    mem_available_bytes: int
+    members: tuple[InstanceMemory, ...]
+    cgroup: CgroupMemory | None = None
+    process_total_bytes: int = 0  # filled by assemble (needs the kernel calibration)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class QuadraticCheck:
+    """Is total(N) a line? ``fixed + b N + c N^2`` fitted to the same points.
+
+    ``contribution_bytes`` is ``c * N^2`` at ``at_instances`` (the predicted maximum) and
+    ``share`` its size relative to the line's total there; ``significant`` needs both a
+    small p-value and a share over 10 %.
+    """
+
+    method: Method
+    coefficient_bytes: float
+    se_bytes: float | None
+    p_value: float | None
+    at_instances: int
+    contribution_bytes: float
+    share: float
+    significant: bool
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """Launch mode: the command capplan started N times, and what each step measured.
+
+    ``system_model`` is the fit of the system-side totals (the run's cgroup, or the host's
+    MemAvailable delta); the Estimate's ``model`` is the process-side (smaps) fit.
+    ``difference`` splits (system - process) per instance by part, in bytes.
+    """
+
+    command: str
+    shell: bool
+    instances: int
+    settle: str
+    system_source: Literal["cgroup", "memavailable"]
+    cgroup_path: str | None = None
+    baseline_mem_available_bytes: int
+    steps: tuple[LaunchStep, ...]
+    system_model: ModelFit | None = None
+    quadratic: tuple[QuadraticCheck, ...] = ()
+    difference: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Timing:
     """What the measurement cost: one read time per sample (issue 7)."""
@@ -388,6 +528,9 @@ class Estimate:
     warnings: tuple[Warning, ...]
     environment: Environment
     timing: Timing
+    load: tuple[LoadRun, ...] = ()
+    drift: Drift | None = None
+    launch: Launch | None = None
 
 
 # --------------------------------------------------------------------------- inspect

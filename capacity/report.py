@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
+from capacity.drift import sampling_advice
 from capacity.records import Estimate, Inspection, MappingRow, ModelFit, ProcessMemory, dumps
 from capacity.units import format_bytes, format_in, pick_unit
 
@@ -91,12 +92,12 @@ def _interval(low: int, high: int, unit: tuple[str, int]) -> str:
     return f"[95% CI {format_in(low, unit)} … {format_in(high, unit)} {unit[0]}]"
 
 
-def _model_lines(model: ModelFit) -> list[str]:
+def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
     per_unit = pick_unit([model.per_instance_bytes])
     fixed_unit = pick_unit([model.fixed_bytes])
     lines = [
-        f"Per worker (marginal):  {format_in(model.per_instance_bytes, per_unit)} {per_unit[0]} "
-        f"± {format_bytes(model.worker_sd_bytes)} between workers   "
+        f"Per {noun} (marginal):  {format_in(model.per_instance_bytes, per_unit)} {per_unit[0]} "
+        f"± {format_bytes(model.worker_sd_bytes)} between {noun}s   "
         + _interval(*model.per_instance_ci95, per_unit),
     ]
     b = model.breakdown
@@ -104,6 +105,11 @@ def _model_lines(model: ModelFit) -> list[str]:
         parts = [
             # exact: the distinct physical pages each worker adds, not a per-process sum
             ("USS" if model.method != "exact" else "own pages", b.per_instance_uss_bytes),
+            *(
+                [("shared (PSS)", b.per_instance_shared_bytes)]
+                if b.per_instance_shared_bytes
+                else []
+            ),
             ("page tables", b.per_instance_page_tables_bytes),
             ("kernel stack", b.per_instance_kernel_stack_bytes),
             ("slab", b.per_instance_slab_bytes),
@@ -118,7 +124,7 @@ def _model_lines(model: ModelFit) -> list[str]:
         f"Fixed (paid once):      {format_in(model.fixed_bytes, fixed_unit)} {fixed_unit[0]}   "
         + _interval(*model.fixed_ci95, fixed_unit)
     )
-    if b is not None:
+    if b is not None and noun != "instance":
         lines.append(
             f"    = parent {format_bytes(b.fixed_parent_bytes)} + shared pages once "
             f"{format_bytes(b.fixed_shared_bytes)} + parent kernel {format_bytes(b.fixed_kernel_bytes)}"
@@ -129,10 +135,14 @@ def _model_lines(model: ModelFit) -> list[str]:
             f"processes outside the workload (its PSS share {format_bytes(b.shared_outside_pss_bytes)}): "
             "they would be in memory anyway"
         )
+    points = (
+        f"N = 1..{model.n_workers}, one measurement each"
+        if noun == "instance"
+        else f"{model.n_workers} workers × {model.n_samples} samples"
+    )
     lines.append(
         f"Fit:                    R² {model.r2:.4f}, residual sd {format_bytes(model.residual_sd_bytes)}, "
-        f"{model.n_points} points ({model.n_workers} workers × {model.n_samples} samples), "
-        f"method {model.method}"
+        f"{model.n_points} points ({points}), method {model.method}"
     )
     return lines
 
@@ -143,13 +153,21 @@ def render_text(estimate: Estimate) -> str:
     model, budget, prediction = e.model, e.budget, e.prediction
     last = e.samples[-1]
     parents = ", ".join(f"{p.pid} ({escape(p.name)})" for p in last.parents) or "none"
+    heading = (
+        f"{e.workload.worker_count} instances ({len(last.processes)} processes)"
+        if e.launch is not None
+        else f"parent {parents}, {e.workload.worker_count} workers"
+    )
     out: list[str] = [
-        f"Workload {escape(e.workload.selector)}: parent {parents}, {e.workload.worker_count} workers, "
-        f"{len(e.samples)} samples",
+        f"Workload {escape(e.workload.selector)}: {heading}, {len(e.samples)} samples",
         "",
         _process_table(last.processes, escape),
         "",
-        *_model_lines(model),
+        *(_launch_lines(e, escape) if e.launch is not None else []),
+        *_model_lines(model, "instance" if e.launch is not None else "worker"),
+        *(_system_lines(e) if e.launch is not None else []),
+        *_load_lines(e, escape),
+        *_drift_lines(e),
         "",
         "Budget arithmetic",
     ]
@@ -179,10 +197,16 @@ def render_text(estimate: Estimate) -> str:
         if prediction.max_instances_conservative is not None
         else "n/a"
     )
+    bound = "at most " if prediction.max_is_upper_bound else ""
     out.append(
-        f"Max workers: {prediction.max_instances:,}   conservative (95%): {conservative}   "
+        f"Max workers: {bound}{prediction.max_instances:,}   conservative (95%): {bound}{conservative}   "
         f"confidence: {prediction.confidence}"
     )
+    if prediction.max_is_upper_bound:
+        out.append(
+            "    (workers were still growing at the last sample: the per-worker cost is a "
+            "lower bound, so these counts are upper bounds)"
+        )
     out.append("")
     out.append("How the usual rules compare (same measurement, same budget)")
     names = list(e.estimators)
@@ -212,6 +236,149 @@ def render_text(estimate: Estimate) -> str:
             if warning.hint:
                 out.append(f"  Hint: {escape(warning.hint)}")
     return "\n".join(out) + "\n"
+
+
+def _launch_lines(e: Estimate, escape: Callable[[str], str]) -> list[str]:
+    """Launch mode: what was started, and total(N) at every step, both sides."""
+    launch = e.launch
+    assert launch is not None
+    if launch.system_source == "cgroup":
+        where = f"cgroup {escape(launch.cgroup_path or '?')}"
+    else:
+        where = "no cgroup: system side from the host's MemAvailable"
+    lines = [
+        f"Launched {launch.instances} instances of: {escape(launch.command)}"
+        + ("  (with /bin/sh -c)" if launch.shell else ""),
+        f"    settle: {launch.settle}; {where}",
+    ]
+    values = [float(s.process_total_bytes) for s in launch.steps] + [
+        float(s.system_total_bytes) for s in launch.steps
+    ]
+    unit = pick_unit(values)
+    rows = []
+    for step in launch.steps:
+        own = [m.marginal_bytes for m in step.members]
+        rows.append(
+            [
+                str(step.instances),
+                format_in(step.process_total_bytes, unit),
+                format_in(step.system_total_bytes, unit),
+                format_in(own[-1], unit) if own else "",
+                f"{step.settle_seconds:.1f}",
+            ]
+        )
+    system_title = "cgroup" if launch.system_source == "cgroup" else "MemAvailable Δ"
+    lines.append(
+        tabulate(
+            rows,
+            headers=[
+                "N",
+                f"total(N) smaps\n{unit[0]}",
+                f"total(N) {system_title}\n{unit[0]}",
+                f"newest instance\n{unit[0]}",
+                "settled\ns",
+            ],
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=("right", "right", "right", "right", "right"),
+        )
+    )
+    lines.append("")
+    return lines
+
+
+def _system_lines(e: Estimate) -> list[str]:
+    """The system-side fit beside the process-side one, and whether total(N) is a line."""
+    launch = e.launch
+    assert launch is not None
+    lines = []
+    system = launch.system_model
+    if system is not None:
+        unit = pick_unit([system.per_instance_bytes])
+        source = "cgroup usage" if system.method == "cgroup" else "MemAvailable delta"
+        lines.append(
+            f"System side ({source}): {format_in(system.per_instance_bytes, unit)} {unit[0]} "
+            f"per instance {_interval(*system.per_instance_ci95, unit)}, fixed "
+            f"{format_bytes(system.fixed_bytes)}, R² {system.r2:.4f}"
+        )
+        if e.model.per_instance_bytes > 0:
+            share = system.per_instance_bytes / e.model.per_instance_bytes - 1
+            lines.append(f"    differs from the process side by {share:+.1%} per instance")
+        if launch.difference:
+            lines.append(
+                "    = "
+                + ", ".join(
+                    f"{name} {'+' if value >= 0 else '-'}{format_bytes(abs(value))}"
+                    for name, value in launch.difference.items()
+                )
+            )
+    for check in launch.quadratic:
+        if check.p_value is None:
+            lines.append(f"Line check ({check.method}): {check.note}")
+            continue
+        verdict = "significant" if check.significant else "not significant"
+        # No "-0 B": a coefficient that rounds to nothing has no sign.
+        contribution = check.contribution_bytes if abs(check.contribution_bytes) >= 0.5 else 0.0
+        share = check.share if abs(check.share) >= 0.005 else 0.0
+        lines.append(
+            f"Line check ({check.method}): quadratic term {format_bytes(contribution)} "
+            f"at N = {check.at_instances:,} ({share:+.0%} of the line), "
+            f"p = {check.p_value:.2g}: {verdict}"
+        )
+    return lines
+
+
+def _load_lines(e: Estimate, escape: Callable[[str], str]) -> list[str]:
+    lines = []
+    for run in e.load:
+        shown = run.command[2:] if run.shell else run.command
+        which = f" (instance {run.instance})" if run.instance is not None else ""
+        if run.ended_at is not None:
+            what = f"finished after {run.ended_at - run.started_at:.1f} s, status {run.exit_status}"
+        else:
+            what = "ran through the sampling (stopped by capplan)"
+        requests = f", {run.requests:,} requests" if run.requests is not None else ""
+        lines.append(f"Load{which}: {escape(' '.join(shown))}: {what}{requests}")
+    return lines
+
+
+def _drift_lines(e: Estimate) -> list[str]:
+    d = e.drift
+    if d is None:
+        return []
+    unit = pick_unit([d.first_bytes, d.last_bytes])
+    lines = [
+        "",
+        f"Drift ({d.tracked} {d.unit}s followed over {d.samples} samples, "
+        f"{d.duration_seconds:.1f} s): private memory per {d.unit} "
+        f"{format_in(d.first_bytes, unit)} → {format_in(d.last_bytes, unit)} {unit[0]}, "
+        f"{format_bytes(d.growth_per_minute_bytes)}/min"
+        + (f" (p = {d.growth_p_value:.2g})" if d.growth_p_value is not None else ""),
+    ]
+    if d.growth_per_request_bytes is not None and d.requests_in_window:
+        lines.append(
+            f"    {format_bytes(d.growth_per_request_bytes)} per request "
+            f"({d.requests_in_window:,.0f} requests while sampling)"
+        )
+    if not d.growing:
+        lines.append(f"    no drift: {d.note}")
+    elif d.plateau:
+        plateau = format_bytes(d.plateau_bytes) if d.plateau_bytes is not None else "?"
+        lines.append(
+            f"    plateau reached: {d.note}; the prediction uses the plateau "
+            f"({plateau} private per {d.unit})"
+        )
+    else:
+        lines.append(f"    NO plateau: {d.note}")
+        if d.sample_more_seconds is not None:
+            lines.append(f"    {sampling_advice(d)}")
+    if d.unit == "instance" and d.growing:
+        sign = "+" if d.adjustment_bytes >= 0 else "-"
+        lines.append(
+            "    each step's total was raised by what its instances had still to grow: "
+            f"{sign}{format_bytes(abs(d.adjustment_bytes))} per instance"
+        )
+    return lines
 
 
 def render_json(estimate: Estimate) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +42,7 @@ from capacity.procfs import (
     read_stat,
     read_status,
 )
-from capacity.records import PageCounts, ProcessMemory, Skipped, Snapshot
+from capacity.records import CgroupMemory, PageCounts, ProcessMemory, Skipped, Snapshot
 from capacity.workload import Member, Selector, select_processes
 
 ProgressCallback = Callable[[int, int], None]
@@ -61,10 +61,12 @@ def exact_indices(samples: int, every: int | None = None) -> set[int]:
 class Sampler:
     """Reads one workload repeatedly; keeps the per-identity cache between snapshots."""
 
-    selector: Selector
+    selector: Selector | None  # None in launch mode: the members come from the launcher
     root: Path = DEFAULT_ROOT
     exact: ExactMode = "off"
     exact_unavailable: str | None = dataclasses.field(init=False, default=None)
+    # Pids that are never the workload (the load generator's), asked for at every sample.
+    exclude: Callable[[], frozenset[int]] | None = None
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -89,14 +91,29 @@ class Sampler:
 
     def snapshot(self, index: int, exact: bool = False) -> Snapshot:
         """Select the workload and read every member once; walk its pages if ``exact``."""
+        if self.selector is None:
+            raise ValueError("a Sampler without a selector reads given members: use read_members")
+        excluded = self.exclude() if self.exclude is not None else frozenset()
+        selection = select_processes(self.selector, self.root, exclude=excluded)
+        return self.read_members(index, selection.members, str(self.selector), exact=exact)
+
+    def read_members(
+        self,
+        index: int,
+        members: Sequence[Member],
+        label: str,
+        cgroup: CgroupMemory | None = None,
+        exact: bool = False,
+    ) -> Snapshot:
+        """Read these members once; ``cgroup`` replaces the lookup of the workload's cgroup
+        (launch mode knows the cgroup it created); walk their pages if ``exact``."""
         now = time.time()
         if self._started is None:
             self._started = now
-        selection = select_processes(self.selector, self.root)
         processes: list[ProcessMemory] = []
         skipped: list[Skipped] = []
         began = time.perf_counter()
-        for member in selection.members:
+        for member in members:
             result = self.read_member(member)
             if isinstance(result, Skipped):
                 skipped.append(result)
@@ -108,11 +125,12 @@ class Sampler:
             processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
             raise SelectionError(
-                f"every process of {self.selector} exited while it was being read",
+                f"every process of {label} exited while it was being read",
                 hint="is the workload restarting? measure it once it is up",
             )
         host = read_meminfo(self.root)
-        cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
+        if cgroup is None:
+            cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
         return Snapshot(
             index=index,
             taken_at=now,

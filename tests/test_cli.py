@@ -52,7 +52,9 @@ def assert_usage_error(result: CliResult, *needles: str) -> None:
 )
 def test_exactly_one_selector(args: tuple[str, ...]) -> None:
     result = run_cli("estimate", *args)
-    assert_usage_error(result, "give exactly one of --cmd NAME, --pid PID or --demo")
+    assert_usage_error(
+        result, "give exactly one of --cmd NAME, --pid PID, --demo or --launch COMMAND"
+    )
 
 
 def test_unknown_name_lists_the_closest_running_names() -> None:
@@ -158,7 +160,7 @@ def test_root_must_be_a_host_tree(tmp_path: Path) -> None:
     assert_usage_error(result, f"cannot list {tmp_path}/proc")
     assert "Hint: --root must mirror /" in result.stderr
     result = run_cli("estimate", "--demo", "--root", str(DEMO))
-    assert_usage_error(result, "--demo runs on this host")
+    assert_usage_error(result, "--demo, --launch and --load run on this host")
 
 
 def test_debug_variable_is_the_only_way_to_a_traceback() -> None:

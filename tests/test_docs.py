@@ -23,12 +23,15 @@ ALWAYS = {"--help"}
 
 
 def readme_section(command: str) -> str:
-    """The README text under ``### `capplan COMMAND` ...`` up to the next heading."""
-    match = re.search(
-        rf"^### `capplan {re.escape(command)}`.*?$(.*?)(?=^##)", README, re.MULTILINE | re.DOTALL
+    """The README text under every ``### `capplan COMMAND...` `` heading (a command may have
+    several, e.g. `capplan estimate --launch`), each up to the next heading."""
+    matches = re.findall(
+        rf"^### `capplan {re.escape(command)}(?:`| [^`]*`).*?$(.*?)(?=^##)",
+        README,
+        re.MULTILINE | re.DOTALL,
     )
-    assert match, f"README has no '### `capplan {command}`' section"
-    return match.group(1)
+    assert matches, f"README has no '### `capplan {command}`' section"
+    return "\n".join(matches)
 
 
 def help_options(command: str) -> set[str]:
