@@ -16,12 +16,15 @@ import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from capacity.errors import CapplanError
 from capacity.units import SizeError, parse_size, parse_size_or_percent
+
+if TYPE_CHECKING:
+    from capacity.records import DemoOptions, Estimate
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -45,6 +48,7 @@ app = typer.Typer(
 class Format(str, Enum):
     text = "text"
     json = "json"
+    openmetrics = "openmetrics"
 
 
 def _size_option(value: str | None) -> str | None:
@@ -186,10 +190,10 @@ def estimate(
         capplan estimate --cmd apache2 --samples 5
 
         capplan estimate --pid 1234 --memory 16G --reserve 10% --format json
+
+        capplan estimate --demo --save models/demo.json
     """
-    from capacity import assemble, records, sampler, workload
-    from capacity.environment import read_environment
-    from capacity.procfs import read_cmdline, read_exe
+    from capacity import records
 
     if sum([cmd is not None, pid is not None, demo]) != 1:
         raise typer.BadParameter(
@@ -205,18 +209,76 @@ def estimate(
 
     memory_bytes = parse_size(memory) if memory else None
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    options = assemble.BudgetOptions(
+    result = _measure(
+        cmd=cmd,
+        pid=pid,
+        demo=records.DemoOptions() if demo else None,
+        samples=samples,
+        interval=interval,
         memory=memory_bytes,
         memory_text=memory,
         reserve_bytes=reserve_bytes,
         reserve_fraction=reserve_fraction,
         reserve_text=reserve,
+        root=root,
+        progress=output_format == Format.text,
+    )
+    from capacity import report
+
+    _write(report.RENDERERS[output_format.value](result))
+    if save is not None:
+        records.save_estimate(save, result, force=force)
+        typer.echo(f"Saved the model to {save}", err=True)
+
+
+def _command_line() -> tuple[str, ...]:
+    """The command as typed; argv[0] is capplan whether run as a script or python -m capacity."""
+    return ("capplan", *sys.argv[1:])
+
+
+def _measure(
+    *,
+    cmd: str | None,
+    pid: int | None,
+    demo: DemoOptions | None,
+    samples: int,
+    interval: float,
+    root: Path,
+    progress: bool,
+    memory: int | None = None,
+    memory_text: str | None = None,
+    reserve_bytes: int | None = None,
+    reserve_fraction: float | None = None,
+    reserve_text: str | None = None,
+) -> Estimate:
+    """Select, sample and fit: the measurement ``estimate`` and ``check`` share."""
+    import dataclasses
+
+    from capacity import assemble, records, sampler, suggest, workload
+    from capacity.environment import read_environment
+    from capacity.procfs import read_cmdline, read_exe
+    from capacity.versions import detect_version
+
+    options = assemble.BudgetOptions(
+        memory=memory,
+        memory_text=memory_text,
+        reserve_bytes=reserve_bytes,
+        reserve_fraction=reserve_fraction,
+        reserve_text=reserve_text,
     )
     started = time.monotonic()
 
     with contextlib.ExitStack() as stack:
-        if demo:
-            launched = stack.enter_context(workload.launched_demo())
+        if demo is not None:
+            launched = stack.enter_context(
+                workload.launched_demo(
+                    shared=str(demo.shared_bytes),
+                    private=str(demo.private_bytes),
+                    workers=demo.workers,
+                    dirty=demo.dirty,
+                    shm=str(demo.shm_bytes),
+                )
+            )
             selector = workload.Selector(pid=launched.parent_pid)
             selector_text = "--demo"
         else:
@@ -229,7 +291,7 @@ def estimate(
         except CapplanError:
             parent_cmdline = ()
         exe = read_exe(parent_pid, root)
-        with _progress(output_format == Format.text, samples, "sampling") as advance:
+        with _progress(progress, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
                 samples,
@@ -237,21 +299,364 @@ def estimate(
                 root=root,
                 on_progress=advance,  # type: ignore[arg-type]
             )
-        environment = read_environment(root, workload_pid=parent_pid, executable=exe)
+        environment = read_environment(
+            root, workload_pid=parent_pid, executable=exe, command_line=_command_line()
+        )
+    described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
+    if root == Path("/"):
+        # Only on the live host: a captured tree's executable path is another host's.
+        software = suggest.recognise(described.name, exe, parent_cmdline)
+        environment = dataclasses.replace(
+            environment, executable_version=detect_version(software, exe, parent_cmdline)
+        )
     result = assemble.build_estimate(
-        workload=assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline),
+        workload=described,
         snapshots=snapshots,
         environment=environment,
         budget_options=options,
         total_seconds=time.monotonic() - started,
         samples_requested=samples,
     )
-    from capacity import report
+    return dataclasses.replace(
+        result,
+        measurement=records.Measurement(samples=samples, interval_seconds=interval, demo=demo),
+    )
 
-    _write(report.RENDERERS[output_format.value](result))
-    if save is not None:
-        records.save_estimate(save, result, force=force)
-        typer.echo(f"Saved the model to {save}", err=True)
+
+def _size_list_option(value: str | None) -> str | None:
+    if value is not None:
+        from capacity.units import parse_size_list
+
+        try:
+            parse_size_list(value)
+        except SizeError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+def _percent_option(value: str | None) -> str | None:
+    if value is not None:
+        from capacity.units import parse_percent
+
+        try:
+            parse_percent(value)
+        except SizeError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+ModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="MODEL", help="A model file saved by capplan estimate --save (models/NAME.json)."
+    ),
+]
+
+
+class PlainFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            "--memory",
+            metavar="SIZES",
+            callback=_size_list_option,
+            help="Host sizes to predict for, comma-separated (8G,16G,32G). "
+            "Default: the model's own budget.",
+        ),
+    ] = None,
+    reserve: Annotated[
+        str | None,
+        typer.Option(
+            "--reserve",
+            metavar="SIZE|PCT",
+            callback=_reserve_option,
+            help="Memory kept for everything else on each host (2G or 10%). Default: the "
+            "reserve measured with the model, in bytes (or its share, if saved as one).",
+        ),
+    ] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            "--instances",
+            metavar="N",
+            min=0,
+            help="The reverse question: how much memory N workers need, with its interval.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        PlainFormat, typer.Option("--format", help="Output format.")
+    ] = PlainFormat.text,
+) -> None:
+    """Predict from a saved model for other host sizes or worker counts, without measuring.
+
+    Example:
+
+        capplan predict models/demo.json --memory 8G,16G,32G,64G
+
+        capplan predict models/demo.json --memory 16G --reserve 10% --instances 200
+    """
+    from capacity import records, report_predict, whatif
+    from capacity.units import parse_size_list
+
+    estimate = records.load_estimate(model)
+    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
+    result = whatif.what_if(
+        estimate,
+        source=str(model),
+        memories=parse_size_list(memory) if memory else (),
+        instances=instances,
+        reserve_bytes=reserve_bytes,
+        reserve_fraction=reserve_fraction,
+        reserve_text=reserve,
+    )
+    if output_format == PlainFormat.json:
+        _write(report_predict.render_whatif_json(result))
+    else:
+        _write(report_predict.render_whatif_text(result))
+
+
+class ReportFormat(str, Enum):
+    markdown = "markdown"
+    html = "html"
+    openmetrics = "openmetrics"
+    text = "text"
+    json = "json"
+
+
+_SUFFIX_FORMATS = {
+    ".md": ReportFormat.markdown,
+    ".markdown": ReportFormat.markdown,
+    ".html": ReportFormat.html,
+    ".htm": ReportFormat.html,
+    ".prom": ReportFormat.openmetrics,
+    ".om": ReportFormat.openmetrics,
+    ".txt": ReportFormat.text,
+    ".json": ReportFormat.json,
+}
+
+
+@app.command("report")
+def report_command(
+    model: ModelArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to FILE (written atomically; a Markdown report gets its plot as "
+            "FILE's name with .png beside it). Default: stdout.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option(
+            "--format",
+            help="Output format. Default: from FILE's suffix (.md, .html, .prom), else markdown.",
+        ),
+    ] = None,
+) -> None:
+    """Render a saved model as a report (Markdown, HTML) or as OpenMetrics for Prometheus.
+
+    Example:
+
+        capplan report models/demo.json -o reports/demo.md
+
+        capplan report models/demo.json -o reports/demo.html
+
+        capplan report models/demo.json --format openmetrics -o /var/lib/node_exporter/capplan.prom
+    """
+    from capacity import records
+
+    to_stdout = output is None or str(output) == "-"
+    if output_format is None:
+        if to_stdout or output is None:
+            output_format = ReportFormat.markdown
+        else:
+            suffix = output.suffix.lower()
+            if suffix not in _SUFFIX_FORMATS:
+                raise CapplanError(
+                    f"cannot tell the format from {output}",
+                    hint="name the file .md, .html or .prom, or pass --format",
+                )
+            output_format = _SUFFIX_FORMATS[suffix]
+    estimate = records.load_estimate(model)
+    png: bytes | None = None
+    png_path: Path | None = None
+    if output_format in (ReportFormat.markdown, ReportFormat.html):
+        from capacity import report_document
+
+        if output_format == ReportFormat.markdown and not to_stdout and output is not None:
+            png_path = output.with_suffix(".png")
+        text, png = report_document.render(
+            estimate,
+            output_format.value,
+            source=str(model),
+            png_name=png_path.name if png_path is not None else None,
+        )
+    else:
+        from capacity import report
+
+        text = report.RENDERERS[output_format.value](estimate)
+    if to_stdout or output is None:
+        _write(text)
+        return
+    try:
+        if png is not None and png_path is not None:
+            records.write_bytes_atomic(png_path, png)
+        records.write_atomic(output, text, force=True)
+    except OSError as err:
+        raise CapplanError(f"cannot write {output}: {err.strerror}") from None
+    typer.echo(f"Wrote {output}" + (f" and {png_path}" if png is not None else ""), err=True)
+
+
+@app.command("check")
+def check_command(
+    baseline: Annotated[
+        Path,
+        typer.Argument(metavar="BASELINE", help="The baseline model (models/NAME.json)."),
+    ],
+    cmd: CmdOption = None,
+    pid: PidOption = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Start the embedded demo workload (with the baseline's sizes)."
+        ),
+    ] = False,
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            "--current",
+            metavar="FILE",
+            help="Compare with this saved model instead of measuring now.",
+        ),
+    ] = None,
+    max_increase: Annotated[
+        str | None,
+        typer.Option(
+            "--max-increase",
+            metavar="PCT",
+            callback=_percent_option,
+            help="Largest increase that still passes, as a share of the baseline "
+            "(default 5% when --max-increase-bytes is not given either).",
+        ),
+    ] = None,
+    max_increase_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-increase-bytes",
+            metavar="SIZE",
+            callback=_size_option,
+            help="Largest increase that still passes, in bytes (256K). With --max-increase "
+            "too, a change must exceed both to fail.",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", min=1, help="Snapshots to take. Default: the baseline's."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval", min=0.0, help="Seconds between snapshots. Default: the baseline's."
+        ),
+    ] = None,
+    allow_env_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-env-change",
+            help="Compare even when the method, THP mode or schema differ from the baseline.",
+        ),
+    ] = False,
+    output_format: Annotated[
+        PlainFormat, typer.Option("--format", help="Output format.")
+    ] = PlainFormat.text,
+    junit: Annotated[
+        Path | None,
+        typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
+    ] = None,
+    root: RootOption = Path("/"),
+) -> None:
+    """Measure again and fail when the workload got heavier than its baseline (the CI gate).
+
+    Exit status: 0 within tolerance, 1 on a regression (larger than the tolerance and
+    statistically significant), 2 when it could not measure, the pair is not comparable or
+    the result is inconclusive.
+
+    Example:
+
+        capplan check models/demo.json --demo
+
+        capplan check models/app.json --cmd gunicorn --max-increase 5% --junit capplan.xml
+    """
+    from capacity import check, records, report_check
+
+    base = records.load_estimate(baseline)
+    tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
+    selectors = sum([cmd is not None, pid is not None, demo])
+    if current is not None:
+        if selectors:
+            raise typer.BadParameter(
+                "give either --current FILE or a selector to measure, not both",
+                param_hint="--current",
+            )
+        now = records.load_estimate(current)
+        current_source = str(current)
+    else:
+        if selectors != 1:
+            raise typer.BadParameter(
+                "give exactly one of --cmd NAME, --pid PID, --demo or --current FILE",
+                param_hint="--cmd / --pid / --demo",
+            )
+        measured = base.measurement
+        demo_options = None
+        if demo:
+            demo_options = measured.demo if measured and measured.demo else records.DemoOptions()
+        now = _measure(
+            cmd=cmd,
+            pid=pid,
+            demo=demo_options,
+            samples=samples or (measured.samples if measured else len(base.samples)),
+            interval=interval
+            if interval is not None
+            else (measured.interval_seconds if measured else 1.0),
+            root=root,
+            progress=output_format == PlainFormat.text,
+        )
+        current_source = "measured now"
+    verdict = check.compare(
+        base,
+        now,
+        tolerance,
+        baseline_source=str(baseline),
+        current_source=current_source,
+        allow_env_change=allow_env_change,
+    )
+    if output_format == PlainFormat.json:
+        _write(report_check.render_verdict_json(verdict))
+    else:
+        _write(report_check.render_verdict_text(verdict))
+    if junit is not None:
+        records.write_atomic(junit, report_check.render_junit(verdict), force=True)
+    if verdict.status == "regression":
+        raise typer.Exit(EXIT_REGRESSION)
+    if verdict.status == "not_comparable":
+        _fail("not comparable: " + "; ".join(verdict.not_comparable), verdict.hint, EXIT_ERROR)
+    if verdict.status == "inconclusive":
+        _fail(
+            "inconclusive: a change beyond the tolerance that the measurements' spread "
+            "cannot confirm",
+            verdict.hint,
+            EXIT_ERROR,
+        )
 
 
 def _write(text: str) -> None:
