@@ -365,7 +365,20 @@ def _breakdown(estimate: Estimate) -> list[Block]:
             )
         )
         blocks.append(Table(("kind", "parent", "worker"), kinds, ("left", "right", "right")))
-    if not any(name in _extra_fields(estimate) for name in ("mappings", "pages", "inspect")):
+    # The exact page tier stores its walk on the snapshots (``Snapshot.pages``) where it is
+    # available; found by name so that this report needs no change when it arrives.
+    walks = [getattr(s, "pages", None) for s in estimate.samples]
+    walk = next((w for w in reversed(walks) if w is not None), None)
+    if walk is not None:
+        blocks.append(Para(("Exact page counts from the last sample with a page walk:",)))
+        blocks.append(
+            Table(
+                ("field", "value"),
+                tuple((Host(k), Host(v)) for k, v in _flatten(to_jsonable(walk))),
+                ("left", "left"),
+            )
+        )
+    else:
         blocks.append(
             Para(
                 (
