@@ -471,7 +471,7 @@ def report_command(
 
         capplan report models/demo.json -o reports/demo.html
 
-        capplan report models/demo.json --format openmetrics -o /var/lib/node_exporter/capplan.prom
+        capplan report models/demo.json --format openmetrics -o /var/lib/node_exporter/textfile/capplan.prom
     """
     from capacity import records
 
