@@ -143,8 +143,8 @@ def _summary(estimate: Estimate) -> list[Block]:
                     if conservative is not None
                     else ""
                 )
-                + f"The point estimate is {prediction.max_instances:,} workers, a total that "
-                "real workers exceed about half the time.",
+                + f"The point estimate is {prediction.max_instances:,} workers: at that count, "
+                "workers like these overrun the budget about half the time.",
             )
         )
     )

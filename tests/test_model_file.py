@@ -151,14 +151,27 @@ def test_damaged_model_gives_one_line_naming_the_field(
     tmp_path: Path, doc: Any, needle: str
 ) -> None:
     path = write(tmp_path, doc)
-    for command in (["predict", str(path)], ["report", str(path)], ["check", str(path), "--demo"]):
+    result = run_cli("predict", str(path))
+    assert result.code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"Error: {path}: "), first
+    assert needle in first, first
+    assert result.stdout == ""
+
+
+def test_every_command_that_loads_a_model_refuses_a_damaged_one(tmp_path: Path) -> None:
+    path = write(tmp_path, edited("model.fixed_bytes", "73M"))
+    needle = f"Error: {path}: field 'model.fixed_bytes': expected an integer, got a string"
+    for command in (["report", str(path)], ["check", str(path), "--demo"]):
         result = run_cli(*command)
         assert result.code == 2, (command, result.stderr)
-        assert "Traceback" not in result.stderr
-        first = result.stderr.splitlines()[0]
-        assert first.startswith(f"Error: {path}: "), first
-        assert needle in first, first
+        assert result.stderr.splitlines()[0] == needle
         assert result.stdout == ""
+    # As a --current model, too: named as such.
+    result = run_cli("check", str(MODEL), "--current", str(path))
+    assert result.code == 2
+    assert result.stderr.splitlines()[0] == needle
 
 
 def test_future_version_says_to_upgrade(tmp_path: Path) -> None:
