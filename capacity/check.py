@@ -23,6 +23,7 @@ unless the caller allows it; other differences are listed for the reader.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from capacity.records import (
     SCHEMA_VERSION,
@@ -68,20 +69,20 @@ def welch(
     current: float,
     current_se: float,
     current_dof: int,
-) -> tuple[float, float, float]:
+) -> tuple[float | None, float | None, float]:
     """Welch's two-sided t-test from two estimates' standard errors: (t, dof, p).
 
     scipy's ``ttest_ind_from_stats`` takes means, standard deviations and counts; an
     estimate with standard error ``se`` and ``dof`` degrees of freedom is a mean of
     ``dof + 1`` values of deviation ``se * sqrt(dof + 1)``, which gives back the same
-    ``se`` and the same Welch-Satterthwaite degrees of freedom.
+    ``se`` and the same Welch-Satterthwaite degrees of freedom. With no spread on either
+    side (a hand-made model) there is no test: t and dof are None, and any difference is
+    real (p = 0).
     """
     from scipy import stats
 
-    delta = current - baseline
     if baseline_se <= 0 and current_se <= 0:
-        # Both exact (a hand-made model): any difference is real, none is noise.
-        return (math.copysign(math.inf, delta) if delta else 0.0), math.inf, (0.0 if delta else 1.0)
+        return None, None, (0.0 if current != baseline else 1.0)
     n1, n2 = baseline_dof + 1, current_dof + 1
     result = stats.ttest_ind_from_stats(
         current,
@@ -101,7 +102,7 @@ def welch(
 
 
 def compare_figure(
-    quantity: str,
+    quantity: Literal["per_instance", "fixed"],
     baseline: int,
     baseline_se: float,
     baseline_dof: int,
@@ -122,13 +123,13 @@ def compare_figure(
     else:
         outcome = "improvement" if significant else "same"
     return Comparison(
-        quantity="per_instance" if quantity == "per_instance" else "fixed",
+        quantity=quantity,
         baseline_bytes=baseline,
         current_bytes=current,
         baseline_se_bytes=baseline_se,
         current_se_bytes=current_se,
         delta_bytes=delta,
-        delta_ratio=delta / baseline if baseline else math.inf if delta else 0.0,
+        delta_ratio=delta / baseline if baseline else None,
         allowed_bytes=allowed,
         t_statistic=t,
         dof=dof,

@@ -778,10 +778,10 @@ class Comparison:
     baseline_se_bytes: float
     current_se_bytes: float
     delta_bytes: int
-    delta_ratio: float
+    delta_ratio: float | None  # None when the baseline figure is 0
     allowed_bytes: int
-    t_statistic: float
-    dof: float
+    t_statistic: float | None  # None when neither side has any spread: no test to run
+    dof: float | None
     p_value: float
     significant: bool
     outcome: Outcome

@@ -34,7 +34,8 @@ def tolerance_text(verdict: Verdict) -> str:
 
 def _change(item: Comparison) -> str:
     sign = "+" if item.delta_bytes >= 0 else "-"
-    return f"{item.delta_ratio:+.2%} ({sign}{format_bytes(abs(item.delta_bytes))})"
+    ratio = f"{item.delta_ratio:+.2%}" if item.delta_ratio is not None else "n/a"
+    return f"{ratio} ({sign}{format_bytes(abs(item.delta_bytes))})"
 
 
 def _p(item: Comparison) -> str:

@@ -304,3 +304,17 @@ def test_could_not_measure_exits_2() -> None:
     result = run_cli("check", "models/demo.json", "--cmd", "no-such-program-capplan")
     assert result.code == 2
     assert result.stderr.startswith("Error: ")
+
+
+def test_no_spread_on_either_side_still_gives_strict_json(base: Estimate) -> None:
+    """A hand-made model with zero standard errors: no t-test, any difference is real."""
+    exact = with_model(base, per_instance_se_bytes=0.0, fixed_se_bytes=0.0)
+    v = verdict(exact, scaled(exact, 1.10, se=0.0))
+    assert v.status == "regression"
+    assert v.comparisons[0].t_statistic is None and v.comparisons[0].p_value == 0.0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    doc = json.loads(records.dumps(v), parse_constant=refuse)
+    assert doc["comparisons"][0]["dof"] is None
