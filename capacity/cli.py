@@ -645,7 +645,10 @@ def check_command(
     else:
         _write(report_check.render_verdict_text(verdict))
     if junit is not None:
-        records.write_atomic(junit, report_check.render_junit(verdict), force=True)
+        try:
+            records.write_atomic(junit, report_check.render_junit(verdict), force=True)
+        except OSError as err:
+            raise CapplanError(f"cannot write {junit}: {err.strerror}") from None
     if verdict.status == "regression":
         raise typer.Exit(EXIT_REGRESSION)
     if verdict.status == "not_comparable":
