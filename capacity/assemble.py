@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from capacity import accounting, diagnostics, estimators
 from capacity.errors import ModelError
 from capacity.model import fit, make_budget, predict
-from capacity.records import Environment, Estimate, Snapshot, Timing, Workload
+from capacity.records import Environment, Estimate, Method, Snapshot, Timing, Workload
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,13 +56,29 @@ def build_estimate(
     total_seconds: float,
     samples_requested: int,
     under_load: bool = False,
+    method: Method | None = None,
+    exact_fallback: str | None = None,
 ) -> Estimate:
+    """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
+    page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used."""
     if not snapshots:
         raise ModelError("no samples were taken")
     slab_factor = accounting.slab_calibration(snapshots)
-    points = accounting.smaps_points(snapshots, 1.0 if slab_factor is None else slab_factor)
-    breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
-    model = fit(points, "smaps", breakdown)
+    factor = 1.0 if slab_factor is None else slab_factor
+    if method is None:
+        method = "exact" if accounting.exact_snapshots(snapshots) else "smaps"
+    if method == "exact":
+        if not accounting.exact_snapshots(snapshots):
+            raise ModelError(
+                "no sample carries an exact page walk",
+                hint="measure with --method exact as root, or use --method smaps",
+            )
+        points = accounting.exact_points(snapshots, factor)
+        breakdown = accounting.exact_breakdown(snapshots, slab_factor)
+    else:
+        points = accounting.smaps_points(snapshots, factor)
+        breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
+    model = fit(points, method, breakdown)
 
     last = snapshots[-1]
     if last.host is None:
@@ -89,6 +105,7 @@ def build_estimate(
         selector=workload.selector,
         samples_requested=samples_requested,
         under_load=under_load,
+        exact_fallback=exact_fallback,
     )
     return Estimate(
         workload=workload,

@@ -134,26 +134,33 @@ def parse_memory_stat(data: str) -> dict[str, int]:
     return stat
 
 
+def _shown(directory: Path, display_root: Path | None) -> str:
+    """A cgroup directory as the kernel names it (``/system.slice/x.service``)."""
+    if display_root is not None:
+        with contextlib.suppress(ValueError):
+            return "/" + str(directory.relative_to(display_root)).lstrip(".")
+    return str(directory)
+
+
 def read_cgroup_memory(
     version: int, directory: Path, display_root: Path | None = None
 ) -> CgroupMemory | None:
     """One cgroup's usage, limit and breakdown; None when it cannot be read."""
-    shown = str(directory)
-    if display_root is not None:
-        with contextlib.suppress(ValueError):
-            shown = "/" + str(directory.relative_to(display_root)).lstrip(".")
+    shown = _shown(directory, display_root)
     if version == 2:
         current = _read_int(directory / "memory.current")
         if current is None:
             return None
         stat = parse_memory_stat(_read_text(directory / "memory.stat") or "")
+        limit, binding = _effective_v2_limit(directory, display_root)
         return CgroupMemory(
             path=shown,
             version=2,
             current_bytes=current,
-            limit_bytes=_effective_v2_limit(directory, display_root),
+            limit_bytes=limit,
             peak_bytes=_read_int(directory / "memory.peak"),  # since Linux 5.19
             stat=stat,
+            limit_path=None if binding is None else _shown(binding, display_root),
         )
     usage = _read_int(directory / "memory.usage_in_bytes")
     if usage is None:
@@ -163,30 +170,52 @@ def read_cgroup_memory(
     kmem = _read_int(directory / "memory.kmem.usage_in_bytes")
     if kmem is not None:
         stat["kernel"] = kmem
-    limit = raw.get("hierarchical_memory_limit", _read_int(directory / "memory.limit_in_bytes"))
+    own_limit = _read_int(directory / "memory.limit_in_bytes")
+    limit = raw.get("hierarchical_memory_limit", own_limit)
+    if limit is not None and limit >= V1_UNLIMITED_THRESHOLD:
+        limit = None
     return CgroupMemory(
         path=shown,
         version=1,
         current_bytes=usage,
-        limit_bytes=None if limit is None or limit >= V1_UNLIMITED_THRESHOLD else limit,
+        limit_bytes=limit,
         peak_bytes=_read_int(directory / "memory.max_usage_in_bytes"),
         stat=stat,
+        limit_path=(
+            shown
+            if limit is None or limit == own_limit
+            else _v1_limit_owner(directory, limit, display_root)
+        ),
     )
 
 
-def _effective_v2_limit(directory: Path, stop: Path | None) -> int | None:
-    """The smallest memory.max on the way up: a parent's limit binds its children too."""
+def _v1_limit_owner(directory: Path, limit: int, stop: Path | None) -> str | None:
+    """Which ancestor sets a v1 hierarchical_memory_limit (None when we cannot tell)."""
+    current = directory.parent
+    while current != current.parent:
+        if _read_int(current / "memory.limit_in_bytes") == limit:
+            return _shown(current, stop)
+        if stop is not None and current == stop:
+            return None
+        current = current.parent
+    return None
+
+
+def _effective_v2_limit(directory: Path, stop: Path | None) -> tuple[int | None, Path | None]:
+    """The smallest memory.max on the way up, and the cgroup that sets it: a parent's limit
+    binds its children too."""
     limit: int | None = None
+    binding: Path | None = None
     current = directory
     while True:
         value = _read_int(current / "memory.max")
-        if value is not None:
-            limit = value if limit is None else min(limit, value)
+        if value is not None and (limit is None or value < limit):
+            limit, binding = value, current
         parent = current.parent
         if parent == current or not (parent / "memory.max").exists():
-            return limit
+            return limit, binding
         if stop is not None and current == stop:
-            return limit
+            return limit, binding
         current = parent
 
 

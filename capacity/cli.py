@@ -48,7 +48,28 @@ app = typer.Typer(
 class Format(str, Enum):
     text = "text"
     json = "json"
+
+
+class EstimateFormat(str, Enum):
+    text = "text"
+    json = "json"
     openmetrics = "openmetrics"
+
+
+class MethodOption(str, Enum):
+    smaps = "smaps"
+    exact = "exact"
+
+
+MethodFlag = Annotated[
+    MethodOption | None,
+    typer.Option(
+        "--method",
+        help="exact: count distinct physical pages (pagemap + kpagecount, needs root). "
+        "smaps: per-process page counts. Default: exact where available, else smaps "
+        "(with a warning that says why).",
+    ),
+]
 
 
 def _size_option(value: str | None) -> str | None:
@@ -87,6 +108,8 @@ RootOption = Annotated[
         "--root",
         metavar="DIR",
         help="Read /proc and /sys under DIR instead of / (a captured host tree).",
+        exists=True,
+        file_okay=False,
     ),
 ]
 MemoryOption = Annotated[
@@ -129,7 +152,9 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[object]:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=not (enabled and console.is_terminal),
+        # isatty, not console.is_terminal: rich answers yes under FORCE_COLOR or
+        # TTY_COMPATIBLE (set by many CI systems), and a bar in a captured log is noise.
+        disable=not (enabled and sys.stderr.isatty()),
     )
     with progress:
         task = progress.add_task(label, total=total)
@@ -165,13 +190,17 @@ def estimate(
     demo: Annotated[
         bool, typer.Option("--demo", help="Start the embedded demo workload, measure it, stop it.")
     ] = False,
-    samples: Annotated[int, typer.Option("--samples", min=1, help="Snapshots to take.")] = 5,
+    samples: Annotated[
+        int, typer.Option("--samples", metavar="K", min=1, help="Snapshots to take.")
+    ] = 5,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.0, help="Seconds between snapshots.")
+        float, typer.Option("--interval", metavar="S", min=0.0, help="Seconds between snapshots.")
     ] = 1.0,
     memory: MemoryOption = None,
     reserve: ReserveOption = None,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    output_format: Annotated[
+        EstimateFormat, typer.Option("--format", help="Output format.")
+    ] = EstimateFormat.text,
     save: Annotated[
         Path | None,
         typer.Option(
@@ -182,6 +211,7 @@ def estimate(
         bool, typer.Option("--force", help="Replace an existing --save file.")
     ] = False,
     root: RootOption = Path("/"),
+    method: MethodFlag = None,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -204,10 +234,9 @@ def estimate(
         raise typer.BadParameter(
             "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
         )
-    if save is not None and save.exists() and not force:
-        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
+    if save is not None:
+        _check_save_target(save, force)
 
-    memory_bytes = parse_size(memory) if memory else None
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
     result = _measure(
         cmd=cmd,
@@ -215,20 +244,23 @@ def estimate(
         demo=records.DemoOptions() if demo else None,
         samples=samples,
         interval=interval,
-        memory=memory_bytes,
+        root=root,
+        progress=output_format == EstimateFormat.text,
+        method=method,
+        memory=parse_size(memory) if memory else None,
         memory_text=memory,
         reserve_bytes=reserve_bytes,
         reserve_fraction=reserve_fraction,
         reserve_text=reserve,
-        root=root,
-        progress=output_format == Format.text,
     )
     from capacity import report
 
-    _write(report.RENDERERS[output_format.value](result))
+    rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
+        # Save before printing: a save that fails must leave stdout empty, as every error does.
         records.save_estimate(save, result, force=force)
         typer.echo(f"Saved the model to {save}", err=True)
+    _write(rendered)
 
 
 def _command_line() -> tuple[str, ...]:
@@ -245,13 +277,18 @@ def _measure(
     interval: float,
     root: Path,
     progress: bool,
+    method: MethodOption | None = None,
     memory: int | None = None,
     memory_text: str | None = None,
     reserve_bytes: int | None = None,
     reserve_fraction: float | None = None,
     reserve_text: str | None = None,
 ) -> Estimate:
-    """Select, sample and fit: the measurement ``estimate`` and ``check`` share."""
+    """Select, sample and fit: the measurement ``estimate`` and ``check`` share.
+
+    ``method`` None picks exact where available (else smaps, saying why); exact or smaps
+    insist on that method, as ``check`` does to measure the way its baseline was measured.
+    """
     import dataclasses
 
     from capacity import assemble, records, sampler, suggest, workload
@@ -291,6 +328,10 @@ def _measure(
         except CapplanError:
             parent_cmdline = ()
         exe = read_exe(parent_pid, root)
+        exact_mode: sampler.ExactMode = (
+            "auto" if method is None else "require" if method == MethodOption.exact else "off"
+        )
+        reader = sampler.Sampler(selector, root, exact=exact_mode)
         with _progress(progress, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
@@ -298,10 +339,16 @@ def _measure(
                 interval,
                 root=root,
                 on_progress=advance,  # type: ignore[arg-type]
+                sampler=reader,
             )
         environment = read_environment(
             root, workload_pid=parent_pid, executable=exe, command_line=_command_line()
         )
+    fallback = reader.exact_unavailable if exact_mode == "auto" else None
+    if exact_mode != "off" and fallback is None and not any(s.pages for s in snapshots):
+        fallback = "no exact page walk was usable (the parent exited or changed during it)"
+        if exact_mode == "require":
+            raise CapplanError(f"exact page accounting failed: {fallback}")
     described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
     if root == Path("/"):
         # Only on the live host: a captured tree's executable path is another host's.
@@ -316,11 +363,92 @@ def _measure(
         budget_options=options,
         total_seconds=time.monotonic() - started,
         samples_requested=samples,
+        method=None if exact_mode != "off" else "smaps",
+        exact_fallback=fallback,
     )
     return dataclasses.replace(
         result,
         measurement=records.Measurement(samples=samples, interval_seconds=interval, demo=demo),
     )
+
+
+def _check_save_target(save: Path, force: bool) -> None:
+    """Refuse a --save FILE that cannot be written before measuring, not after."""
+    if save.exists() and not force:
+        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
+    if save.is_dir():
+        raise CapplanError(f"{save} is a directory", hint="give a file name: models/NAME.json")
+    existing = save.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CapplanError(
+            f"cannot write {save}: {existing} is not a writable directory",
+            hint="choose a file under a directory you can write, e.g. models/NAME.json",
+        )
+
+
+@app.command()
+def inspect(
+    cmd: CmdOption = None,
+    pid: PidOption = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Start the embedded demo workload, inspect it, stop it.")
+    ] = False,
+    per_process: Annotated[
+        bool,
+        typer.Option(
+            "--per-process", help="Add the per-process table (RSS, PSS, USS, shared, swap, ...)."
+        ),
+    ] = False,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    method: MethodFlag = None,
+    memory: MemoryOption = None,
+    reserve: ReserveOption = None,
+    root: RootOption = Path("/"),
+) -> None:
+    """Show where a workload's memory goes: a row per library, file, heap, stack, shmem...
+
+    Each row says what is paid once for the whole workload, what each worker pays (mean
+    and max), and what is shared with the rest of the host, sorted by what the row costs
+    at the predicted maximum worker count.
+
+    Example:
+
+        capplan inspect --cmd apache2
+
+        capplan inspect --pid 1234 --per-process --format json
+
+        capplan inspect --demo
+    """
+    from capacity import inspection, report, workload
+
+    if sum([cmd is not None, pid is not None, demo]) != 1:
+        raise typer.BadParameter(
+            "give exactly one of --cmd NAME, --pid PID or --demo",
+            param_hint="--cmd / --pid / --demo",
+        )
+    if demo and root != Path("/"):
+        raise typer.BadParameter(
+            "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
+        )
+    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
+    with contextlib.ExitStack() as stack:
+        if demo:
+            launched = stack.enter_context(workload.launched_demo())
+            selector = workload.Selector(pid=launched.parent_pid)
+        else:
+            selector = workload.Selector(cmd=cmd, pid=pid)
+        result = inspection.inspect_workload(
+            selector,
+            root=root,
+            method="auto" if method is None else method.value,
+            per_process=per_process,
+            memory=parse_size(memory) if memory else None,
+            reserve_bytes=reserve_bytes,
+            reserve_fraction=reserve_fraction,
+        )
+    _write(report.INSPECT_RENDERERS[output_format.value](result))
 
 
 def _size_list_option(value: str | None) -> str | None:
@@ -616,6 +744,12 @@ def check_command(
                 "give exactly one of --cmd NAME, --pid PID, --demo or --current FILE",
                 param_hint="--cmd / --pid / --demo",
             )
+        if base.model.method not in ("smaps", "exact"):
+            raise CapplanError(
+                f"{baseline} was measured with method {base.model.method}, which check "
+                "cannot repeat",
+                hint="measure the current build the same way, save it, and pass --current FILE",
+            )
         measured = base.measurement
         demo_options = None
         if demo:
@@ -630,6 +764,8 @@ def check_command(
             else (measured.interval_seconds if measured else 1.0),
             root=root,
             progress=output_format == PlainFormat.text,
+            # Like with like: the baseline's method, insisted on (exact needs root).
+            method=MethodOption(base.model.method),
         )
         current_source = "measured now"
     verdict = check.compare(

@@ -26,9 +26,20 @@ def diagnose(
     selector: str,
     samples_requested: int,
     under_load: bool = False,
+    exact_fallback: str | None = None,
 ) -> list[Warning]:
     warnings: list[Warning] = []
     rerun = f"capplan estimate {selector}"
+
+    if exact_fallback is not None:
+        warnings.append(
+            Warning(
+                code="EXACT_FALLBACK",
+                message=f"fell back to the smaps method: {exact_fallback}",
+                hint=f"run as root for exact page accounting (sudo {rerun}), "
+                "or pass --method smaps to choose smaps and silence this",
+            )
+        )
 
     skipped = Counter(s.reason for snap in snapshots for s in snap.skipped)
     if skipped:

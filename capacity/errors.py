@@ -103,3 +103,18 @@ class ModelFileError(CapplanError):
 
 class LaunchError(CapplanError):
     """A workload capplan started died early or never became ready."""
+
+
+class ExactUnavailable(CapplanError):
+    """The exact page tier cannot run here; ``reason`` says why (capplan falls back to smaps).
+
+    No /proc/kpageflags (a kernel without CONFIG_PROC_PAGE_MONITOR), kpagecount readable by
+    root only, or pagemap frame numbers hidden from a reader without CAP_SYS_ADMIN.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"exact page accounting is not available: {reason}",
+            hint="run capplan as root (CAP_SYS_ADMIN) for the exact method, or pass --method smaps",
+        )
+        self.reason = reason

@@ -246,7 +246,10 @@ def make_budget(
         and cgroup.limit_bytes is not None
         and cgroup.limit_bytes < host.mem_total_bytes
     ):
-        total, source = cgroup.limit_bytes, f"memory limit of cgroup {cgroup.path}"
+        total, source = (
+            cgroup.limit_bytes,
+            f"memory limit of cgroup {cgroup.limit_path or cgroup.path}",
+        )
         limited = True
     else:
         total, source = host.mem_total_bytes, "MemTotal of this host"

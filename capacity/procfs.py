@@ -382,8 +382,14 @@ def _translating(pid: int, root: Path, path: Path, name: str | None = None) -> I
         # (Linux 4.19+ answers ESRCH there; psutil #2283).
         raise _vanished_or_zombie(pid, root, name) from None
     except FileNotFoundError:
-        if not (proc_dir(pid, root) / "stat").exists():
+        try:
+            stat = parse_stat(_read(proc_dir(pid, root) / "stat"))
+        except (OSError, ParseError):
             raise NoSuchProcess(pid, name) from None
+        if stat.state == "Z" or stat.is_kernel_thread:
+            # A zombie or kernel thread has no exe; a captured tree leaves out the files the
+            # kernel refused (ESRCH) for them, so an absent file reads like the live refusal.
+            raise _vanished_or_zombie(pid, root, name) from None
         raise ParseError(str(path), "missing although the process exists") from None
     except OSError as err:
         if err.errno in (errno.ESRCH, errno.ENOENT):
@@ -534,7 +540,12 @@ def iter_pids(root: Path = DEFAULT_ROOT) -> list[int]:
     try:
         names = os.listdir(root / "proc")
     except OSError as err:
-        raise CapplanError(f"cannot list {root / 'proc'}: {err.strerror}") from None
+        hint = (
+            None
+            if root == DEFAULT_ROOT
+            else "--root must mirror / with proc/ and sys/ (capture one with tests/capture.py in capplan's source)"
+        )
+        raise CapplanError(f"cannot list {root / 'proc'}: {err.strerror}", hint) from None
     return sorted(int(name) for name in names if name.isdigit())
 
 

@@ -124,7 +124,8 @@ class Skipped:
 
     pid: int
     name: str
-    reason: Literal["vanished", "zombie", "replaced", "kernel thread"]
+    # "changed": its pagemap kept failing while its mappings changed (exact tier only).
+    reason: Literal["vanished", "zombie", "replaced", "kernel thread", "changed"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +172,47 @@ class CgroupMemory:
     peak_bytes: int | None = None
     stat: dict[str, int] = dataclasses.field(default_factory=dict)
     own: bool = False  # True when every process in it belongs to the workload
+    # The cgroup whose limit binds: a parent's smaller limit binds its children too.
+    limit_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PageCounts:
+    """One exact walk of the workload's page tables (``capacity.pages``): distinct frames.
+
+    Every physical page counts once however many processes map it. Pages also mapped by
+    processes outside the workload (kpagecount above the workload's own mappings) are in
+    ``shared_outside_bytes`` and in no other class: they would be in memory anyway, so
+    they are not charged. ``cumulative_bytes[k]`` is the charged distinct pages of the
+    parents plus the first ``k`` workers of ``pids`` (parents first, then workers in fork
+    order), k = 0..workers: the exact method's ``total(k)`` before kernel memory.
+    ``anon/file/shmem_bytes`` split ``distinct_bytes`` (outside-shared pages included).
+    """
+
+    page_size: int
+    pids: tuple[int, ...]
+    parent_count: int
+    cumulative_bytes: tuple[int, ...]
+    distinct_bytes: int
+    parent_only_bytes: int
+    shared_with_parent_bytes: int
+    shared_workers_bytes: int
+    private_workers_bytes: int
+    shared_outside_bytes: int
+    shared_outside_pss_bytes: int = 0  # the workload's proportional share of those
+    anon_bytes: int = 0
+    file_bytes: int = 0
+    shmem_bytes: int = 0
+    thp_bytes: int = 0
+    ksm_bytes: int = 0
+    hugetlb_bytes: int = 0
+    swapped_bytes: int = 0  # in swap: not in RAM and not in any class above
+    read_seconds: float = 0.0
+    skipped: int = 0  # processes that exited or changed during the walk
+
+    @property
+    def charged_bytes(self) -> int:
+        return self.distinct_bytes - self.shared_outside_bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +227,7 @@ class Snapshot:
     skipped: tuple[Skipped, ...] = ()
     host: HostMemory | None = None
     cgroup: CgroupMemory | None = None
+    pages: PageCounts | None = None  # the exact walk, on the samples that took one
 
     @property
     def parents(self) -> tuple[ProcessMemory, ...]:
@@ -223,6 +266,9 @@ class Breakdown:
     fixed_parent_bytes: int
     fixed_shared_bytes: int
     fixed_kernel_bytes: int
+    # exact method only: pages shared with processes outside the workload, not charged
+    shared_outside_bytes: int = 0
+    shared_outside_pss_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +413,53 @@ class Estimate:
     environment: Environment
     timing: Timing
     measurement: Measurement | None = None
+
+
+# --------------------------------------------------------------------------- inspect
+
+INSPECT_KIND = "capplan.inspect"
+INSPECT_SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MappingRow:
+    """One row of ``capplan inspect``: a mapping kind or file, over the whole workload.
+
+    ``kind`` is executable, library, file, heap, stack, anonymous, shmem or kernel.
+    ``name`` and ``path`` come from /proc/PID/maps: untrusted. ``shared_host_bytes`` is
+    None with the smaps method, which cannot tell who else maps a page.
+    """
+
+    kind: str
+    name: str
+    path: str
+    rss_bytes: int
+    shared_once_bytes: int
+    private_mean_bytes: int
+    private_max_bytes: int
+    shared_host_bytes: int | None
+    cost_at_max_bytes: int
+    anon_bytes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Inspection:
+    """The whole result of ``capplan inspect``: where the workload's memory goes."""
+
+    schema_version: int = INSPECT_SCHEMA_VERSION
+    kind: str = INSPECT_KIND
+    unit: str = "bytes"
+    workload: Workload
+    method: Method
+    method_note: str = ""
+    max_workers: int
+    max_workers_source: str
+    rows: tuple[MappingRow, ...]
+    total: MappingRow
+    pages: PageCounts | None = None
+    processes: tuple[ProcessMemory, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    warnings: tuple[Warning, ...] = ()
 
 
 # --------------------------------------------------------------------------- JSON codec

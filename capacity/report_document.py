@@ -324,7 +324,9 @@ def _breakdown(estimate: Estimate) -> list[Block]:
         rows: list[tuple[Cell, ...]] = [
             (
                 "per worker",
-                "private pages (USS: heap, stacks, written copies)",
+                "private pages (USS: heap, stacks, written copies)"
+                if estimate.model.method != "exact"
+                else "own pages: the distinct physical pages each worker adds",
                 format_bytes(b.per_instance_uss_bytes, unit),
             ),
             (
@@ -350,6 +352,17 @@ def _breakdown(estimate: Estimate) -> list[Block]:
             ),
             ("once", "parents' kernel memory", format_bytes(b.fixed_kernel_bytes)),
         ]
+        # The exact method leaves out pages other programs map too (issue 3's breakdown
+        # fields); found by name so a smaps-only breakdown needs nothing here.
+        outside = getattr(b, "shared_outside_bytes", 0)
+        if outside:
+            rows.append(
+                (
+                    "not charged",
+                    "pages shared with processes outside the workload (in memory anyway)",
+                    format_bytes(outside),
+                )
+            )
         blocks.append(Table(("", "kind", "size"), tuple(rows), ("left", "left", "right")))
     else:
         blocks.append(Para(("This model carries no breakdown of the costs.",)))

@@ -12,6 +12,13 @@ status and stat. Policy on processes that misbehave lives here, and only here:
 What does not change while a process lives (its command line, its mapping counts) is read
 once per identity ``(pid, start_ticks)`` and cached, so later samples cost only the rollup,
 status and stat reads.
+
+The exact tier (``capacity.pages``) walks every page table of the workload. It costs far
+more than a rollup read and takes the same mmap lock, so it runs on some samples only:
+the first and the last, and every ``exact_every``-th between them when asked
+(``exact_indices``). When it cannot run (no permission, no kpageflags, frame numbers
+hidden), the sampler remembers why in ``exact_unavailable`` and stops trying; with
+``exact="require"`` it raises ``ExactUnavailable`` instead.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
+from capacity import pages
 from capacity.cgroup import Layout, detect_layout, workload_cgroup
-from capacity.errors import NoSuchProcess, SelectionError, ZombieProcess
+from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
 from capacity.kernel import kernel_stack_size, slab_estimate
 from capacity.procfs import (
     DEFAULT_ROOT,
@@ -33,10 +42,19 @@ from capacity.procfs import (
     read_stat,
     read_status,
 )
-from capacity.records import ProcessMemory, Skipped, Snapshot
+from capacity.records import PageCounts, ProcessMemory, Skipped, Snapshot
 from capacity.workload import Member, Selector, select_processes
 
 ProgressCallback = Callable[[int, int], None]
+ExactMode = Literal["off", "auto", "require"]
+
+
+def exact_indices(samples: int, every: int | None = None) -> set[int]:
+    """Which samples take an exact page walk: the first, the last, and every Nth."""
+    chosen = {0, samples - 1}
+    if every:
+        chosen |= set(range(0, samples, every))
+    return chosen
 
 
 @dataclasses.dataclass
@@ -45,6 +63,8 @@ class Sampler:
 
     selector: Selector
     root: Path = DEFAULT_ROOT
+    exact: ExactMode = "off"
+    exact_unavailable: str | None = dataclasses.field(init=False, default=None)
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -57,9 +77,18 @@ class Sampler:
         self.layout = detect_layout(self.root)
         self.slab_sizes = read_slab_object_sizes(self.root)
         self.stack_size = kernel_stack_size()
+        if self.exact != "off":
+            reason = pages.exact_unavailable_reason(self.root)
+            if reason is not None:
+                self._exact_failed(ExactUnavailable(reason))
 
-    def snapshot(self, index: int) -> Snapshot:
-        """Select the workload and read every member once."""
+    def _exact_failed(self, err: ExactUnavailable) -> None:
+        if self.exact == "require":
+            raise err
+        self.exact_unavailable = err.reason
+
+    def snapshot(self, index: int, exact: bool = False) -> Snapshot:
+        """Select the workload and read every member once; walk its pages if ``exact``."""
         now = time.time()
         if self._started is None:
             self._started = now
@@ -74,6 +103,9 @@ class Sampler:
             else:
                 processes.append(result)
         read_seconds = time.perf_counter() - began
+        page_counts = None
+        if exact and self.exact != "off" and self.exact_unavailable is None and processes:
+            processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
             raise SelectionError(
                 f"every process of {self.selector} exited while it was being read",
@@ -90,7 +122,36 @@ class Sampler:
             skipped=tuple(skipped),
             host=host,
             cgroup=cgroup,
+            pages=page_counts,
         )
+
+    def _walk_pages(
+        self, processes: list[ProcessMemory], skipped: list[Skipped]
+    ) -> tuple[list[ProcessMemory], PageCounts | None]:
+        """The exact walk over the processes just read, parents first, workers in fork order.
+
+        A process that exits or changes during the walk leaves the snapshot (and is counted
+        as skipped), so the smaps figures and the pages describe the same processes. If a
+        parent is lost, the walk has no base: the snapshot keeps its smaps figures only.
+        """
+        ordered = sorted(processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
+        parents = sum(p.role == "parent" for p in ordered)
+        try:
+            walk = pages.measure([(p.pid, p.start_ticks) for p in ordered], parents, self.root)
+        except ExactUnavailable as err:
+            self._exact_failed(err)
+            return processes, None
+        lost = dict(walk.skipped)
+        if not lost:
+            return processes, walk.counts
+        for process in ordered:
+            if process.pid in lost:
+                reason = lost[process.pid]
+                skipped.append(Skipped(pid=process.pid, name=process.name, reason=reason))  # type: ignore[arg-type]
+        kept = [p for p in processes if p.pid not in lost]
+        if walk.counts.parent_count < parents:
+            return kept, None
+        return kept, walk.counts
 
     def read_member(self, member: Member) -> ProcessMemory | Skipped:
         """One process's memory, or why it was skipped. AccessDenied propagates."""
@@ -143,18 +204,25 @@ def collect(
     root: Path = DEFAULT_ROOT,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    exact: ExactMode = "off",
+    exact_every: int | None = None,
 ) -> tuple[Snapshot, ...]:
-    """``samples`` snapshots ``interval`` seconds apart (the first one immediately)."""
+    """``samples`` snapshots ``interval`` seconds apart (the first one immediately).
+
+    With ``exact`` other than "off", the samples in ``exact_indices(samples, exact_every)``
+    also take an exact page walk (``Snapshot.pages``).
+    """
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    sampler = sampler or Sampler(selector, root)
+    sampler = sampler or Sampler(selector, root, exact=exact)
+    walks = exact_indices(samples, exact_every)
     snapshots: list[Snapshot] = []
     next_at = time.monotonic()
     for index in range(samples):
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        snapshots.append(sampler.snapshot(index))
+        snapshots.append(sampler.snapshot(index, exact=index in walks))
         next_at += interval
         if on_progress is not None:
             on_progress(index + 1, samples)

@@ -188,7 +188,10 @@ def _no_match(name: str, stats: dict[int, ProcStat]) -> SelectionError:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     if not close:
         close = [n for n in names if name.lower() in n.lower() or n.lower() in name.lower()][:5]
-    listing = ", ".join(close) if close else "none similar"
+    if not close:
+        # Nothing is much alike: still name the nearest few, so the reader sees what runs.
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.0)
+    listing = ", ".join(close) if close else "no user processes at all"
     return SelectionError(
         f"no running process is named {name!r} (closest: {listing})",
         hint="list running command names with: ps -eo comm | sort -u",
@@ -207,7 +210,20 @@ class Interrupted(BaseException):
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds.
+
+    A second Ctrl-C or SIGTERM while we stop it must not cut the cleanup short: both are
+    held back until the group is gone, then delivered (and end capplan as usual).
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        _stop_process_group(process, grace)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
     if process.poll() is None or _group_alive(process.pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGTERM)

@@ -1,0 +1,374 @@
+"""``capplan inspect``: where the workload's memory goes, a row per mapping kind or file.
+
+Like ``pmap -X`` aggregated over every process of the workload. Each row (the executable,
+each shared library by name, [heap], [stack], anonymous memory, each shmem segment, other
+files) says what is paid once for the whole workload, what each worker pays on its own
+(mean and max over the workers), and what is shared with the rest of the host. Rows are
+sorted by what they cost at the predicted maximum worker count,
+``shared_once + N_max * private_mean``: the row that matters most at scale comes first,
+which is not always the largest one now.
+
+With the exact tier (root: pagemap frames and kpagecount), every number is a count of
+distinct physical pages. Without it, the rows come from /proc/PID/smaps per mapping: a
+worker's private pages are exact there too, but what is paid once is the workload's
+proportional share (PSS) of shared pages, and smaps cannot say who else maps a page, so
+the host column stays empty. The method used is named in the output.
+
+N_max comes from one sample: the same points ``capplan estimate`` fits, with the same
+budget rules. With fewer than two workers no line can be fitted, and rows are sorted at
+the current worker count instead (said so in the output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from capacity import accounting, pages
+from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
+from capacity.model import fit, make_budget, predict
+from capacity.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
+from capacity.records import (
+    Inspection,
+    MappingRow,
+    Method,
+    ProcessMemory,
+    Skipped,
+    Snapshot,
+    Warning,
+    Workload,
+)
+from capacity.sampler import Sampler
+from capacity.workload import Selector
+
+MethodChoice = Literal["auto", "smaps", "exact"]
+RowKey = tuple[str, str, str]  # kind, name, path
+
+_KERNEL_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
+_SHMEM_PREFIXES = ("/dev/zero", "/SYSV", "/memfd:", "/dev/shm/", "/run/shm/")
+
+
+def row_key(mapping: Mapping, executable: str | None) -> RowKey:
+    """The row a mapping belongs to: (kind, display name, path)."""
+    path = mapping.path
+    shared = mapping.perms[3:4] == "s"
+    if path == "[heap]":
+        return ("heap", "[heap]", path)
+    if path.startswith("[stack"):
+        return ("stack", "[stack]", "[stack]")
+    if path in _KERNEL_MAPPINGS:
+        return ("kernel", path, path)
+    if path.startswith("[anon_shmem:"):  # named shared anonymous memory (Linux 6.2+)
+        return ("shmem", path, path)
+    if path.startswith("[anon:"):  # named anonymous memory, PR_SET_VMA_ANON_NAME (5.17+)
+        return ("anonymous", path, path)
+    if path == "":
+        return ("shmem", "[shared anonymous]", "") if shared else ("anonymous", "[anon]", "")
+    if path.startswith("["):
+        return ("kernel", path, path)
+    plain = path.removesuffix(" (deleted)")
+    if path.startswith(_SHMEM_PREFIXES) and (shared or "(deleted)" in path):
+        return ("shmem", path, path)
+    base = plain.rsplit("/", 1)[-1]
+    if executable is not None and plain == executable.removesuffix(" (deleted)"):
+        return ("executable", base, plain)
+    if ".so" in base:
+        return ("library", base, plain)
+    return ("file", path, path)
+
+
+class _Rows:
+    """Row keys to dense ids, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.ids: dict[RowKey, int] = {}
+
+    def id(self, key: RowKey) -> int:
+        return self.ids.setdefault(key, len(self.ids))
+
+    @property
+    def keys(self) -> list[RowKey]:
+        return list(self.ids)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RowFigures:
+    """Per-row figures in bytes before N_max is known."""
+
+    key: RowKey
+    rss: int
+    once: int
+    private: tuple[int, ...]  # one per worker
+    host: int | None
+    anon: int | None
+
+
+def _finish(figures: _RowFigures, max_workers: int) -> MappingRow:
+    private = figures.private
+    mean = statistics.fmean(private) if private else 0.0
+    kind, name, path = figures.key
+    return MappingRow(
+        kind=kind,
+        name=name,
+        path=path,
+        rss_bytes=figures.rss,
+        shared_once_bytes=figures.once,
+        private_mean_bytes=round(mean),
+        private_max_bytes=max(private, default=0),
+        shared_host_bytes=figures.host,
+        cost_at_max_bytes=round(figures.once + max_workers * mean),
+        anon_bytes=figures.anon,
+    )
+
+
+def _executables(processes: Sequence[ProcessMemory], root: Path) -> dict[int, str | None]:
+    return {p.pid: read_exe(p.pid, root) for p in processes}
+
+
+def exact_rows(
+    walk: pages.Walk, executables: dict[int, str | None], page_size: int
+) -> tuple[list[_RowFigures], _RowFigures]:
+    """Rows from an exact walk, and the whole workload as one row."""
+    rows = _Rows()
+    row_of_parts = []
+    for process in walk.processes:
+        exe = executables.get(process.pid)
+        lookup = np.fromiter(
+            (rows.id(row_key(m, exe)) for m in process.mappings),
+            dtype=np.intp,
+            count=len(process.mappings),
+        )
+        row_of_parts.append(lookup[process.mapping_of] if len(lookup) else process.mapping_of)
+    cls = walk.classification
+    row_of = np.concatenate(row_of_parts).astype(np.intp) if row_of_parts else np.empty(0, np.intp)
+    per_row = pages.row_pages(cls, row_of, len(rows.ids))
+    figures = [
+        _RowFigures(
+            key=key,
+            rss=int(per_row.rss[i]) * page_size,
+            once=int(per_row.once[i]) * page_size,
+            private=tuple(int(v) * page_size for v in per_row.private[i]),
+            host=int(per_row.outside[i]) * page_size,
+            anon=int(per_row.anon[i]) * page_size,
+        )
+        for i, key in enumerate(rows.keys)
+    ]
+    total_rows = pages.row_pages(cls, np.zeros(len(row_of), dtype=np.intp), 1)
+    total = _RowFigures(
+        key=("total", "total", ""),
+        rss=int(total_rows.rss[0]) * page_size,
+        once=int(total_rows.once[0]) * page_size,
+        private=tuple(int(v) * page_size for v in total_rows.private[0]),
+        host=int(total_rows.outside[0]) * page_size,
+        anon=int(total_rows.anon[0]) * page_size,
+    )
+    return figures, total
+
+
+def smaps_rows(
+    entries: Sequence[tuple[ProcessMemory, Sequence[SmapsEntry]]],
+    executables: dict[int, str | None],
+) -> tuple[list[_RowFigures], _RowFigures]:
+    """Rows from /proc/PID/smaps of every process, when the exact tier is not available.
+
+    Paid once: the parents' private pages plus every process's ``Pss - Private`` (the
+    workload's proportional share of pages it shares), as the smaps method's fixed cost.
+    """
+    rows = _Rows()
+    workers = [p.pid for p, _ in entries if p.role == "worker"]
+    column = {pid: i for i, pid in enumerate(workers)}
+    rss: dict[int, int] = {}
+    once: dict[int, int] = {}
+    private: dict[int, list[int]] = {}
+    for process, vmas in entries:
+        exe = executables.get(process.pid)
+        for entry in vmas:
+            row = rows.id(row_key(entry.mapping, exe))
+            fields = entry.fields
+            own = fields.get("private_clean_bytes", 0) + fields.get("private_dirty_bytes", 0)
+            rss[row] = rss.get(row, 0) + fields.get("rss_bytes", 0)
+            shared_share = max(fields.get("pss_bytes", 0) - own, 0)
+            once[row] = once.get(row, 0) + shared_share + (own if process.role == "parent" else 0)
+            if process.role == "worker":
+                private.setdefault(row, [0] * len(workers))[column[process.pid]] += own
+    figures = [
+        _RowFigures(
+            key=key,
+            rss=rss.get(i, 0),
+            once=once.get(i, 0),
+            private=tuple(private.get(i, [0] * len(workers))),
+            host=None,
+            anon=None,
+        )
+        for i, key in enumerate(rows.keys)
+    ]
+    per_worker = [sum(f.private[w] for f in figures) for w in range(len(workers))]
+    total = _RowFigures(
+        key=("total", "total", ""),
+        rss=sum(f.rss for f in figures),
+        once=sum(f.once for f in figures),
+        private=tuple(per_worker),
+        host=None,
+        anon=None,
+    )
+    return figures, total
+
+
+def _read_smaps_all(
+    processes: Sequence[ProcessMemory], root: Path
+) -> tuple[list[tuple[ProcessMemory, list[SmapsEntry]]], list[Skipped]]:
+    read, skipped = [], []
+    for process in processes:
+        try:
+            read.append((process, read_smaps(process.pid, root, process.name)))
+        except NoSuchProcess:
+            skipped.append(Skipped(pid=process.pid, name=process.name, reason="vanished"))
+    return read, skipped
+
+
+def _max_workers(
+    snapshot: Snapshot,
+    method: Method,
+    memory: int | None,
+    reserve_bytes: int | None,
+    reserve_fraction: float | None,
+) -> tuple[int, str]:
+    """N_max from this one sample, as ``capplan estimate`` would predict it."""
+    workers = len(snapshot.workers)
+    try:
+        factor = accounting.slab_calibration([snapshot]) or 1.0
+        if method == "exact":
+            points = accounting.exact_points([snapshot], factor)
+        else:
+            points = accounting.smaps_points([snapshot], factor)
+        model = fit(points, method, None)
+        if snapshot.host is None:
+            raise ModelError("no host memory figures")
+        total = accounting.workload_totals(points)[0]
+        budget = make_budget(
+            snapshot.host,
+            total,
+            cgroup=snapshot.cgroup,
+            memory=memory,
+            reserve_bytes=reserve_bytes,
+            reserve_fraction=reserve_fraction,
+        )
+        prediction = predict(model, budget)
+    except ModelError as err:
+        return workers, f"the current worker count: no prediction ({err.message})"
+    return (
+        prediction.max_instances,
+        f"the predicted maximum ({method} method, one sample, {budget.source})",
+    )
+
+
+def inspect_workload(
+    selector: Selector,
+    *,
+    root: Path = DEFAULT_ROOT,
+    method: MethodChoice = "auto",
+    per_process: bool = False,
+    memory: int | None = None,
+    reserve_bytes: int | None = None,
+    reserve_fraction: float | None = None,
+) -> Inspection:
+    """Read the workload once and break its memory down per mapping.
+
+    ``method`` "exact" raises ExactUnavailable when the exact tier cannot run; "auto" then
+    falls back to smaps and says why in ``method_note`` and a warning.
+    """
+    sampler = Sampler(selector, root)
+    snapshot = sampler.snapshot(0)
+    processes = sorted(snapshot.processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
+    parents = sum(p.role == "parent" for p in processes)
+    executables = _executables(processes, root)
+    skipped = list(snapshot.skipped)
+    note = ""
+    walk = None
+    if method != "smaps":
+        try:
+            reason = pages.exact_unavailable_reason(root)
+            if reason is not None:
+                raise ExactUnavailable(reason)
+            walk = pages.measure([(p.pid, p.start_ticks) for p in processes], parents, root)
+            lost = dict(walk.skipped)
+            skipped += [
+                Skipped(pid=p.pid, name=p.name, reason=lost[p.pid])  # type: ignore[arg-type]
+                for p in processes
+                if p.pid in lost
+            ]
+            processes = [p for p in processes if p.pid not in lost]
+            if walk.counts.parent_count < parents:
+                raise ExactUnavailable("the parent exited or changed during the page walk")
+        except ExactUnavailable as err:
+            if method == "exact":
+                raise
+            walk, note = None, f"fell back to smaps: {err.reason}"
+
+    used: Method
+    if walk is not None:
+        used = "exact"
+        snapshot = dataclasses.replace(
+            snapshot, processes=tuple(processes), pages=walk.counts, skipped=tuple(skipped)
+        )
+        figures, total = exact_rows(walk, executables, walk.counts.page_size)
+    else:
+        used = "smaps"
+        entries, lost_smaps = _read_smaps_all(processes, root)
+        skipped += lost_smaps
+        kept = {p.pid for p, _ in entries}
+        processes = [p for p in processes if p.pid in kept]
+        snapshot = dataclasses.replace(snapshot, processes=tuple(processes), skipped=tuple(skipped))
+        figures, total = smaps_rows(entries, executables)
+
+    max_workers, source = _max_workers(snapshot, used, memory, reserve_bytes, reserve_fraction)
+    rows = sorted(
+        (_finish(f, max_workers) for f in figures),
+        key=lambda r: (-r.cost_at_max_bytes, -r.rss_bytes, r.kind, r.name),
+    )
+    rows = [r for r in rows if r.rss_bytes > 0 or r.cost_at_max_bytes > 0]
+    warnings = []
+    if note:
+        warnings.append(
+            Warning(
+                code="EXACT_FALLBACK",
+                message=note,
+                hint=f"run as root for exact page accounting (sudo capplan inspect {selector}), "
+                "or pass --method smaps to choose smaps and silence this",
+            )
+        )
+    if skipped:
+        warnings.append(
+            Warning(
+                code="SKIPPED_PROCESSES",
+                message=f"skipped while reading: {len(skipped)} processes exited or changed",
+                hint=f"if the workload was restarting, inspect it once it is steady: "
+                f"capplan inspect {selector}",
+            )
+        )
+    names = sorted({p.name for p in processes})
+    return Inspection(
+        workload=Workload(
+            selector=str(selector),
+            name=names[0] if len(names) == 1 else ",".join(names),
+            pids=tuple(p.pid for p in processes),
+            parent_pids=tuple(p.pid for p in processes if p.role == "parent"),
+            worker_count=sum(p.role == "worker" for p in processes),
+            exe=executables.get(processes[0].pid) if processes else None,
+        ),
+        method=used,
+        method_note=note,
+        max_workers=max_workers,
+        max_workers_source=source,
+        rows=tuple(rows),
+        total=_finish(total, max_workers),
+        pages=snapshot.pages,
+        processes=tuple(processes) if per_process else (),
+        skipped=tuple(skipped),
+        warnings=tuple(warnings),
+    )
