@@ -25,7 +25,7 @@ from capacity.units import SizeError, parse_size, parse_size_or_percent
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from capacity.assemble import BudgetOptions
-    from capacity.records import Estimate
+    from capacity.records import DemoOptions, Estimate
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -49,6 +49,12 @@ app = typer.Typer(
 class Format(str, Enum):
     text = "text"
     json = "json"
+
+
+class EstimateFormat(str, Enum):
+    text = "text"
+    json = "json"
+    openmetrics = "openmetrics"
 
 
 class MethodOption(str, Enum):
@@ -193,7 +199,9 @@ def estimate(
     ] = 1.0,
     memory: MemoryOption = None,
     reserve: ReserveOption = None,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    output_format: Annotated[
+        EstimateFormat, typer.Option("--format", help="Output format.")
+    ] = EstimateFormat.text,
     save: Annotated[
         Path | None,
         typer.Option(
@@ -271,10 +279,10 @@ def estimate(
         capplan estimate --cmd apache2 --load 'ab -n 50000 -c 8 http://127.0.0.1/' --samples 30
 
         capplan estimate --launch 'redis-server --port {port} --save ""' --instances 4
+
+        capplan estimate --demo --save models/demo.json
     """
-    from capacity import assemble, sampler, workload
-    from capacity.environment import read_environment
-    from capacity.procfs import read_cmdline, read_exe
+    from capacity import records
 
     if sum([cmd is not None, pid is not None, demo, launch is not None]) != 1:
         raise typer.BadParameter(
@@ -289,23 +297,22 @@ def estimate(
     if save is not None:
         _check_save_target(save, force)
 
-    memory_bytes = parse_size(memory) if memory else None
+    if launch is not None and method is not None:
+        raise typer.BadParameter(
+            "--launch measures each instance's process tree with smaps and the cgroup; "
+            "--method applies to --cmd, --pid and --demo",
+            param_hint="--method",
+        )
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    options = assemble.BudgetOptions(
-        memory=memory_bytes,
-        memory_text=memory,
-        reserve_bytes=reserve_bytes,
-        reserve_fraction=reserve_fraction,
-        reserve_text=reserve,
-    )
-    started = time.monotonic()
+    budget = {
+        "memory": parse_size(memory) if memory else None,
+        "memory_text": memory,
+        "reserve_bytes": reserve_bytes,
+        "reserve_fraction": reserve_fraction,
+        "reserve_text": reserve,
+    }
+    progress = output_format == EstimateFormat.text
     if launch is not None:
-        if method is not None:
-            raise typer.BadParameter(
-                "--launch measures each instance's process tree with smaps and the cgroup; "
-                "--method applies to --cmd, --pid and --demo",
-                param_hint="--method",
-            )
         result = _estimate_launch(
             launch,
             instances=instances,
@@ -316,21 +323,95 @@ def estimate(
             warmup=warmup,
             samples=samples,
             interval=interval,
-            options=options,
-            started=started,
-            progress=output_format == Format.text,
+            options=_budget_options(**budget),  # type: ignore[arg-type]
+            started=time.monotonic(),
+            progress=progress,
         )
-        _emit(result, output_format, save, force)
-        return
+    else:
+        result = _measure(
+            cmd=cmd,
+            pid=pid,
+            demo=records.DemoOptions() if demo else None,
+            samples=samples,
+            interval=interval,
+            root=root,
+            progress=progress,
+            method=method,
+            load=load,
+            shell=shell,
+            warmup=warmup,
+            **budget,  # type: ignore[arg-type]
+        )
+    from capacity import report
 
+    rendered = report.RENDERERS[output_format.value](result)
+    if save is not None:
+        # Save before printing: a save that fails must leave stdout empty, as every error does.
+        records.save_estimate(save, result, force=force)
+        typer.echo(f"Saved the model to {save}", err=True)
+    _write(rendered)
+
+
+def _command_line() -> tuple[str, ...]:
+    """The command as typed; argv[0] is capplan whether run as a script or python -m capacity."""
+    return ("capplan", *sys.argv[1:])
+
+
+def _measure(
+    *,
+    cmd: str | None,
+    pid: int | None,
+    demo: DemoOptions | None,
+    samples: int,
+    interval: float,
+    root: Path,
+    progress: bool,
+    method: MethodOption | None = None,
+    memory: int | None = None,
+    memory_text: str | None = None,
+    reserve_bytes: int | None = None,
+    reserve_fraction: float | None = None,
+    reserve_text: str | None = None,
+    load: str | None = None,
+    shell: bool = False,
+    warmup: float = 0.0,
+) -> Estimate:
+    """Select, sample and fit: the measurement ``estimate`` and ``check`` share.
+
+    ``method`` None picks exact where available (else smaps, saying why); exact or smaps
+    insist on that method, as ``check`` does to measure the way its baseline was measured.
+    """
+    import dataclasses
+
+    from capacity import assemble, records, sampler, suggest, workload
+    from capacity.environment import read_environment
+    from capacity.procfs import read_cmdline, read_exe
+    from capacity.versions import detect_version
+
+    options = assemble.BudgetOptions(
+        memory=memory,
+        memory_text=memory_text,
+        reserve_bytes=reserve_bytes,
+        reserve_fraction=reserve_fraction,
+        reserve_text=reserve_text,
+    )
+    started = time.monotonic()
     from capacity.loadgen import LoadGenerators
 
     with contextlib.ExitStack() as stack:
         generators = (
             stack.enter_context(LoadGenerators(load, shell=shell)) if load is not None else None
         )
-        if demo:
-            launched = stack.enter_context(workload.launched_demo())
+        if demo is not None:
+            launched = stack.enter_context(
+                workload.launched_demo(
+                    shared=str(demo.shared_bytes),
+                    private=str(demo.private_bytes),
+                    workers=demo.workers,
+                    dirty=demo.dirty,
+                    shm=str(demo.shm_bytes),
+                )
+            )
             selector = workload.Selector(pid=launched.parent_pid)
             selector_text = "--demo"
         else:
@@ -356,7 +437,7 @@ def estimate(
             generators.start()
         if warmup > 0:
             time.sleep(warmup)
-        with _progress(output_format == Format.text, samples, "sampling") as advance:
+        with _progress(progress, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
                 samples,
@@ -366,14 +447,23 @@ def estimate(
                 sampler=reader,
             )
         runs = generators.stop() if generators is not None else ()
-        environment = read_environment(root, workload_pid=parent_pid, executable=exe)
+        environment = read_environment(
+            root, workload_pid=parent_pid, executable=exe, command_line=_command_line()
+        )
     fallback = reader.exact_unavailable if exact_mode == "auto" else None
     if exact_mode != "off" and fallback is None and not any(s.pages for s in snapshots):
         fallback = "no exact page walk was usable (the parent exited or changed during it)"
         if exact_mode == "require":
             raise CapplanError(f"exact page accounting failed: {fallback}")
+    described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
+    if root == Path("/"):
+        # Only on the live host: a captured tree's executable path is another host's.
+        software = suggest.recognise(described.name, exe, parent_cmdline)
+        environment = dataclasses.replace(
+            environment, executable_version=detect_version(software, exe, parent_cmdline)
+        )
     result = assemble.build_estimate(
-        workload=assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline),
+        workload=described,
         snapshots=snapshots,
         environment=environment,
         budget_options=options,
@@ -383,18 +473,29 @@ def estimate(
         exact_fallback=fallback,
         loads=runs,
     )
-    _emit(result, output_format, save, force)
+    return dataclasses.replace(
+        result,
+        measurement=records.Measurement(samples=samples, interval_seconds=interval, demo=demo),
+    )
 
 
-def _emit(result: Estimate, output_format: Format, save: Path | None, force: bool) -> None:
-    from capacity import records, report
+def _budget_options(
+    *,
+    memory: int | None,
+    memory_text: str | None,
+    reserve_bytes: int | None,
+    reserve_fraction: float | None,
+    reserve_text: str | None,
+) -> BudgetOptions:
+    from capacity import assemble
 
-    rendered = report.RENDERERS[output_format.value](result)
-    if save is not None:
-        # Save before printing: a save that fails must leave stdout empty, as every error does.
-        records.save_estimate(save, result, force=force)
-        typer.echo(f"Saved the model to {save}", err=True)
-    _write(rendered)
+    return assemble.BudgetOptions(
+        memory=memory,
+        memory_text=memory_text,
+        reserve_bytes=reserve_bytes,
+        reserve_fraction=reserve_fraction,
+        reserve_text=reserve_text,
+    )
 
 
 def _check_save_target(save: Path, force: bool) -> None:
@@ -524,6 +625,353 @@ def _estimate_launch(
         loads=outcome.loads,
         no_cgroup_reason=outcome.no_cgroup_reason,
     )
+
+
+def _size_list_option(value: str | None) -> str | None:
+    if value is not None:
+        from capacity.units import parse_size_list
+
+        try:
+            parse_size_list(value)
+        except SizeError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+def _percent_option(value: str | None) -> str | None:
+    if value is not None:
+        from capacity.units import parse_percent
+
+        try:
+            parse_percent(value)
+        except SizeError as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
+
+
+ModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="MODEL", help="A model file saved by capplan estimate --save (models/NAME.json)."
+    ),
+]
+
+
+class PlainFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def predict(
+    model: ModelArgument,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            "--memory",
+            metavar="SIZES",
+            callback=_size_list_option,
+            help="Host sizes to predict for, comma-separated (8G,16G,32G). "
+            "Default: the model's own budget.",
+        ),
+    ] = None,
+    reserve: Annotated[
+        str | None,
+        typer.Option(
+            "--reserve",
+            metavar="SIZE|PCT",
+            callback=_reserve_option,
+            help="Memory kept for everything else on each host (2G or 10%). Default: the "
+            "reserve measured with the model, in bytes (or its share, if saved as one).",
+        ),
+    ] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(
+            "--instances",
+            metavar="N",
+            min=0,
+            help="The reverse question: how much memory N workers need, with its interval.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        PlainFormat, typer.Option("--format", help="Output format.")
+    ] = PlainFormat.text,
+) -> None:
+    """Predict from a saved model for other host sizes or worker counts, without measuring.
+
+    Example:
+
+        capplan predict models/demo.json --memory 8G,16G,32G,64G
+
+        capplan predict models/demo.json --memory 16G --reserve 10% --instances 200
+    """
+    from capacity import records, report_predict, whatif
+    from capacity.units import parse_size_list
+
+    estimate = records.load_estimate(model)
+    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
+    result = whatif.what_if(
+        estimate,
+        source=str(model),
+        memories=parse_size_list(memory) if memory else (),
+        instances=instances,
+        reserve_bytes=reserve_bytes,
+        reserve_fraction=reserve_fraction,
+        reserve_text=reserve,
+    )
+    if output_format == PlainFormat.json:
+        _write(report_predict.render_whatif_json(result))
+    else:
+        _write(report_predict.render_whatif_text(result))
+
+
+class ReportFormat(str, Enum):
+    markdown = "markdown"
+    html = "html"
+    openmetrics = "openmetrics"
+    text = "text"
+    json = "json"
+
+
+_SUFFIX_FORMATS = {
+    ".md": ReportFormat.markdown,
+    ".markdown": ReportFormat.markdown,
+    ".html": ReportFormat.html,
+    ".htm": ReportFormat.html,
+    ".prom": ReportFormat.openmetrics,
+    ".om": ReportFormat.openmetrics,
+    ".txt": ReportFormat.text,
+    ".json": ReportFormat.json,
+}
+
+
+@app.command("report")
+def report_command(
+    model: ModelArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to FILE (written atomically; a Markdown report gets its plot as "
+            "FILE's name with .png beside it). Default: stdout.",
+        ),
+    ] = None,
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option(
+            "--format",
+            help="Output format. Default: from FILE's suffix (.md, .html, .prom), else markdown.",
+        ),
+    ] = None,
+) -> None:
+    """Render a saved model as a report (Markdown, HTML) or as OpenMetrics for Prometheus.
+
+    Example:
+
+        capplan report models/demo.json -o reports/demo.md
+
+        capplan report models/demo.json -o reports/demo.html
+
+        capplan report models/demo.json --format openmetrics -o /var/lib/node_exporter/textfile/capplan.prom
+    """
+    from capacity import records
+
+    to_stdout = output is None or str(output) == "-"
+    if output_format is None:
+        if to_stdout or output is None:
+            output_format = ReportFormat.markdown
+        else:
+            suffix = output.suffix.lower()
+            if suffix not in _SUFFIX_FORMATS:
+                raise CapplanError(
+                    f"cannot tell the format from {output}",
+                    hint="name the file .md, .html or .prom, or pass --format",
+                )
+            output_format = _SUFFIX_FORMATS[suffix]
+    estimate = records.load_estimate(model)
+    png: bytes | None = None
+    png_path: Path | None = None
+    if output_format in (ReportFormat.markdown, ReportFormat.html):
+        from capacity import report_document
+
+        if output_format == ReportFormat.markdown and not to_stdout and output is not None:
+            png_path = output.with_suffix(".png")
+        text, png = report_document.render(
+            estimate,
+            output_format.value,
+            source=str(model),
+            png_name=png_path.name if png_path is not None else None,
+        )
+    else:
+        from capacity import report
+
+        text = report.RENDERERS[output_format.value](estimate)
+    if to_stdout or output is None:
+        _write(text)
+        return
+    try:
+        if png is not None and png_path is not None:
+            records.write_bytes_atomic(png_path, png)
+        records.write_atomic(output, text, force=True)
+    except OSError as err:
+        raise CapplanError(f"cannot write {output}: {err.strerror}") from None
+    typer.echo(f"Wrote {output}" + (f" and {png_path}" if png is not None else ""), err=True)
+
+
+@app.command("check")
+def check_command(
+    baseline: Annotated[
+        Path,
+        typer.Argument(metavar="BASELINE", help="The baseline model (models/NAME.json)."),
+    ],
+    cmd: CmdOption = None,
+    pid: PidOption = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Start the embedded demo workload (with the baseline's sizes)."
+        ),
+    ] = False,
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            "--current",
+            metavar="FILE",
+            help="Compare with this saved model instead of measuring now.",
+        ),
+    ] = None,
+    max_increase: Annotated[
+        str | None,
+        typer.Option(
+            "--max-increase",
+            metavar="PCT",
+            callback=_percent_option,
+            help="Largest increase that still passes, as a share of the baseline "
+            "(default 5% when --max-increase-bytes is not given either).",
+        ),
+    ] = None,
+    max_increase_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-increase-bytes",
+            metavar="SIZE",
+            callback=_size_option,
+            help="Largest increase that still passes, in bytes (256K). With --max-increase "
+            "too, a change must exceed both to fail.",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", min=1, help="Snapshots to take. Default: the baseline's."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval", min=0.0, help="Seconds between snapshots. Default: the baseline's."
+        ),
+    ] = None,
+    allow_env_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-env-change",
+            help="Compare even when the method, THP mode or schema differ from the baseline.",
+        ),
+    ] = False,
+    output_format: Annotated[
+        PlainFormat, typer.Option("--format", help="Output format.")
+    ] = PlainFormat.text,
+    junit: Annotated[
+        Path | None,
+        typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
+    ] = None,
+    root: RootOption = Path("/"),
+) -> None:
+    """Measure again and fail when the workload got heavier than its baseline (the CI gate).
+
+    Exit status: 0 within tolerance, 1 on a regression (larger than the tolerance and
+    statistically significant), 2 when it could not measure, the pair is not comparable or
+    the result is inconclusive.
+
+    Example:
+
+        capplan check models/demo.json --demo
+
+        capplan check models/app.json --cmd gunicorn --max-increase 5% --junit capplan.xml
+    """
+    from capacity import check, records, report_check
+
+    base = records.load_estimate(baseline)
+    tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
+    selectors = sum([cmd is not None, pid is not None, demo])
+    if current is not None:
+        if selectors:
+            raise typer.BadParameter(
+                "give either --current FILE or a selector to measure, not both",
+                param_hint="--current",
+            )
+        now = records.load_estimate(current)
+        current_source = str(current)
+    else:
+        if selectors != 1:
+            raise typer.BadParameter(
+                "give exactly one of --cmd NAME, --pid PID, --demo or --current FILE",
+                param_hint="--cmd / --pid / --demo",
+            )
+        if base.model.method not in ("smaps", "exact"):
+            raise CapplanError(
+                f"{baseline} was measured with method {base.model.method}, which check "
+                "cannot repeat",
+                hint="measure the current build the same way, save it, and pass --current FILE",
+            )
+        measured = base.measurement
+        demo_options = None
+        if demo:
+            demo_options = measured.demo if measured and measured.demo else records.DemoOptions()
+        now = _measure(
+            cmd=cmd,
+            pid=pid,
+            demo=demo_options,
+            samples=samples or (measured.samples if measured else len(base.samples)),
+            interval=interval
+            if interval is not None
+            else (measured.interval_seconds if measured else 1.0),
+            root=root,
+            progress=output_format == PlainFormat.text,
+            # Like with like: the baseline's method, insisted on (exact needs root).
+            method=MethodOption(base.model.method),
+        )
+        current_source = "measured now"
+    verdict = check.compare(
+        base,
+        now,
+        tolerance,
+        baseline_source=str(baseline),
+        current_source=current_source,
+        allow_env_change=allow_env_change,
+    )
+    if output_format == PlainFormat.json:
+        _write(report_check.render_verdict_json(verdict))
+    else:
+        _write(report_check.render_verdict_text(verdict))
+    if junit is not None:
+        try:
+            records.write_atomic(junit, report_check.render_junit(verdict), force=True)
+        except OSError as err:
+            raise CapplanError(f"cannot write {junit}: {err.strerror}") from None
+    if verdict.status == "regression":
+        raise typer.Exit(EXIT_REGRESSION)
+    if verdict.status == "not_comparable":
+        _fail("not comparable: " + "; ".join(verdict.not_comparable), verdict.hint, EXIT_ERROR)
+    if verdict.status == "inconclusive":
+        _fail(
+            "inconclusive: a change beyond the tolerance that the measurements' spread "
+            "cannot confirm",
+            verdict.hint,
+            EXIT_ERROR,
+        )
 
 
 def _write(text: str) -> None:

@@ -295,6 +295,7 @@ def make_budget(
         available_bytes=total - reserve,
         source=source,
         reserve_source=reserve_source,
+        reserve_fraction=reserve_fraction if reserve_bytes is None else None,
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import types
@@ -315,6 +316,9 @@ class Budget:
     available_bytes: int
     source: str
     reserve_source: str
+    # Set when the reserve was given as a share of the budget (--reserve 10%): `capplan
+    # predict` applies the same share to other host sizes instead of the same bytes.
+    reserve_fraction: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -513,6 +517,26 @@ class Timing:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DemoOptions:
+    """The embedded demo workload's sizes, so ``capplan check --demo`` starts the same one."""
+
+    shared_bytes: int = 64 * 1024 * 1024
+    private_bytes: int = 16 * 1024 * 1024
+    workers: int = 4
+    dirty: float = 0.0
+    shm_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Measurement:
+    """How the samples were taken, so that ``capplan check`` can measure the same way."""
+
+    samples: int
+    interval_seconds: float
+    demo: DemoOptions | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     """The whole result of ``capplan estimate``: also the model file's content."""
 
@@ -531,6 +555,7 @@ class Estimate:
     load: tuple[LoadRun, ...] = ()
     drift: Drift | None = None
     launch: Launch | None = None
+    measurement: Measurement | None = None
 
 
 # --------------------------------------------------------------------------- inspect
@@ -637,7 +662,7 @@ def _decode(tp: Any, data: Any, path: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if data not in allowed:
-            raise DecodeError(path, f"expected one of {list(allowed)}, got {data!r}")
+            raise DecodeError(path, f"expected one of {list(allowed)}, got {_short(data)}")
         return data
     if origin is tuple:
         args = typing.get_args(tp)
@@ -674,6 +699,9 @@ def _decode(tp: Any, data: Any, path: str) -> Any:
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise DecodeError(path, f"expected a number, got {_kind(data)}")
+        if not math.isfinite(data):
+            # json.loads accepts NaN and Infinity; no capplan figure is ever either.
+            raise DecodeError(path, f"expected a finite number, got {data!r}")
         return float(data)
     if tp is str:
         if not isinstance(data, str):
@@ -707,6 +735,12 @@ def _decode_record(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def _short(data: Any) -> str:
+    """A value quoted in an error message, cut short: a hand-edited file may hold anything."""
+    text = repr(data)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _kind(data: Any) -> str:
     if data is None:
         return "null"
@@ -734,6 +768,7 @@ def write_atomic(path: Path, text: str, *, force: bool = True) -> None:
     except OSError as err:
         raise ModelFileError(str(path), f"cannot write: {err.strerror}") from None
     try:
+        _set_mode(fd, path)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -745,12 +780,28 @@ def write_atomic(path: Path, text: str, *, force: bool = True) -> None:
         raise
 
 
+def _set_mode(fd: int, path: Path) -> None:
+    """Give the temporary file the mode a plain ``open()`` would have given the target.
+
+    mkstemp creates files 0600; a model, a report or a node_exporter textfile (read by
+    another user) should keep the existing file's mode, or follow the umask like any file.
+    """
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.fchmod(fd, mode)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Binary sibling of ``write_atomic`` (for PNG plots)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _set_mode(fd, path)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -786,9 +837,63 @@ def estimate_from_dict(data: Mapping[str, Any], source: str = "<data>") -> Estim
             else "re-measure with capplan estimate --save",
         )
     try:
-        return from_jsonable(Estimate, dict(data), "")
+        estimate = from_jsonable(Estimate, dict(data), "")
+        check_estimate(estimate)
     except DecodeError as err:
         raise ModelFileError(source, f"field '{err.field}': {err.detail}") from None
+    return estimate
+
+
+def check_estimate(estimate: Estimate) -> None:
+    """Raise DecodeError for values of the right type that no measurement can produce.
+
+    The codec checks types; a hand-edited file can still hold a per-worker cost of 0 (a
+    division by zero in every prediction) or an interval whose ends are swapped. Each check
+    names the field, as the codec does.
+    """
+    m, b, p = estimate.model, estimate.budget, estimate.prediction
+
+    def need(ok: bool, field: str, detail: str) -> None:
+        if not ok:
+            raise DecodeError(field, detail)
+
+    need(estimate.unit == "bytes", "unit", f"expected 'bytes', got {_short(estimate.unit)}")
+    need(len(estimate.samples) > 0, "samples", "expected at least one sample, got none")
+    need(m.per_instance_bytes > 0, "model.per_instance_bytes", "must be more than 0")
+    need(m.fixed_bytes >= 0, "model.fixed_bytes", "must be 0 or more")
+    for name in ("per_instance_ci95", "fixed_ci95"):
+        low, high = getattr(m, name)
+        need(low <= high, f"model.{name}", f"the lower end {low} is above the upper end {high}")
+    for name in ("per_instance_se_bytes", "fixed_se_bytes", "residual_sd_bytes", "worker_sd_bytes"):
+        need(getattr(m, name) >= 0, f"model.{name}", "must be 0 or more")
+    need(m.dof >= 1, "model.dof", "must be at least 1 (two workers or more)")
+    need(m.n_workers >= 2, "model.n_workers", "must be at least 2")
+    need(m.n_samples >= 1, "model.n_samples", "must be at least 1")
+    need(b.total_bytes > 0, "budget.total_bytes", "must be more than 0")
+    need(b.reserve_bytes >= 0, "budget.reserve_bytes", "must be 0 or more")
+    need(
+        b.available_bytes == b.total_bytes - b.reserve_bytes,
+        "budget.available_bytes",
+        "must equal total_bytes - reserve_bytes",
+    )
+    if b.reserve_fraction is not None:
+        need(0 <= b.reserve_fraction < 1, "budget.reserve_fraction", "must be in [0, 1)")
+    need(p.max_instances >= 0, "prediction.max_instances", "must be 0 or more")
+    if p.max_instances_conservative is not None:
+        need(
+            p.max_instances_conservative >= 0,
+            "prediction.max_instances_conservative",
+            "must be 0 or more",
+        )
+    need(estimate.workload.worker_count >= 0, "workload.worker_count", "must be 0 or more")
+    need(estimate.environment.cpu_count >= 1, "environment.cpu_count", "must be at least 1")
+    if estimate.measurement is not None:
+        need(estimate.measurement.samples >= 1, "measurement.samples", "must be at least 1")
+        need(
+            estimate.measurement.interval_seconds >= 0,
+            "measurement.interval_seconds",
+            "must be 0 or more",
+        )
 
 
 def load_estimate(path: Path) -> Estimate:
@@ -813,3 +918,141 @@ def load_estimate(path: Path) -> Estimate:
             str(path), f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
     return estimate_from_dict(data, str(path))
+
+
+# --------------------------------------------------------------------------- what-if
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Suggestion:
+    """The configuration that runs ``instances`` workers of a recognised program."""
+
+    software: str  # "apache2", "php-fpm", "gunicorn", "postgres", "kubernetes"
+    title: str
+    instances: int
+    lines: tuple[str, ...]
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HostSize:
+    """One row of ``capplan predict``: how many workers fit in a host of this size."""
+
+    memory_bytes: int
+    reserve_bytes: int
+    available_bytes: int
+    room_bytes: int
+    max_instances: int
+    max_instances_conservative: int
+    settings: tuple[str, ...] = ()  # the configuration line for the conservative count
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InstancesMemory:
+    """The reverse question: the memory ``instances`` workers need, with its 95 % interval.
+
+    ``memory_bytes`` and the interval are the workload's own (fixed + N workers);
+    ``host_bytes`` adds the reserve to the upper end: the smallest budget that holds them.
+    """
+
+    instances: int
+    memory_bytes: int
+    low_bytes: int
+    high_bytes: int
+    reserve_bytes: int
+    host_bytes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WhatIf:
+    """``capplan predict``: a saved model applied to other host sizes, without measuring."""
+
+    kind: str = "capplan.predict"
+    unit: str = "bytes"
+    source: str
+    workload: Workload
+    hostname: str
+    measured_at: str
+    method: Method
+    confidence: Confidence
+    per_instance_bytes: int
+    per_instance_ci95: tuple[int, int]
+    fixed_bytes: int
+    fixed_ci95: tuple[int, int]
+    reserve_source: str
+    sizes: tuple[HostSize, ...]
+    instances: InstancesMemory | None = None
+    suggestions: tuple[Suggestion, ...] = ()
+
+
+# --------------------------------------------------------------------------- check
+
+
+Outcome = Literal["same", "within_tolerance", "regression", "improvement", "inconclusive"]
+CheckStatus = Literal["pass", "regression", "not_comparable", "inconclusive"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tolerance:
+    """How much heavier is still fine: a share of the baseline, bytes, or both.
+
+    With both, a change is beyond tolerance only when it exceeds both: the byte floor keeps
+    a tiny per-worker cost from failing on a few pages of noise.
+    """
+
+    max_increase_ratio: float | None = None
+    max_increase_bytes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """One figure (per-worker or fixed cost), baseline against now, with Welch's t-test."""
+
+    quantity: Literal["per_instance", "fixed"]
+    baseline_bytes: int
+    current_bytes: int
+    baseline_se_bytes: float
+    current_se_bytes: float
+    delta_bytes: int
+    delta_ratio: float | None  # None when the baseline figure is 0
+    allowed_bytes: int
+    t_statistic: float | None  # None when neither side has any spread: no test to run
+    dof: float | None
+    p_value: float
+    significant: bool
+    outcome: Outcome
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedModel:
+    """Who was compared: enough of each side to tell a reader what the figures are."""
+
+    source: str
+    selector: str
+    workload_name: str
+    worker_count: int
+    samples: int
+    hostname: str
+    time: str
+    capplan_version: str
+    method: Method
+    thp_enabled: str
+    schema_version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """The outcome of ``capplan check``: exit 0 on pass, 1 on regression, 2 otherwise."""
+
+    kind: str = "capplan.check"
+    unit: str = "bytes"
+    status: CheckStatus
+    baseline: CheckedModel
+    current: CheckedModel
+    tolerance: Tolerance
+    alpha: float
+    comparisons: tuple[Comparison, ...]
+    not_comparable: tuple[str, ...] = ()
+    differences: tuple[str, ...] = ()
+    env_change_allowed: bool = False
+    hint: str = ""

@@ -22,6 +22,8 @@ MAX_PROCESS_ROWS = 24
 # C0 controls (but not tab/newline, handled by callers), DEL, and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
+_LINE_BREAKS = re.compile(r"[\t\n\r\v\f]+")
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]|~#$!])")
 
 
 def terminal_safe(text: str) -> str:
@@ -31,8 +33,22 @@ def terminal_safe(text: str) -> str:
 
 def markdown_escape(text: str) -> str:
     """Escape Markdown metacharacters and HTML so host text renders as literal text."""
-    cleaned = _MARKDOWN_SPECIAL.sub(r"\\\1", terminal_safe(text))
+    # A line break would end a table row or a paragraph: it becomes a space.
+    cleaned = _MARKDOWN_SPECIAL.sub(r"\\\1", terminal_safe(_LINE_BREAKS.sub(" ", text)))
     # Entities, not backslashes, for HTML: a Markdown renderer passes raw HTML through.
+    return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_inline_escape(text: str) -> str:
+    """Escape host text placed inside a line (a table cell, after a label), never starting one.
+
+    Inside a line only inline syntax can fire: emphasis, code, links, HTML, tables' pipes,
+    strikethrough, math and trailing heading marks. Block markers (``-``, ``+``, ``1.``)
+    matter only at the start of a line, so they stay as they are and the Markdown source
+    stays readable (``2026-11-25``, not ``2026\\-11\\-25``). Use ``markdown_escape`` where the
+    text may start a line.
+    """
+    cleaned = _MARKDOWN_INLINE.sub(r"\\\1", terminal_safe(_LINE_BREAKS.sub(" ", text)))
     return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -385,9 +401,120 @@ def render_json(estimate: Estimate) -> str:
     return dumps(estimate)
 
 
+# --------------------------------------------------------------------------- OpenMetrics
+
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def openmetrics_label(text: str) -> str:
+    """A label value as the OpenMetrics spec escapes it: ``\\``, ``\"`` and ``\\n``.
+
+    Other control characters are legal there but no dashboard wants them: they go.
+    """
+    cleaned = _CONTROL_BUT_NEWLINE.sub("", text)
+    return cleaned.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_openmetrics(estimate: Estimate) -> str:
+    """Gauges for node_exporter's textfile collector, labelled by workload and host.
+
+    Only gauges, no timestamps and no OpenMetrics-only types: the textfile collector reads
+    the Prometheus text format, which takes ``# UNIT`` and ``# EOF`` as comments, so one
+    file serves both parsers. The measurement time is a gauge of its own, because the
+    textfile collector refuses samples that carry a timestamp.
+    """
+    import datetime
+
+    e = estimate
+    labels = (
+        f'workload="{openmetrics_label(e.workload.name)}",'
+        f'host="{openmetrics_label(e.environment.hostname)}"'
+    )
+    try:
+        measured = datetime.datetime.fromisoformat(e.environment.time).timestamp()
+    except ValueError:
+        measured = None
+    model, budget, prediction = e.model, e.budget, e.prediction
+    conservative = prediction.max_instances_conservative
+    max_workers: list[tuple[str, float]] = [(',estimate="point"', prediction.max_instances)]
+    if conservative is not None:
+        max_workers.append((',estimate="conservative"', conservative))
+    families: list[tuple[str, str, str | None, list[tuple[str, float]]]] = [
+        (
+            "capplan_worker_memory_bytes",
+            "What one more worker costs: its private pages plus kernel memory (fitted slope).",
+            "bytes",
+            [("", model.per_instance_bytes)],
+        ),
+        (
+            "capplan_worker_memory_ci95_lower_bytes",
+            "Lower end of the 95% confidence interval of the per-worker cost.",
+            "bytes",
+            [("", model.per_instance_ci95[0])],
+        ),
+        (
+            "capplan_worker_memory_ci95_upper_bytes",
+            "Upper end of the 95% confidence interval of the per-worker cost.",
+            "bytes",
+            [("", model.per_instance_ci95[1])],
+        ),
+        (
+            "capplan_fixed_memory_bytes",
+            "What the workload pays once: parents and shared pages counted once (intercept).",
+            "bytes",
+            [("", model.fixed_bytes)],
+        ),
+        (
+            "capplan_max_workers",
+            "How many workers fit in the budget: point estimate and conservative (95%).",
+            None,
+            max_workers,
+        ),
+        (
+            "capplan_budget_bytes",
+            "Memory the workload may use before the reserve (MemTotal, cgroup limit or --memory).",
+            "bytes",
+            [("", budget.total_bytes)],
+        ),
+        (
+            "capplan_budget_reserve_bytes",
+            "Memory kept for everything else.",
+            "bytes",
+            [("", budget.reserve_bytes)],
+        ),
+        (
+            "capplan_workers_measured",
+            "Workers the model was fitted on.",
+            None,
+            [("", e.workload.worker_count)],
+        ),
+    ]
+    if measured is not None:
+        families.append(
+            (
+                "capplan_model_timestamp_seconds",
+                "When the workload was measured (Unix time).",
+                "seconds",
+                [("", measured)],
+            )
+        )
+    lines: list[str] = []
+    for name, help_text, unit, samples in families:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        if unit:
+            lines.append(f"# UNIT {name} {unit}")
+        for extra, value in samples:
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))
+            lines.append(f"{name}{{{labels}{extra}}} {number}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, Callable[[Estimate], str]] = {
     "text": render_text,
     "json": render_json,
+    "openmetrics": render_openmetrics,
 }
 
 

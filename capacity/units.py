@@ -129,3 +129,32 @@ def format_bytes(value: float, unit: tuple[str, int] | None = None) -> str:
     """``format_bytes(448000)`` -> ``'437.5 KiB'``."""
     chosen = unit or pick_unit([value])
     return f"{format_in(value, chosen)} {chosen[0]}"
+
+
+def kubernetes_quantity(value: int) -> str:
+    """Bytes as a Kubernetes memory quantity in ``Mi`` (2**20), rounded up.
+
+    Kubernetes reads ``M`` and ``G`` as powers of 1000; ``Mi`` is the binary unit capplan
+    uses everywhere, so the figure means what it says.
+    """
+    return f"{max(math.ceil(value / 1024**2), 1)}Mi"
+
+
+def format_interval(low: float, high: float) -> str:
+    """``'17,628 … 17,636 KiB'``: one unit, with enough digits that the two ends differ.
+
+    A narrow interval printed at the usual three significant figures reads
+    ``17.2 … 17.2 MiB`` and says nothing; we add digits (up to three decimals), then step
+    down a unit, until the ends can be told apart.
+    """
+    unit = pick_unit([max(abs(low), abs(high))])
+    index = UNITS.index(unit)
+    while True:
+        for digits in (None, 1, 2, 3):
+            first, second = format_in(low, unit, digits), format_in(high, unit, digits)
+            if first != second or low == high:
+                return f"{first} … {second} {unit[0]}"
+        if index == 0:
+            return f"{first} … {second} {unit[0]}"
+        index -= 1
+        unit = UNITS[index]

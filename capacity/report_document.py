@@ -1,0 +1,950 @@
+"""The capacity report for a sizing review: one document, rendered as Markdown or HTML.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, code, the plot)
+and written by one emitter per format, so the two formats cannot drift apart and every
+piece of text is escaped in one place. Text is either ours (``str``: fixed wording and
+numbers) or the host's (``Host``: process names, command lines, paths, versions), and the
+emitters escape the host's with ``report.markdown_escape`` or ``report.html_escape``.
+
+Order, as a reviewer reads: the answer and how sure it is, the plot, the budget arithmetic,
+the fit, the usual rules beside it, where the memory goes, drift, warnings, environment.
+Records that other parts of capplan add to the Estimate later (drift from load runs,
+per-mapping data) are rendered generically when present, so adding one needs no change here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import statistics
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from capacity import suggest
+from capacity.drift import sampling_advice
+from capacity.model import memory_for
+from capacity.records import Estimate, ProcessMemory, to_jsonable
+from capacity.report import MAX_PROCESS_ROWS, html_escape, markdown_inline_escape
+from capacity.report_plot import INSTALL_HINT, PlotUnavailable, render_png, render_svg
+from capacity.units import format_bytes, format_in, format_interval, pick_unit
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Host:
+    """Text read from the measured host: escaped by every emitter."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Strong:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Code:
+    """A short generated snippet (a directive), shown in a monospace font."""
+
+    text: str
+
+
+Span = str | Host | Strong | Code
+Cell = Span | tuple[Span, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heading:
+    level: int
+    spans: tuple[Span, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Para:
+    spans: tuple[Span, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bullets:
+    items: tuple[tuple[Span, ...], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    align: tuple[Literal["left", "right"], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CodeBlock:
+    """Generated configuration lines; never host text."""
+
+    lines: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figure:
+    """The plot: a PNG file next to the Markdown, an inline SVG, or why there is none."""
+
+    png_name: str | None = None
+    svg: str | None = None
+    missing: tuple[Span, ...] = ()
+
+
+Block = Heading | Para | Bullets | Table | CodeBlock | Figure
+
+
+# --------------------------------------------------------------------------- building
+
+KNOWN_FIELDS = {
+    "schema_version",
+    "kind",
+    "unit",
+    "workload",
+    "samples",
+    "model",
+    "budget",
+    "prediction",
+    "estimators",
+    "warnings",
+    "environment",
+    "timing",
+    "measurement",
+    "load",
+    "drift",
+    "launch",
+}
+# Records added to the Estimate later and not yet given a section of their own are rendered
+# generically (a field/value table), in this order.
+ORDERED_EXTRAS: tuple[str, ...] = ()
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}" if abs(value) < 0.01 else f"{value:.1%}"
+
+
+def _summary(estimate: Estimate) -> list[Block]:
+    e = estimate
+    model, budget, prediction = e.model, e.budget, e.prediction
+    conservative = prediction.max_instances_conservative
+    recommended = conservative if conservative is not None else prediction.max_instances
+    low, high = model.per_instance_ci95
+    half = (high - low) / 2 / model.per_instance_bytes
+    per_unit = pick_unit([model.per_instance_bytes])
+    blocks: list[Block] = [Heading(2, ("Summary",))]
+    blocks.append(
+        Para(
+            (
+                Strong(f"Recommended: {recommended:,} workers"),
+                f" in {format_bytes(budget.total_bytes)} (",
+                Host(budget.source),
+                f", less a reserve of {format_bytes(budget.reserve_bytes)}). "
+                + (
+                    "This is the conservative maximum: the one-sided 95% upper prediction "
+                    "bound of their memory fits the budget. "
+                    if conservative is not None
+                    else ""
+                )
+                + f"The point estimate is {prediction.max_instances:,} workers: at that count, "
+                "workers like these overrun the budget about half the time.",
+            )
+        )
+    )
+    reasons = "; ".join(model.confidence_reasons)
+    blocks.append(
+        Para(
+            (
+                "How sure: confidence ",
+                Strong(model.confidence),
+                f". One more worker costs {format_bytes(model.per_instance_bytes, per_unit)}, "
+                f"known to ±{_percent(half)} (95% CI {format_interval(low, high)}), "
+                f"from {model.n_workers} workers "
+                f"× {model.n_samples} samples; the workload pays "
+                f"{format_bytes(model.fixed_bytes)} once."
+                + (f" Reasons: {reasons}." if reasons else ""),
+            )
+        )
+    )
+    software = suggest.recognise_estimate(e)
+    config = suggest.configuration(software, recommended, suggest.threads_per_worker(e))
+    if config is not None:
+        blocks.append(Para((f"Configuration for {config.title}:",)))
+        blocks.append(CodeBlock(config.lines))
+        if config.note:
+            blocks.append(Para((config.note[0].upper() + config.note[1:] + ".",)))
+    else:
+        blocks.append(
+            Para(
+                (
+                    "capplan does not recognise this program's configuration, so the number "
+                    "above is the answer: set the worker limit to it.",
+                )
+            )
+        )
+    n = e.workload.worker_count
+    if n > 0:
+        point, _, upper = memory_for(model, n)
+        k8s = suggest.kubernetes(n, point, upper)
+        blocks.append(
+            Para(
+                (
+                    f"For a container running the {n} workers measured (plus their parent): "
+                    "the request is the point estimate of their memory, the limit the upper "
+                    "end of its 95% prediction interval.",
+                )
+            )
+        )
+        blocks.append(CodeBlock(k8s.lines))
+    return blocks
+
+
+def _plot(figure: Figure) -> list[Block]:
+    return [Heading(2, ("Memory against worker count",)), figure]
+
+
+def _budget(estimate: Estimate) -> list[Block]:
+    model, budget, prediction = estimate.model, estimate.budget, estimate.prediction
+    unit = pick_unit([budget.total_bytes])
+    rows: tuple[tuple[Cell, ...], ...] = (
+        ("", "budget", format_in(budget.total_bytes, unit), Host(budget.source)),
+        ("−", "reserve", format_in(budget.reserve_bytes, unit), Host(budget.reserve_source)),
+        ("−", "fixed", format_in(model.fixed_bytes, unit), "paid once: parents and shared pages"),
+        ("=", "room", format_in(prediction.room_bytes, unit), ""),
+    )
+    return [
+        Heading(2, ("Budget arithmetic",)),
+        Table(("", "", unit[0], "source"), rows, ("left", "left", "right", "left")),
+        Para(
+            (
+                f"room / per worker = {format_bytes(prediction.room_bytes)} / "
+                f"{format_bytes(model.per_instance_bytes)} = {prediction.max_instances:,} "
+                "workers (point estimate).",
+            )
+        ),
+    ]
+
+
+def _fit(estimate: Estimate) -> list[Block]:
+    m = estimate.model
+    per_unit = pick_unit([m.per_instance_bytes])
+    fixed_unit = pick_unit([m.fixed_bytes])
+    rows: tuple[tuple[Cell, ...], ...] = (
+        (
+            "per worker (slope)",
+            format_bytes(m.per_instance_bytes, per_unit),
+            format_interval(*m.per_instance_ci95),
+            format_bytes(m.per_instance_se_bytes),
+        ),
+        (
+            "fixed (intercept)",
+            format_bytes(m.fixed_bytes, fixed_unit),
+            format_interval(*m.fixed_ci95),
+            format_bytes(m.fixed_se_bytes),
+        ),
+    )
+    return [
+        Heading(2, ("The fit",)),
+        Para(
+            (
+                "total(N) = fixed + N × per worker, fitted by least squares through every "
+                "sample's cumulative totals (workers in fork order). The intervals come from "
+                "how the workers differ, with one degree of freedom fewer than the workers "
+                "measured, plus the spread of the per-sample estimates over time.",
+            )
+        ),
+        Table(
+            ("", "estimate", "95% CI", "standard error"),
+            rows,
+            ("left", "right", "right", "right"),
+        ),
+        Table(
+            ("", ""),
+            (
+                ("method", m.method),
+                ("points", f"{m.n_points} ({m.n_workers} workers × {m.n_samples} samples)"),
+                ("degrees of freedom", str(m.dof)),
+                ("R²", f"{m.r2:.4f}"),
+                ("residual sd", format_bytes(m.residual_sd_bytes)),
+                ("spread between workers (sd)", format_bytes(m.worker_sd_bytes)),
+                ("confidence", m.confidence),
+            ),
+            ("left", "right"),
+        ),
+    ]
+
+
+def _estimators(estimate: Estimate) -> list[Block]:
+    results = estimate.estimators
+    if not results:
+        return []
+    capplan = results.get("capplan")
+    unit = pick_unit([r.per_instance_bytes for r in results.values()])
+    rows = []
+    for name, result in results.items():
+        ratio = (
+            f"{result.max_instances / capplan.max_instances:.2f}×"
+            if capplan is not None and capplan.max_instances > 0
+            else "n/a"
+        )
+        rows.append(
+            (
+                name,
+                format_in(result.per_instance_bytes, unit),
+                f"{result.max_instances:,}",
+                ratio,
+                result.note,
+            )
+        )
+    return [
+        Heading(2, ("The usual rules side by side",)),
+        Para(
+            (
+                "Each rule divides the same budget by one per-process figure from the same "
+                "samples. None separates what is paid once from what each worker adds, and "
+                "none counts the kernel memory every process costs; the last column says "
+                "which way each errs.",
+            )
+        ),
+        Table(
+            ("rule", f"per worker ({unit[0]})", "max workers", "vs capplan", "why it differs"),
+            tuple(rows),
+            ("left", "right", "right", "right", "left"),
+        ),
+    ]
+
+
+def _breakdown(estimate: Estimate) -> list[Block]:
+    blocks: list[Block] = [Heading(2, ("Where the memory goes",))]
+    b = estimate.model.breakdown
+    if b is not None:
+        source = (
+            "read from the workload's cgroup"
+            if b.kernel_source == "cgroup"
+            else "estimated from threads and mappings"
+        )
+        unit = pick_unit([b.per_instance_uss_bytes])
+        rows: list[tuple[Cell, ...]] = [
+            (
+                "per worker",
+                "private pages (USS: heap, stacks, written copies)"
+                if estimate.model.method != "exact"
+                else "own pages: the distinct physical pages each worker adds",
+                format_bytes(b.per_instance_uss_bytes, unit),
+            ),
+            (
+                "per worker",
+                "kernel: page tables (VmPTE, read)",
+                format_bytes(b.per_instance_page_tables_bytes, unit),
+            ),
+            (
+                "per worker",
+                f"kernel: stack ({source})",
+                format_bytes(b.per_instance_kernel_stack_bytes, unit),
+            ),
+            (
+                "per worker",
+                f"kernel: slab ({source})",
+                format_bytes(b.per_instance_slab_bytes, unit),
+            ),
+            ("once", "parents' private pages", format_bytes(b.fixed_parent_bytes)),
+            (
+                "once",
+                "shared pages, counted once (libraries, inherited heap, shmem)",
+                format_bytes(b.fixed_shared_bytes),
+            ),
+            ("once", "parents' kernel memory", format_bytes(b.fixed_kernel_bytes)),
+        ]
+        # The exact method leaves out pages other programs map too (issue 3's breakdown
+        # fields); found by name so a smaps-only breakdown needs nothing here.
+        outside = getattr(b, "shared_outside_bytes", 0)
+        if outside:
+            rows.append(
+                (
+                    "not charged",
+                    "pages shared with processes outside the workload (in memory anyway)",
+                    format_bytes(outside),
+                )
+            )
+        blocks.append(Table(("", "kind", "size"), tuple(rows), ("left", "left", "right")))
+    else:
+        blocks.append(Para(("This model carries no breakdown of the costs.",)))
+    kinds = _pss_by_kind(estimate)
+    if kinds:
+        blocks.append(
+            Para(
+                (
+                    "Proportional set size by kind (mean per process over every sample, from "
+                    "smaps_rollup: file pages are libraries and executables, anonymous pages "
+                    "heaps and stacks, shmem shared memory):",
+                )
+            )
+        )
+        blocks.append(Table(("kind", "parent", "worker"), kinds, ("left", "right", "right")))
+    # The exact page tier stores its walk on the snapshots (``Snapshot.pages``) where it is
+    # available; found by name so that this report needs no change when it arrives.
+    walks = [getattr(s, "pages", None) for s in estimate.samples]
+    walk = next((w for w in reversed(walks) if w is not None), None)
+    if walk is not None:
+        blocks.append(Para(("Exact page counts from the last sample with a page walk:",)))
+        blocks.append(
+            Table(
+                ("field", "value"),
+                tuple((Host(k), Host(v)) for k, v in _flatten(to_jsonable(walk))),
+                ("left", "left"),
+            )
+        )
+    else:
+        blocks.append(
+            Para(
+                (
+                    "Per-mapping detail (each library, the heap, each shared-memory segment) "
+                    f"is not in this model: method {estimate.model.method} reads per-process "
+                    "sums only.",
+                )
+            )
+        )
+    return blocks
+
+
+def _pss_by_kind(estimate: Estimate) -> tuple[tuple[Cell, ...], ...]:
+    parents = [p for s in estimate.samples for p in s.parents]
+    workers = [p for s in estimate.samples for p in s.workers]
+    if not workers:
+        return ()
+
+    def mean(values: list[int]) -> str:
+        return format_bytes(statistics.fmean(values)) if values else "n/a"
+
+    getters: list[tuple[str, Callable[[ProcessMemory], int]]] = [
+        ("anonymous (heap, stacks)", lambda p: p.rollup.pss_anon_bytes),
+        ("file (libraries, executable)", lambda p: p.rollup.pss_file_bytes),
+        ("shmem (shared memory)", lambda p: p.rollup.pss_shmem_bytes),
+    ]
+    if all(g(p) == 0 for _, g in getters for p in parents + workers):
+        return ()  # kernels before 5.3 do not split Pss by kind
+    return tuple(
+        (label, mean([g(p) for p in parents]), mean([g(p) for p in workers]))
+        for label, g in getters
+    )
+
+
+def _extra_fields(estimate: Estimate) -> list[str]:
+    names = [
+        f.name
+        for f in dataclasses.fields(estimate)
+        if f.name not in KNOWN_FIELDS and getattr(estimate, f.name) is not None
+    ]
+    ordered = [name for name in ORDERED_EXTRAS if name in names]
+    return ordered + [name for name in names if name not in ordered]
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        rows = []
+        for key, item in value.items():
+            rows.extend(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    if isinstance(value, list):
+        if all(not isinstance(item, dict | list) for item in value):
+            return [(prefix, ", ".join(_scalar(prefix, item) for item in value[:50]))]
+        rows = []
+        for index, item in enumerate(value[:20]):
+            rows.extend(_flatten(item, f"{prefix}[{index}]"))
+        if len(value) > 20:
+            rows.append((prefix, f"... and {len(value) - 20} more (all of them are in the JSON)"))
+        return rows
+    return [(prefix, _scalar(prefix, value))]
+
+
+def _scalar(key: str, value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and key.endswith("_bytes"):
+        return format_bytes(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "null" if value is None else str(value)
+
+
+def _launch(estimate: Estimate) -> list[Block]:
+    """Launch mode: total(N) at every step, measured from both sides, and the line checks."""
+    launch = estimate.launch
+    if launch is None:
+        return []
+    where: list[Span] = (
+        ["all instances ran in capplan's cgroup ", Host(launch.cgroup_path or "?")]
+        if launch.system_source == "cgroup"
+        else ["no cgroup could be created: the system side is the host's MemAvailable drop"]
+    )
+    blocks: list[Block] = [
+        Heading(2, ("Launched instances",)),
+        Para(
+            (
+                f"{launch.instances} instances of ",
+                Host(launch.command),
+                " (with /bin/sh -c)" if launch.shell else "",
+                f", started one at a time; each settled {launch.settle}; ",
+                *where,
+                ".",
+            )
+        ),
+    ]
+    values = [float(s.process_total_bytes) for s in launch.steps] + [
+        float(s.system_total_bytes) for s in launch.steps
+    ]
+    unit = pick_unit(values)
+    system_title = "cgroup" if launch.system_source == "cgroup" else "MemAvailable drop"
+    blocks.append(
+        Table(
+            (
+                "N",
+                f"total(N), smaps ({unit[0]})",
+                f"total(N), {system_title} ({unit[0]})",
+                "settled (s)",
+            ),
+            tuple(
+                (
+                    str(step.instances),
+                    format_in(step.process_total_bytes, unit),
+                    format_in(step.system_total_bytes, unit),
+                    f"{step.settle_seconds:.1f}",
+                )
+                for step in launch.steps
+            ),
+            ("right", "right", "right", "right"),
+        )
+    )
+    items: list[tuple[Span, ...]] = []
+    system = launch.system_model
+    if system is not None:
+        share = (
+            system.per_instance_bytes / estimate.model.per_instance_bytes - 1
+            if estimate.model.per_instance_bytes
+            else 0.0
+        )
+        made_of = ", ".join(
+            f"{name} {'+' if value >= 0 else '-'}{format_bytes(abs(value))}"
+            for name, value in launch.difference.items()
+        )
+        items.append(
+            (
+                f"System side: {format_bytes(system.per_instance_bytes)} per instance "
+                f"(95% CI {format_interval(*system.per_instance_ci95)}), R² {system.r2:.4f}; "
+                f"{share:+.1%} against the process side"
+                + (f", made of: {made_of}" if made_of else ""),
+            )
+        )
+    for check in launch.quadratic:
+        if check.p_value is None:
+            items.append((f"Line check ({check.method}): {check.note}",))
+            continue
+        verdict = "significant" if check.significant else "not significant"
+        items.append(
+            (
+                f"Line check ({check.method}): a quadratic term adds "
+                f"{format_bytes(check.contribution_bytes)} at N = {check.at_instances:,} "
+                f"({check.share:+.0%} of the line), p = {check.p_value:.2g}: {verdict}",
+            )
+        )
+    if items:
+        blocks.append(Bullets(tuple(items)))
+    return blocks
+
+
+def _load_and_drift(estimate: Estimate) -> list[Block]:
+    """The load generators that ran, and how the workers' private memory moved under them."""
+    blocks: list[Block] = []
+    d = estimate.drift
+    if estimate.load or d is not None:
+        blocks.append(Heading(2, ("Load and copy-on-write drift",)))
+    if estimate.load:
+        rows = []
+        for run in estimate.load:
+            shown = run.command[2:] if run.shell else run.command
+            if run.ended_at is not None:
+                what = f"finished after {run.ended_at - run.started_at:.1f} s, status {run.exit_status}"
+            else:
+                what = "ran through the sampling (stopped by capplan)"
+            rows.append(
+                (
+                    Host(" ".join(shown)),
+                    "" if run.instance is None else str(run.instance),
+                    "" if run.requests is None else f"{run.requests:,}",
+                    what,
+                )
+            )
+        blocks.append(
+            Table(
+                ("load generator", "instance", "requests", "outcome"),
+                tuple(rows),
+                ("left", "right", "right", "left"),
+            )
+        )
+    elif d is not None:
+        blocks.append(Para(("Measured without a load generator (no --load).",)))
+    if d is None:
+        return blocks
+    items: list[tuple[Span, ...]] = [
+        (
+            f"{d.tracked} {d.unit}s followed over {d.samples} samples ({d.duration_seconds:.1f} s): "
+            f"private memory per {d.unit} {format_bytes(d.first_bytes)} at the first sample, "
+            f"{format_bytes(d.last_bytes)} at the last, {format_bytes(d.growth_per_minute_bytes)}/min"
+            + (f" (p = {d.growth_p_value:.2g})" if d.growth_p_value is not None else "")
+            + ".",
+        )
+    ]
+    if d.growth_per_request_bytes is not None and d.requests_in_window:
+        items.append(
+            (
+                f"{format_bytes(d.growth_per_request_bytes)} per request "
+                f"({d.requests_in_window:,.0f} requests while sampling).",
+            )
+        )
+    if not d.growing:
+        items.append((Strong("No drift"), ": ", Host(d.note)))
+    elif d.plateau:
+        plateau = format_bytes(d.plateau_bytes) if d.plateau_bytes is not None else "?"
+        items.append(
+            (
+                Strong("Plateau reached"),
+                ": ",
+                Host(d.note),
+                f"; the prediction uses the plateau ({plateau} private per {d.unit}).",
+            )
+        )
+    else:
+        items.append(
+            (
+                Strong("No plateau"),
+                ": ",
+                Host(d.note),
+                "; the per-worker cost is a lower bound, so the worker counts are upper bounds.",
+            )
+        )
+        if d.sample_more_seconds is not None:
+            items.append((Host(sampling_advice(d)),))
+    blocks.append(Bullets(tuple(items)))
+    return blocks
+
+
+def _extras(estimate: Estimate) -> list[Block]:
+    blocks: list[Block] = []
+    for name in _extra_fields(estimate):
+        title = name.replace("_", " ").capitalize()
+        rows = _flatten(to_jsonable(getattr(estimate, name)))
+        blocks.append(Heading(2, (title,)))
+        blocks.append(
+            Table(
+                ("field", "value"),
+                tuple((Host(key), Host(value)) for key, value in rows),
+                ("left", "left"),
+            )
+        )
+    return blocks
+
+
+def _warnings(estimate: Estimate) -> list[Block]:
+    if not estimate.warnings:
+        return [Heading(2, ("Warnings",)), Para(("None.",))]
+    items = []
+    for warning in estimate.warnings:
+        spans: list[Span] = [Strong(warning.code), ": ", Host(warning.message)]
+        if warning.hint:
+            spans += [". Next: ", Host(warning.hint)]
+        items.append(tuple(spans))
+    return [Heading(2, ("Warnings",)), Bullets(tuple(items))]
+
+
+def _environment(estimate: Estimate, source: str) -> list[Block]:
+    env = estimate.environment
+    rows: list[tuple[Cell, ...]] = [
+        ("host", Host(env.hostname)),
+        ("kernel", Host(f"{env.kernel} ({env.arch}, {env.page_size}-byte pages)")),
+        ("transparent huge pages", Host(env.thp_enabled)),
+        ("KSM", Host(env.ksm_run)),
+        ("MemTotal", format_bytes(env.mem_total_bytes)),
+        ("swap", format_bytes(env.swap_total_bytes)),
+        ("CPUs", str(env.cpu_count)),
+        ("cgroup", Host(env.cgroup_version)),
+        ("executable", Host(env.executable or estimate.workload.exe or "unknown")),
+        ("executable version", Host(env.executable_version or "not detected")),
+        ("MALLOC_ARENA_MAX", Host(env.malloc_arena_max or "unset")),
+        ("capplan", Host(env.capplan_version)),
+        ("Python", Host(env.python_version)),
+        ("measured at", Host(env.time)),
+        ("command line", Host(" ".join(env.command_line))),
+        ("workload", Host(estimate.workload.selector)),
+        ("parent command line", Host(" ".join(estimate.workload.parent_cmdline) or "unknown")),
+        ("model file", Host(source)),
+    ]
+    if estimate.measurement is not None:
+        rows.append(
+            (
+                "sampling",
+                f"{estimate.measurement.samples} samples, "
+                f"{estimate.measurement.interval_seconds:g} s apart",
+            )
+        )
+    reads = estimate.timing.sample_read_seconds
+    if reads:
+        rows.append(("read time per sample", f"{statistics.median(reads) * 1000:.1f} ms (median)"))
+    return [
+        Heading(2, ("Environment",)),
+        Table(("", ""), tuple(rows), ("left", "left")),
+    ]
+
+
+def _processes(estimate: Estimate) -> list[Block]:
+    last = estimate.samples[-1]
+    shown = sorted(last.processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
+    hidden = max(0, len(shown) - MAX_PROCESS_ROWS)
+    shown = shown[:MAX_PROCESS_ROWS]
+    unit = pick_unit([p.rollup.rss_bytes for p in shown])
+    rows = tuple(
+        (
+            str(p.pid),
+            p.role,
+            Host(p.name),
+            format_in(p.rollup.rss_bytes, unit),
+            format_in(p.rollup.pss_bytes, unit),
+            format_in(p.rollup.uss_bytes, unit),
+            format_in(p.page_tables_bytes, unit),
+        )
+        for p in shown
+    )
+    blocks: list[Block] = [
+        Heading(2, ("Processes in the last sample",)),
+        Table(
+            (
+                "pid",
+                "role",
+                "name",
+                f"RSS ({unit[0]})",
+                f"PSS ({unit[0]})",
+                f"USS ({unit[0]})",
+                f"page tables ({unit[0]})",
+            ),
+            rows,
+            ("right", "left", "left", "right", "right", "right", "right"),
+        ),
+    ]
+    if hidden:
+        blocks.append(
+            Para((f"... and {hidden} more processes (all of them are in the model file).",))
+        )
+    return blocks
+
+
+def build(estimate: Estimate, *, source: str, figure: Figure) -> list[Block]:
+    """The report's blocks, in reading order."""
+    e = estimate
+    blocks: list[Block] = [
+        Heading(1, ("Capacity report: ", Host(e.workload.name))),
+        Para(
+            (
+                "Model ",
+                Host(source),
+                ", measured ",
+                Host(e.environment.time),
+                " on ",
+                Host(e.environment.hostname),
+                " by capplan ",
+                Host(e.environment.capplan_version),
+                f" ({e.workload.worker_count} workers, selected with ",
+                Host(e.workload.selector),
+                ").",
+            )
+        ),
+    ]
+    blocks += _summary(e)
+    blocks += _plot(figure)
+    blocks += _budget(e)
+    blocks += _fit(e)
+    blocks += _estimators(e)
+    blocks += _breakdown(e)
+    blocks += _launch(e)
+    blocks += _load_and_drift(e)
+    blocks += _extras(e)
+    blocks += _warnings(e)
+    blocks += _environment(e, source)
+    blocks += _processes(e)
+    return blocks
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _md_span(span: Span) -> str:
+    if isinstance(span, Host):
+        # Host text is never the first thing on a line here (headings, paragraphs, bullets
+        # and cells all start with our own text or markup), so inline escaping is enough.
+        return markdown_inline_escape(span.text)
+    if isinstance(span, Strong):
+        return f"**{span.text}**"
+    if isinstance(span, Code):
+        return f"`{span.text}`"
+    return span
+
+
+def _md_cell(cell: Cell) -> str:
+    spans = cell if isinstance(cell, tuple) else (cell,)
+    # Our own text never holds a pipe; host text has it escaped already.
+    return "".join(_md_span(s) for s in spans).replace(" | ", " \\| ") or " "
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append("#" * block.level + " " + "".join(_md_span(s) for s in block.spans))
+        elif isinstance(block, Para):
+            out.append("".join(_md_span(s) for s in block.spans))
+        elif isinstance(block, Bullets):
+            out.append("\n".join("* " + "".join(_md_span(s) for s in item) for item in block.items))
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(h or " " for h in block.headers) + " |"]
+            lines.append(
+                "|" + "|".join("---:" if a == "right" else ":---" for a in block.align) + "|"
+            )
+            for row in block.rows:
+                lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+            out.append("\n".join(lines))
+        elif isinstance(block, CodeBlock):
+            out.append("```\n" + "\n".join(block.lines) + "\n```")
+        elif isinstance(block, Figure):
+            if block.png_name is not None:
+                target = urllib.parse.quote(block.png_name)
+                out.append(
+                    f"![Memory against worker count: measured points, fit, 95% prediction "
+                    f"bounds and the budget]({target})"
+                )
+            else:
+                out.append("".join(_md_span(s) for s in block.missing))
+    return "\n\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1a1a1a; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
+       border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.92rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; vertical-align: top; }
+th { background: #f4f4f4; } td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; }
+.figure svg { max-width: 100%; height: auto; } .note { font-style: italic; }
+"""
+
+
+def _html_span(span: Span) -> str:
+    if isinstance(span, Host):
+        return html_escape(span.text)
+    if isinstance(span, Strong):
+        return f"<strong>{html.escape(span.text)}</strong>"
+    if isinstance(span, Code):
+        return f"<code>{html.escape(span.text)}</code>"
+    return html.escape(span)
+
+
+def _html_cell(cell: Cell) -> str:
+    spans = cell if isinstance(cell, tuple) else (cell,)
+    return "".join(_html_span(s) for s in spans)
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html_escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+    ]
+    for block in blocks:
+        if isinstance(block, Heading):
+            tag = f"h{block.level}"
+            out.append(f"<{tag}>" + "".join(_html_span(s) for s in block.spans) + f"</{tag}>")
+        elif isinstance(block, Para):
+            out.append("<p>" + "".join(_html_span(s) for s in block.spans) + "</p>")
+        elif isinstance(block, Bullets):
+            items = "".join(
+                "<li>" + "".join(_html_span(s) for s in item) + "</li>" for item in block.items
+            )
+            out.append(f"<ul>{items}</ul>")
+        elif isinstance(block, Table):
+            cls = ['class="r"' if a == "right" else "" for a in block.align]
+            head = "".join(
+                f"<th {c}>{html.escape(h)}</th>" for h, c in zip(block.headers, cls, strict=False)
+            )
+            body = "".join(
+                "<tr>"
+                + "".join(
+                    f"<td {c}>{_html_cell(cell)}</td>" for cell, c in zip(row, cls, strict=False)
+                )
+                + "</tr>"
+                for row in block.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, CodeBlock):
+            out.append("<pre><code>" + html.escape("\n".join(block.lines)) + "</code></pre>")
+        elif isinstance(block, Figure):
+            if block.svg is not None:
+                # matplotlib's SVG, drawn from numbers only: no host text inside.
+                out.append(f'<div class="figure">{block.svg}</div>')
+            else:
+                out.append(
+                    '<p class="note">' + "".join(_html_span(s) for s in block.missing) + "</p>"
+                )
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def missing_plot(reason: str) -> tuple[Span, ...]:
+    return (
+        "No plot: it needs matplotlib (",
+        Host(reason),
+        "). Install it with ",
+        Code(INSTALL_HINT),
+        " and run this command again.",
+    )
+
+
+def render(
+    estimate: Estimate, fmt: Literal["markdown", "html"], *, source: str, png_name: str | None
+) -> tuple[str, bytes | None]:
+    """The report text, and the PNG to write beside a Markdown file (``png_name``).
+
+    Without ``png_name`` a Markdown report has nowhere to put its plot (it goes to stdout),
+    so it says how to get one.
+    """
+    png: bytes | None = None
+    if fmt == "html":
+        try:
+            figure = Figure(svg=render_svg(estimate))
+        except PlotUnavailable as err:
+            figure = Figure(missing=missing_plot(str(err)))
+        blocks = build(estimate, source=source, figure=figure)
+        return to_html(blocks, f"Capacity report: {estimate.workload.name}"), None
+    if png_name is None:
+        figure = Figure(
+            missing=(
+                "No plot: it is written as a PNG beside the report file: give ",
+                Code("-o reports/NAME.md"),
+                " to get it.",
+            )
+        )
+    else:
+        try:
+            png = render_png(estimate)
+            figure = Figure(png_name=png_name)
+        except PlotUnavailable as err:
+            figure = Figure(missing=missing_plot(str(err)))
+    return to_markdown(build(estimate, source=source, figure=figure)), png

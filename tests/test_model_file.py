@@ -1,0 +1,246 @@
+"""The model file: what it holds, how it is written, and how a damaged one is refused.
+
+Damaged files are made from the committed model (a real run) by truncating or hand-editing
+it the way people do, then fed to the commands that load models. Each must fail with one
+line naming the field, exit 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, run_cli
+
+from capacity import records
+
+MODEL = REPO / "models" / "demo.json"
+
+
+def committed() -> dict[str, Any]:
+    return json.loads(MODEL.read_text())
+
+
+def write(tmp_path: Path, doc: Any, name: str = "x.json") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def edited(path: str, value: Any) -> dict[str, Any]:
+    """The committed model with one value replaced; ``path`` is dotted, DELETE removes it."""
+    doc = committed()
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+DELETE = object()
+
+
+def test_committed_model_holds_everything_the_issue_lists() -> None:
+    doc = committed()
+    assert doc["kind"] == "capplan.estimate"
+    assert doc["schema_version"] == records.SCHEMA_VERSION
+    # Raw samples: every process of every snapshot with its own figures.
+    assert len(doc["samples"]) == doc["measurement"]["samples"] >= 2
+    assert 1 <= doc["model"]["n_samples"] <= len(doc["samples"])
+    for snapshot in doc["samples"]:
+        assert len(snapshot["processes"]) == doc["workload"]["worker_count"] + 1
+        for process in snapshot["processes"]:
+            assert process["rollup"]["rss_bytes"] >= process["rollup"]["pss_bytes"] > 0
+    model = doc["model"]
+    low, high = model["per_instance_ci95"]
+    assert low <= model["per_instance_bytes"] <= high
+    assert model["method"] in ("exact", "smaps")
+    if model["method"] == "exact":  # the page walk is kept with the samples that took one
+        assert any(snapshot.get("pages") for snapshot in doc["samples"])
+    for key in ("total_bytes", "reserve_bytes", "available_bytes", "source"):
+        assert key in doc["budget"]
+    assert doc["prediction"]["max_instances"] > 0
+    assert {"largest_rss", "pss", "capplan"} <= set(doc["estimators"])
+    assert isinstance(doc["warnings"], list)
+    env = doc["environment"]
+    for key in (
+        "hostname",
+        "kernel",
+        "thp_enabled",
+        "ksm_run",
+        "mem_total_bytes",
+        "cpu_count",
+        "capplan_version",
+        "executable",
+        "executable_version",
+        "time",
+    ):
+        assert key in env, key
+    assert env["command_line"][:3] == ["capplan", "estimate", "--demo"]
+    assert doc["measurement"]["samples"] == len(doc["samples"])
+    assert doc["measurement"]["demo"]["private_bytes"] == 16 * 1024 * 1024
+
+
+def test_model_round_trips_through_the_codec() -> None:
+    estimate = records.load_estimate(MODEL)
+    again = records.estimate_from_dict(json.loads(records.dumps(estimate)))
+    assert again == estimate
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        (
+            edited("model.per_instance_bytes", "17M"),
+            "field 'model.per_instance_bytes': expected an integer, got a string",
+        ),
+        (
+            edited("model.per_instance_bytes", 0),
+            "field 'model.per_instance_bytes': must be more than 0",
+        ),
+        (edited("model.per_instance_bytes", DELETE), "field 'model.per_instance_bytes': missing"),
+        (
+            edited("model.per_instance_ci95", [1, 2, 3]),
+            "field 'model.per_instance_ci95': expected 2 items, got 3",
+        ),
+        (
+            edited("model.per_instance_ci95", [20000000, 10]),
+            "field 'model.per_instance_ci95': the lower end",
+        ),
+        (edited("model.method", "guess"), "field 'model.method': expected one of"),
+        (edited("model.r2", "NaN"), "field 'model.r2': expected a number, got a string"),
+        (edited("budget.available_bytes", 1), "field 'budget.available_bytes': must equal"),
+        (
+            edited("environment.thp_enabled", None),
+            "field 'environment.thp_enabled': expected a string, got null",
+        ),
+        (edited("samples", []), "field 'samples': expected at least one sample"),
+        (
+            edited("samples.0.processes.0.rollup.rss_bytes", True),
+            "field 'samples[0].processes[0].rollup.rss_bytes': expected an integer, got a boolean",
+        ),
+        (edited("schema_version", 99), "schema_version 99 is not supported"),
+        (edited("schema_version", "1"), "field 'schema_version' is '1', not an integer"),
+        (edited("kind", "something.else"), "not a capplan model"),
+        ([1, 2, 3], "the top level is not an object"),
+    ],
+    ids=[
+        "wrong-type",
+        "zero-cost",
+        "missing-field",
+        "tuple-length",
+        "swapped-interval",
+        "unknown-method",
+        "string-number",
+        "inconsistent-budget",
+        "null-string",
+        "no-samples",
+        "bool-for-int",
+        "future-version",
+        "string-version",
+        "wrong-kind",
+        "not-an-object",
+    ],
+)
+def test_damaged_model_gives_one_line_naming_the_field(
+    tmp_path: Path, doc: Any, needle: str
+) -> None:
+    path = write(tmp_path, doc)
+    result = run_cli("predict", str(path))
+    assert result.code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"Error: {path}: "), first
+    assert needle in first, first
+    assert result.stdout == ""
+
+
+def test_every_command_that_loads_a_model_refuses_a_damaged_one(tmp_path: Path) -> None:
+    path = write(tmp_path, edited("model.fixed_bytes", "73M"))
+    needle = f"Error: {path}: field 'model.fixed_bytes': expected an integer, got a string"
+    for command in (["report", str(path)], ["check", str(path), "--demo"]):
+        result = run_cli(*command)
+        assert result.code == 2, (command, result.stderr)
+        assert result.stderr.splitlines()[0] == needle
+        assert result.stdout == ""
+    # As a --current model, too: named as such.
+    result = run_cli("check", str(MODEL), "--current", str(path))
+    assert result.code == 2
+    assert result.stderr.splitlines()[0] == needle
+
+
+def test_future_version_says_to_upgrade(tmp_path: Path) -> None:
+    result = run_cli("predict", str(write(tmp_path, edited("schema_version", 2))))
+    assert result.code == 2
+    assert "Hint: upgrade capplan" in result.stderr
+
+
+def test_nan_and_infinity_are_refused(tmp_path: Path) -> None:
+    """json.loads accepts NaN; a hand-edited NaN must not reach the maths."""
+    text = MODEL.read_text().replace('"r2": ', '"r2": NaN, "ignored": ', 1)
+    result = run_cli("predict", str(write(tmp_path, text)))
+    assert result.code == 2
+    assert "field 'model.r2': expected a finite number, got nan" in result.stderr
+
+
+@pytest.mark.parametrize("keep", [0, 1, 100, 5000, -2])
+def test_truncated_file(tmp_path: Path, keep: int) -> None:
+    text = MODEL.read_text()
+    result = run_cli("predict", str(write(tmp_path, text[:keep])))
+    assert result.code == 2
+    assert "not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_directory_and_binary(tmp_path: Path) -> None:
+    result = run_cli("predict", str(tmp_path / "nope.json"))
+    assert result.code == 2 and "no such file" in result.stderr
+    assert "capplan estimate ... --save" in result.stderr
+    result = run_cli("predict", str(tmp_path))
+    assert result.code == 2 and "is a directory" in result.stderr
+    binary = tmp_path / "b.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    result = run_cli("predict", str(binary))
+    assert result.code == 2 and "not a text file" in result.stderr
+
+
+def test_old_file_without_new_fields_still_loads(tmp_path: Path) -> None:
+    """Fields added after schema 1 have defaults: a file from before them loads."""
+    doc = committed()
+    del doc["measurement"]
+    del doc["budget"]["reserve_fraction"]
+    result = run_cli("predict", str(write(tmp_path, doc)), "--memory", "8G")
+    assert result.code == 0, result.stderr
+
+
+def test_writes_are_atomic_and_keep_a_readable_mode(tmp_path: Path) -> None:
+    estimate = records.load_estimate(MODEL)
+    target = tmp_path / "m.json"
+    records.save_estimate(target, estimate)
+    assert records.load_estimate(target) == estimate
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    with pytest.raises(records.ModelFileError, match="already exists"):
+        records.save_estimate(target, estimate)
+    target.chmod(0o640)
+    records.save_estimate(target, estimate, force=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # replacing keeps the file's mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temporary left
+
+
+def test_estimate_save_refuses_to_replace_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "demo.json"
+    target.write_text("precious")
+    result = run_cli("estimate", "--demo", "--samples", "1", "--save", str(target))
+    assert result.code == 2
+    assert "already exists" in result.stderr and "--force" in result.stderr
+    assert target.read_text() == "precious"
