@@ -62,7 +62,10 @@ def build_estimate(
     slab_factor = accounting.slab_calibration(snapshots)
     points = accounting.smaps_points(snapshots, 1.0 if slab_factor is None else slab_factor)
     breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
-    model = fit(points, "smaps", breakdown)
+    model = dataclasses.replace(
+        fit(points, "smaps", breakdown),
+        reclaimable_bytes=accounting.reclaimable_once(snapshots, slab_factor),
+    )
 
     last = snapshots[-1]
     if last.host is None:

@@ -286,10 +286,15 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
     """How many instances fit: the point estimate and the conservative one."""
     room = budget.available_bytes - model.fixed_bytes
     point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
-    conservative = conservative_instances(model, budget.available_bytes, point)
+    # The conservative answer also keeps the reclaimable part resident (the workload's own
+    # page cache: a host that evicts its programs' code runs, but slowly).
+    conservative = conservative_instances(
+        model, budget.available_bytes - model.reclaimable_bytes, point
+    )
     note = (
         "largest N whose one-sided 95% upper prediction bound "
         "(fit uncertainty plus the spread of N workers) fits the budget"
+        + (" with the workload's page cache kept" if model.reclaimable_bytes else "")
     )
     return Prediction(
         max_instances=point,

@@ -222,6 +222,10 @@ class Breakdown:
     fixed_parent_bytes: int
     fixed_shared_bytes: int
     fixed_kernel_bytes: int
+    # Paid once but not in fixed: the kernel reclaims them before it OOM-kills (see
+    # accounting). The parent's and the shared file pages are in these, not the two above.
+    fixed_file_bytes: int = 0
+    fixed_unexplained_kernel_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +256,10 @@ class ModelFit:
     confidence_reasons: tuple[str, ...] = ()
     points: tuple[tuple[int, int], ...] = ()
     breakdown: Breakdown | None = None
+    # Paid once, not in fixed_bytes, counted by the conservative prediction only: the page
+    # cache of the workload's own files and kernel memory its cgroup holds beyond its
+    # processes. The kernel reclaims it before an OOM kill; a host that does runs slowly.
+    reclaimable_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -107,7 +107,11 @@ def _model_lines(model: ModelFit) -> list[str]:
             ("kernel stack", b.per_instance_kernel_stack_bytes),
             ("slab", b.per_instance_slab_bytes),
         ]
-        note = "estimated" if b.kernel_source == "estimate" else "calibrated from the cgroup"
+        note = (
+            "estimated"
+            if b.kernel_source == "estimate"
+            else "estimated, checked against the cgroup"
+        )
         lines.append(
             "    = "
             + " + ".join(f"{name} {format_in(value, per_unit)}" for name, value in parts)
@@ -121,6 +125,20 @@ def _model_lines(model: ModelFit) -> list[str]:
         lines.append(
             f"    = parent {format_bytes(b.fixed_parent_bytes)} + shared pages once "
             f"{format_bytes(b.fixed_shared_bytes)} + parent kernel {format_bytes(b.fixed_kernel_bytes)}"
+        )
+    if model.reclaimable_bytes:
+        kept = [f"{format_bytes(model.reclaimable_bytes)} of page cache and kernel memory"]
+        if b is not None:
+            kept = [f"page cache of its files {format_bytes(b.fixed_file_bytes)}"]
+            if b.fixed_unexplained_kernel_bytes:
+                kept.append(
+                    "kernel memory beyond its processes "
+                    + format_bytes(b.fixed_unexplained_kernel_bytes)
+                )
+        lines.append(
+            "    not counted: "
+            + " and ".join(kept)
+            + " (reclaimed before an OOM kill; the conservative answer keeps it)"
         )
     lines.append(
         f"Fit:                    R² {model.r2:.4f}, residual sd {format_bytes(model.residual_sd_bytes)}, "
