@@ -129,20 +129,29 @@ def alive(pid: int) -> bool:
     return ppid_of(pid) is not None
 
 
+class OutOfMemory(RuntimeError):
+    """The server's cgroup OOM-killed a process while it started: it will not get ready."""
+
+
 def wait_until(
     condition: Callable[[], bool],
     timeout: float,
     what: str,
     process: subprocess.Popen[bytes] | None = None,
     *logs: Path,
+    cgroup: OwnCgroup | None = None,
 ) -> None:
-    """Poll ``condition`` until it holds; RuntimeError with the log's tail after ``timeout``."""
+    """Poll ``condition`` until it holds; RuntimeError with the log's tail after ``timeout``,
+    OutOfMemory as soon as ``cgroup`` has OOM-killed anything (a server that respawns killed
+    workers would otherwise keep an experiment waiting for the whole timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         if process is not None and process.poll() is not None:
             break
+        if cgroup is not None and cgroup.oom_kills() > 0:
+            raise OutOfMemory(f"{what}: the cgroup's OOM killer fired while it started")
         time.sleep(0.02)
     tail = " | ".join(
         line
@@ -192,6 +201,14 @@ class Server:
     cgroup: OwnCgroup | None = None
     namespace: bool = False
     log: Path | None = None
+    access_log: Path | None = None
+
+    def requests_logged(self) -> int:
+        """Requests in the access log so far (a test checks the load really ran)."""
+        if self.access_log is None or not self.access_log.exists():
+            return 0
+        with self.access_log.open("rb") as lines:
+            return sum(1 for _ in lines)
 
     def workers(self) -> list[int]:
         return children_of(self.pid)
@@ -356,7 +373,9 @@ def apache2(
             process = _popen(command, cgroup, workdir / "logs" / "stdout.log", workdir, env=env)
             seen: list[int] = []
             try:
-                master = _apache2_ready(process, namespace, port, workers, log, timeout, seen)
+                master = _apache2_ready(
+                    process, namespace, port, workers, log, timeout, seen, cgroup
+                )
             except BaseException:
                 stop_server(process, seen + descendants_of(process.pid))
                 raise
@@ -373,6 +392,7 @@ def apache2(
                     cgroup=cgroup,
                     namespace=namespace,
                     log=log,
+                    access_log=workdir / "logs" / "access.log",
                 )
             finally:
                 stop_server(process, [master, *descendants_of(process.pid)])
@@ -388,10 +408,13 @@ def _apache2_ready(
     log: Path,
     timeout: float,
     seen: list[int],
+    cgroup: OwnCgroup | None = None,
 ) -> int | None:
     """The master's host pid once ``workers`` workers run; None when the port was taken."""
     if namespace:
-        wait_until(lambda: bool(children_of(process.pid)), timeout, "unshare", process)
+        wait_until(
+            lambda: bool(children_of(process.pid)), timeout, "unshare", process, cgroup=cgroup
+        )
         master = children_of(process.pid)[0]
     else:
         master = process.pid
@@ -407,10 +430,18 @@ def _apache2_ready(
         process,
         log,
         log.with_name("stdout.log"),
+        cgroup=cgroup,
     )
     if port_taken():
         return None
-    wait_until(lambda: len(children_of(master)) >= workers, timeout, "apache2 workers", None, log)
+    wait_until(
+        lambda: len(children_of(master)) >= workers,
+        timeout,
+        "apache2 workers",
+        None,
+        log,
+        cgroup=cgroup,
+    )
     return master
 
 
@@ -483,6 +514,7 @@ def php_fpm(
                 process,
                 log,
                 workdir / "stdout.log",
+                cgroup=cgroup,
             )
             seen += children_of(process.pid)
             yield Server(
@@ -564,6 +596,8 @@ def gunicorn(
                 str(workdir),
                 "--error-logfile",
                 str(log),
+                "--access-logfile",
+                str(workdir / "access.log"),
                 "--graceful-timeout",
                 "2",
                 *(["--preload"] if preload else []),
@@ -583,6 +617,7 @@ def gunicorn(
                     process,
                     log,
                     workdir / "stdout.log",
+                    cgroup=cgroup,
                 )
             except RuntimeError:
                 stop_server(process, [process.pid, *descendants_of(process.pid)])
@@ -601,6 +636,7 @@ def gunicorn(
                     port=port,
                     cgroup=cgroup,
                     log=log,
+                    access_log=workdir / "access.log",
                 )
             finally:
                 stop_server(process, [process.pid, *descendants_of(process.pid)])
@@ -703,40 +739,27 @@ class Load:
     process: subprocess.Popen[bytes]
     output: Path
 
-    def requests_done(self) -> bool:
-        return self.process.poll() is not None
-
 
 @contextlib.contextmanager
-def ab_load(
-    url: str, concurrency: int, seconds: float = 3600.0, requests: int = 10**9
-) -> Iterator[Load]:
-    """``ab`` hammering ``url`` in the background (its own process group) until the block
-    ends; ``-r`` keeps it going through the connection resets of an OOM kill."""
+def ab_load(url: str, concurrency: int, batch: int = 50000) -> Iterator[Load]:
+    """``ab`` hammering ``url`` in the background until the block ends.
+
+    ab keeps a record per request (``-n`` of them, allocated up front), so it cannot run
+    unbounded: a shell loop restarts it every ``batch`` requests. ``-r`` keeps it going
+    through the connection resets of an OOM kill. The loop runs in a process group of its
+    own, killed as a whole when the block ends.
+    """
     binary = ab_binary()
     with tempfile.NamedTemporaryFile(prefix="capplan-ab-", suffix=".log", delete=False) as out:
         output = Path(out.name)
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                binary,
-                "-q",
-                "-r",
-                "-s",
-                "30",
-                "-t",
-                str(int(seconds)),
-                "-n",
-                str(requests),
-                "-c",
-                str(concurrency),
-                url,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    loop = 'while :; do "$0" -q -r -s 30 -n "$1" -c "$2" "$3" >"$4" 2>&1 || sleep 0.1; done'
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", loop, binary, str(batch), str(concurrency), url, str(output)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         yield Load(process=process, output=output)
     finally:

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(
 
 TOLERANCE = 0.15
 LOAD_CONCURRENCY = 10
+MIN_REQUESTS_DURING_MEASUREMENT = 500
 
 
 def need(*checks: Callable[[], object]) -> None:
@@ -59,19 +60,34 @@ def footprint(cgroup: OwnCgroup, readings: int = 5) -> float:
     return statistics.median(values)
 
 
-def capplan_json(*args: str, prefix: list[str] | None = None) -> dict[str, Any]:
-    """Run ``capplan estimate ARGS --format json`` (inside ``prefix``, e.g. nsenter)."""
+def capplan_under_load(
+    url: str, logged_by: servers.Server, *args: str, prefix: list[str] | None = None
+) -> dict[str, Any]:
+    """Run ``capplan estimate ARGS --format json`` (inside ``prefix``, e.g. nsenter) while
+    ``ab`` loads ``url``, and check from ``logged_by``'s access log that it really did."""
     command = [*(prefix or []), sys.executable, "-m", "capacity", "estimate", *args]
-    completed = subprocess.run(
-        [*command, "--format", "json"], capture_output=True, text=True, timeout=300, cwd=REPO
-    )
+    with servers.ab_load(url, LOAD_CONCURRENCY):
+        before = logged_by.requests_logged()
+        completed = subprocess.run(
+            [*command, "--format", "json"], capture_output=True, text=True, timeout=300, cwd=REPO
+        )
+        served = logged_by.requests_logged() - before
     assert completed.returncode == 0, completed.stderr
+    assert served >= MIN_REQUESTS_DURING_MEASUREMENT, f"only {served} requests under 'load'"
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
 
 
 def warm(url: str, workers: int) -> None:
     """Every worker serves requests before we measure (prefork accept is round robin)."""
     servers.ab_run(url, max(2000, 200 * workers), LOAD_CONCURRENCY)
+
+
+def wait_for_requests(server: servers.Server, count: int = 500) -> None:
+    """Block until the background load has been served ``count`` more requests."""
+    start = server.requests_logged()
+    servers.wait_until(
+        lambda: server.requests_logged() - start >= count, 60, f"{count} requests under load"
+    )
 
 
 Start = Callable[[int, OwnCgroup], AbstractContextManager[Any]]
@@ -86,6 +102,7 @@ def slope_from_cgroup(start: Start, url_of: Callable[[Any], str], low: int, high
             url = url_of(server)
             warm(url, count)
             with servers.ab_load(url, LOAD_CONCURRENCY):
+                wait_for_requests(server if isinstance(server, servers.Server) else server[1])
                 totals[count] = footprint(cgroup)
     return (totals[high] - totals[low]) / (high - low)
 
@@ -139,8 +156,15 @@ def test_apache2_prefork_estimate_matches_its_cgroup(apache2_available: None) ->
         servers.apache2(10, cgroup=cgroup, namespace=True) as apache,
     ):
         warm(apache.url(), 10)
-        with servers.ab_load(apache.url(), LOAD_CONCURRENCY):
-            doc = capplan_json("--cmd", "apache2", "--samples", "5", prefix=apache.enter_command())
+        doc = capplan_under_load(
+            apache.url(),
+            apache,
+            "--cmd",
+            "apache2",
+            "--samples",
+            "5",
+            prefix=apache.enter_command(),
+        )
         # Inside the namespace the master is pid 1 and its workers are its children.
         assert doc["workload"]["parent_pids"] == [1]
         assert doc["workload"]["selector"] == "--cmd apache2"
@@ -218,8 +242,7 @@ def test_php_fpm_estimate_matches_its_cgroup(
     ):
         url = front.url("/index.php")
         warm(url, 10)
-        with servers.ab_load(url, LOAD_CONCURRENCY):
-            doc = capplan_json("--pid", str(fpm.pid), "--samples", "5")
+        doc = capplan_under_load(url, front, "--pid", str(fpm.pid), "--samples", "5")
         assert doc["workload"]["parent_pids"] == [fpm.pid]
         assert set(doc["workload"]["pids"]) == {fpm.pid, *fpm.workers()}
     assert_estimate_structure(doc, workers=10)
@@ -239,8 +262,7 @@ def test_gunicorn_estimate_matches_its_cgroup() -> None:
 
     with temporary_cgroup("capplan-test") as cgroup, start(6, cgroup) as server:
         warm(server.url(), 6)
-        with servers.ab_load(server.url(), LOAD_CONCURRENCY):
-            doc = capplan_json("--pid", str(server.pid), "--samples", "5")
+        doc = capplan_under_load(server.url(), server, "--pid", str(server.pid), "--samples", "5")
         assert doc["workload"]["parent_pids"] == [server.pid]
         assert set(doc["workload"]["pids"]) == {server.pid, *server.workers()}
     assert_estimate_structure(doc, workers=6)
