@@ -75,6 +75,7 @@ MEASURED_WORKERS = 10
 LOAD_CONCURRENCY = 4
 CGROUP_PREFIX = "capplan-validate"
 USUAL_RULES = ("largest_rss", "rss_minus_shr", "pss", "uss")
+ROOMY_FRACTION = 0.9
 INCREMENTAL = ("forkserver", "gunicorn")  # kinds that add one worker to a running instance
 
 
@@ -254,10 +255,32 @@ class Trial:
     first_oom: int
     tried: list[tuple[int, bool]]  # (workers, OOM-killed?)
     seconds: float
+    # (workers, what the cgroup held besides page cache) for every count that fitted, read
+    # under load: the slope is what one more worker really cost during the search.
+    held: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
 
-def fits(workload: Workload, count: int) -> bool:
-    """A fresh instance with ``count`` workers under load: did it run without an OOM kill?"""
+def held_now(cgroup: OwnCgroup) -> int | None:
+    """What the cgroup holds that the kernel cannot reclaim: usage - page cache + shmem."""
+    memory = cgroup.memory()
+    if memory is None:
+        return None
+    return memory.current_bytes - memory.stat.get("file", 0) + memory.stat.get("shmem", 0)
+
+
+def slope(points: list[tuple[int, int]]) -> float | None:
+    """Least-squares bytes per worker through (workers, bytes); None with fewer than two counts."""
+    if len({n for n, _ in points}) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.linregress([n for n, _ in points], [b for _, b in points]).slope)
+
+
+def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
+    """A fresh instance with ``count`` workers under load: did it run without an OOM kill?
+    Also what its cgroup held, under load, when it did."""
+    held = None
     with temporary_cgroup(CGROUP_PREFIX) as cgroup:
         cgroup.set_limit(workload.limit_bytes)
         try:
@@ -266,19 +289,24 @@ def fits(workload: Workload, count: int) -> bool:
                 servers.ab_load(running.url, LOAD_CONCURRENCY),
             ):
                 wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
+                held = held_now(cgroup)
         except RuntimeError:
             if cgroup.oom_kills() == 0:
                 raise  # it failed for another reason: that is not an answer
-        return cgroup.oom_kills() == 0
+        ok = cgroup.oom_kills() == 0
+        return ok, held if ok else None
 
 
 def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
     began = time.monotonic()
     tried: list[tuple[int, bool]] = []
+    held: list[tuple[int, int]] = []
 
     def probe(count: int) -> bool:
-        ok = fits(workload, count)
+        ok, bytes_held = fits(workload, count)
         tried.append((count, not ok))
+        if bytes_held is not None:
+            held.append((count, bytes_held))
         log(f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}")
         return ok
 
@@ -309,13 +337,16 @@ def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
             low = middle
         else:
             high = middle
-    return Trial(max_fit=low, first_oom=high, tried=tried, seconds=time.monotonic() - began)
+    return Trial(
+        max_fit=low, first_oom=high, tried=tried, seconds=time.monotonic() - began, held=held
+    )
 
 
 def grow_until_oom(workload: Workload) -> Trial:
     """One worker at a time, under continuous load, until the OOM killer fires."""
     began = time.monotonic()
     tried: list[tuple[int, bool]] = []
+    held: list[tuple[int, int]] = []
     with temporary_cgroup(CGROUP_PREFIX) as cgroup:
         cgroup.set_limit(workload.limit_bytes)
 
@@ -331,13 +362,16 @@ def grow_until_oom(workload: Workload) -> Trial:
                 except RuntimeError:
                     if not oom():
                         raise
+                bytes_held = held_now(cgroup)
                 tried.append((workers, oom()))
                 if oom():
                     break
-                if workers % 10 == 0:
-                    memory = cgroup.memory()
-                    usage = memory.current_bytes / MiB if memory else float("nan")
-                    log(f"  {workload.name}: {workers} workers fit, cgroup {usage:.1f} MiB")
+                if bytes_held is not None:
+                    held.append((workers, bytes_held))
+                if workers % 10 == 0 and bytes_held is not None:
+                    log(
+                        f"  {workload.name}: {workers} workers fit, {bytes_held / MiB:.1f} MiB held"
+                    )
                 try:
                     running.add()
                 except RuntimeError:
@@ -346,7 +380,11 @@ def grow_until_oom(workload: Workload) -> Trial:
                 workers += 1
     log(f"  {workload.name}: OOM kill with {workers} workers")
     return Trial(
-        max_fit=workers - 1, first_oom=workers, tried=tried, seconds=time.monotonic() - began
+        max_fit=workers - 1,
+        first_oom=workers,
+        tried=tried,
+        seconds=time.monotonic() - began,
+        held=held,
     )
 
 
@@ -422,6 +460,15 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
     conservative = doc["prediction"]["max_instances_conservative"]
     usual = {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES}
     model = doc["model"]
+    # Near the limit the kernel squeezes what it can reclaim, which flattens the line: only
+    # counts that held at most 90 % of the limit measure what a worker costs.
+    roomy = [
+        (n, held)
+        for t in trials
+        for n, held in t.held
+        if held <= ROOMY_FRACTION * workload.limit_bytes
+    ]
+    cgroup_slope = slope(roomy)
     return {
         "name": workload.name,
         "title": workload.title,
@@ -442,6 +489,7 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
             "breakdown": model["breakdown"],
             "measured_workers": doc["workload"]["worker_count"],
         },
+        "cgroup_per_worker_bytes": cgroup_slope,
         "usual": {
             name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()
         },
@@ -489,6 +537,12 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             [
                 r["name"],
                 r["limit_bytes"] // MiB,
+                f"{cap['per_worker_bytes'] / 1024:.0f} / "
+                + (
+                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
+                    if r["cgroup_per_worker_bytes"] is not None
+                    else "-"
+                ),
                 f"{truth['min']} / {truth['median']:g} / {truth['max']}",
                 f"{cap['point']} ({_pct(cap['point_error'])})"
                 + ("" if goals["point_within_5pct"] else " **MISS**"),
@@ -502,6 +556,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         headers=[
             "workload",
             "limit MiB",
+            "per worker KiB: capplan / cgroup",
             "true max min / median / max",
             "capplan point (error)",
             "capplan conservative",
@@ -529,7 +584,16 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{b['per_instance_page_tables_bytes'] / 1024:.0f} + kernel stack "
             f"{b['per_instance_kernel_stack_bytes'] / 1024:.0f} + slab "
             f"{b['per_instance_slab_bytes'] / 1024:.0f} KiB, kernel from {cap['kernel_source']}), "
-            f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB, confidence {cap['confidence']}."
+            f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
+            f"MiB reclaimable, kept only by the conservative answer), confidence "
+            f"{cap['confidence']}."
+            + (
+                f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
+                "KiB more per added worker (usage - page cache + shmem, least squares over "
+                "the counts that fitted below 90 % of the limit)."
+                if r["cgroup_per_worker_bytes"] is not None
+                else ""
+            )
         )
     return "\n".join(
         [
@@ -545,7 +609,10 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"`capplan estimate --pid MASTER --memory LIMIT --reserve 0` on the same workload "
             f"with {MEASURED_WORKERS} workers under the same load, in a cgroup without a limit. "
             "The usual rules divide the same limit by the same measurement's largest RSS, mean "
-            "RSS - SHR, PSS and USS. Errors are relative to the true median.",
+            "RSS - SHR, PSS and USS. Errors are relative to the true median. **Per worker**: "
+            "capplan's marginal cost against what the limited cgroup held per added worker "
+            "during the search (usage - page cache + shmem, least squares over the counts "
+            "that fitted below 90 % of the limit).",
             "",
             "Goals: capplan's point prediction within 5 % of the true median, and its "
             "conservative prediction never above the true minimum. "
@@ -579,7 +646,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def metadata(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
     return {
-        "command": "python3 scripts/validate.py " + " ".join(args.argv),
+        "command": " ".join(["python3 scripts/validate.py", *args.argv]),
         "date": datetime.date.today().isoformat(),
         "kernel": platform.release(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_mem_total() / 1024**3:.1f} GiB",

@@ -84,6 +84,26 @@ def unshare_binary() -> str:
     return find_binary(("unshare",), "util-linux")
 
 
+def pid_namespace_available() -> None:
+    """ServerUnavailable unless this host lets us create a PID namespace (root, and not a
+    container that forbids it): apache2 runs in one so that --cmd apache2 sees only it."""
+    unshare = unshare_binary()
+    find_binary(("nsenter",), "util-linux")
+    completed = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise ServerUnavailable(
+            "cannot create a PID namespace (unshare --pid --fork --mount-proc: "
+            f"{completed.stderr.strip()}): the test needs one so that --cmd apache2 "
+            "selects only its own apache2"
+        )
+
+
 def www_user() -> str | None:
     """The user workers drop to when we are root (as Debian's servers do), else None."""
     if os.geteuid() != 0:

@@ -138,7 +138,7 @@ def assert_agrees(per_worker: float, truth: float) -> None:
 
 @pytest.fixture(scope="module")
 def apache2_available() -> None:
-    need(servers.apache2_binary, servers.ab_binary, servers.unshare_binary)
+    need(servers.apache2_binary, servers.ab_binary, servers.pid_namespace_available)
 
 
 def apache2_in_cgroup(count: int, cgroup: OwnCgroup) -> AbstractContextManager[servers.Server]:
@@ -268,3 +268,20 @@ def test_gunicorn_estimate_matches_its_cgroup() -> None:
     assert_estimate_structure(doc, workers=6)
     truth = slope_from_cgroup(start, lambda s: s.url(), 6, 12)
     assert_agrees(doc["model"]["per_instance_bytes"], truth)
+
+
+def test_servers_leave_nothing_behind() -> None:
+    """Every process a launcher started, and the cgroup it ran in, is gone afterwards."""
+    need(servers.apache2_binary, servers.php_fpm_binary, servers.pid_namespace_available)
+    seen: list[int] = []
+    with temporary_cgroup("capplan-test") as cgroup:
+        path = cgroup.path
+        with servers.apache2(3, cgroup=cgroup, namespace=True) as apache:
+            seen += [apache.process.pid, apache.pid, *apache.workers()]
+            assert set(seen) - {apache.process.pid} <= cgroup.pids()
+        with servers.php_fpm(3, cgroup=cgroup) as fpm:
+            seen += [fpm.pid, *fpm.workers()]
+            assert fpm.socket_path is not None and fpm.socket_path.exists()
+        assert cgroup.pids() == set()
+    assert not path.exists()
+    assert [pid for pid in seen if servers.alive(pid)] == []
