@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import statistics
 from collections.abc import Sequence
 
@@ -65,6 +66,7 @@ def build_estimate(
     model = dataclasses.replace(
         fit(points, "smaps", breakdown),
         reclaimable_bytes=accounting.reclaimable_once(snapshots, slab_factor),
+        layout_allowance_bytes=accounting.layout_allowance(snapshots, mmap.PAGESIZE),
     )
 
     last = snapshots[-1]

@@ -198,12 +198,21 @@ def total_for(model: ModelFit, instances: int) -> float:
 
 
 def upper_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
-    """One-sided upper prediction bound of the memory ``instances`` workers need."""
-    return total_for(model, instances) + _band(model, instances, level)
+    """One-sided upper prediction bound of the memory ``instances`` workers need, in this or
+    another instance of the program (whose random layout may need more page tables)."""
+    return (
+        total_for(model, instances)
+        + _band(model, instances, level)
+        + instances * model.layout_allowance_bytes
+    )
 
 
 def lower_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
-    return total_for(model, instances) - _band(model, instances, level)
+    return (
+        total_for(model, instances)
+        - _band(model, instances, level)
+        - instances * model.layout_allowance_bytes
+    )
 
 
 def _band(model: ModelFit, instances: int, level: float) -> float:
@@ -295,6 +304,7 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
         "largest N whose one-sided 95% upper prediction bound "
         "(fit uncertainty plus the spread of N workers) fits the budget"
         + (" with the workload's page cache kept" if model.reclaimable_bytes else "")
+        + (", in any address-space layout (ASLR)" if model.layout_allowance_bytes else "")
     )
     return Prediction(
         max_instances=point,

@@ -101,6 +101,9 @@ class ProcessMemory:
     mappings: int | None = None
     open_files: int | None = None
     source: Literal["smaps_rollup", "smaps"] = "smaps_rollup"
+    # Separate regions of its address space (procfs.count_address_regions): each may need one
+    # more page-table page in another instance, whose ASLR layout differs.
+    address_regions: int | None = None
 
     @property
     def uss_bytes(self) -> int:
@@ -260,6 +263,9 @@ class ModelFit:
     # cache of the workload's own files and kernel memory its cgroup holds beyond its
     # processes. The kernel reclaims it before an OOM kill; a host that does runs slowly.
     reclaimable_bytes: int = 0
+    # Per worker: one page-table page per address region, the most a new instance's random
+    # layout (ASLR) can add to the page tables measured here; the bounds add it N times.
+    layout_allowance_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

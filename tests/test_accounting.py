@@ -170,3 +170,61 @@ def test_conservative_prediction_keeps_the_reclaimable_part() -> None:
     assert kept.max_instances_conservative <= plain.max_instances_conservative - (
         reclaimable // per_worker
     )
+
+
+MAPS = b"""\
+5603357a4000-5603357c9000 r--p 00000000 fe:01 1234 /usr/sbin/apache2
+5603357c9000-560335850000 r-xp 00025000 fe:01 1234 /usr/sbin/apache2
+560335850000-56033585c000 rw-p 000ac000 fe:01 1234 /usr/sbin/apache2
+56036e2db000-56036e2fc000 rw-p 00000000 00:00 0 [heap]
+7f164e15c000-7f164e35c000 rw-p 00000000 00:00 0
+7f164e400000-7f164e7da000 r-xp 00000000 fe:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffcbe714000-7ffcbe735000 rw-p 00000000 00:00 0 [stack]
+7ffcbe7f0000-7ffcbe7f4000 r--p 00000000 00:00 0 [vvar]
+7ffcbe7f4000-7ffcbe7f6000 r-xp 00000000 00:00 0 [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+"""
+
+
+def test_address_regions_are_runs_of_mappings_within_a_page_table_span() -> None:
+    from capacity.kernel import page_table_span
+    from capacity.procfs import count_address_regions
+
+    span = page_table_span(4096)
+    assert span == 2 * MiB
+    # The binary, the heap (far from it), the mmap area (its two mappings are 660 KiB
+    # apart: one region), the stack with vvar and vdso; the vsyscall gate is no VMA.
+    assert count_address_regions(MAPS, span) == 4
+    assert count_address_regions(b"", span) == 0
+    assert count_address_regions(b"garbage\n", span) == 0
+
+
+def test_conservative_prediction_allows_for_another_address_layout() -> None:
+    snaps = [
+        dataclasses.replace(
+            snap,
+            processes=tuple(dataclasses.replace(p, address_regions=4) for p in snap.processes),
+        )
+        for snap in (snapshot(index=i) for i in range(3))
+    ]
+    allowance = accounting.layout_allowance(snaps, 4096)
+    assert allowance == 4 * 4096
+    model = fit(accounting.smaps_points(snaps), "smaps")
+    budget = Budget(
+        total_bytes=512 * MiB,
+        reserve_bytes=0,
+        available_bytes=512 * MiB,
+        source="test",
+        reserve_source="test",
+    )
+    plain = predict(model, budget)
+    allowed = predict(dataclasses.replace(model, layout_allowance_bytes=allowance), budget)
+    assert allowed.max_instances == plain.max_instances
+    n = allowed.max_instances_conservative
+    assert n < plain.max_instances_conservative
+    # It fits with every worker's allowance added, and one more would not.
+    extra = dataclasses.replace(model, layout_allowance_bytes=allowance)
+    from capacity.model import upper_bound
+
+    assert upper_bound(extra, n) <= budget.available_bytes < upper_bound(extra, n + 1)
+    assert upper_bound(extra, n) == pytest.approx(upper_bound(model, n) + n * allowance)
