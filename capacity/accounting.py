@@ -11,15 +11,33 @@ The smaps method, per sample:
   host only by the workload's share of it.
 
 Workers are taken in fork order (start time), so ``total(k)`` is the parent plus the
-oldest ``k`` workers. Where the workload's cgroup holds nothing else, its measured slab
-replaces our per-process estimate through a calibration factor.
+oldest ``k`` workers.
+
+Two things are paid once but kept out of ``fixed``, because the kernel reclaims them before
+its OOM killer fires (scripts/validate.py found both by driving real workloads into their
+cgroup's limit; README's validation section has the figures):
+
+* the page cache of the workload's own files (its binary, libraries, mapped data):
+  ``Pss_File`` counted once, less what workers hold privately (their USS). MemAvailable
+  counts it as available too, so the budget's reserve stays consistent. Left in ``fixed``,
+  it made capplan 9 % short on php-fpm in a 128 MiB cgroup (10 MiB of libphp and friends);
+* kernel memory the workload's own cgroup holds beyond what its processes' page tables,
+  stacks and slab explain (dentries, inodes, sockets, on v1 all lumped into kmem).
+
+Both are kept in ``reclaimable`` and counted by the conservative prediction only.
+
+Where the workload's cgroup holds nothing else, its measured slab checks our per-process
+estimate. The check may only lower the estimate (factor <= 1): the cgroup's kernel memory
+is an upper bound on its processes' slab, not a measure of it, and scaling every worker's
+estimate up by it smeared that once-only kernel memory over the workers (+16 KiB, 4.5 %
+per apache2 worker, measured against the cgroup's slope over 10..170 workers).
 
 The exact method, on the samples that carry an exact page walk (``Snapshot.pages``):
 ``total(k)`` is the true number of distinct physical pages of the parents plus the first
 ``k`` workers, leaving out pages shared with processes outside the workload (reported
-apart), plus the same kernel memory (page tables, kernel stack, slab) as above. The base is
-``total(0)`` and worker k's increment ``total(k) - total(k-1)``, so ``model.fit`` takes
-both methods' points alike.
+apart) and, as above, the file pages paid once (page cache, reclaimable), plus the same
+kernel memory (page tables, kernel stack, slab). The base is ``total(0)`` and worker k's
+increment ``total(k) - total(k-1)``, so ``model.fit`` takes both methods' points alike.
 """
 
 from __future__ import annotations
@@ -30,35 +48,69 @@ from collections.abc import Callable, Sequence
 from capacity.model import SamplePoints
 from capacity.records import Breakdown, ProcessMemory, Snapshot
 
-CALIBRATION_LIMITS = (0.2, 5.0)
+# The cgroup may lower the slab estimate (never below a fifth of it) but never raise it.
+CALIBRATION_LIMITS = (0.2, 1.0)
+
+
+def measured_slab(snap: Snapshot) -> int | None:
+    """Slab the workload's own cgroup holds, or None without such a cgroup."""
+    cgroup = snap.cgroup
+    if cgroup is None or not cgroup.own:
+        return None
+    if "slab_unreclaimable" in cgroup.stat:  # v2
+        return cgroup.stat["slab_unreclaimable"]
+    if "kernel" in cgroup.stat:  # v1: kmem usage holds stacks and page tables too
+        return (
+            cgroup.stat["kernel"]
+            - sum(p.page_tables_bytes for p in snap.processes)
+            - sum(p.kernel_stack_bytes for p in snap.processes)
+        )
+    return None
 
 
 def slab_calibration(snapshots: Sequence[Snapshot]) -> float | None:
-    """Measured slab / estimated slab, from the workload's own cgroup; None without one."""
+    """Measured slab / estimated slab, at most 1, from the workload's own cgroup; None
+    without one."""
     factors = []
     for snap in snapshots:
-        cgroup = snap.cgroup
-        if cgroup is None or not cgroup.own:
-            continue
+        measured = measured_slab(snap)
         estimated = sum(p.slab_bytes for p in snap.processes)
-        if estimated <= 0:
-            continue
-        if "slab_unreclaimable" in cgroup.stat:  # v2
-            measured = cgroup.stat["slab_unreclaimable"]
-        elif "kernel" in cgroup.stat:  # v1: kmem usage holds stacks and page tables too
-            measured = (
-                cgroup.stat["kernel"]
-                - sum(p.page_tables_bytes for p in snap.processes)
-                - sum(p.kernel_stack_bytes for p in snap.processes)
-            )
-        else:
-            continue
-        if measured > 0:
+        if measured is not None and measured > 0 and estimated > 0:
             factors.append(measured / estimated)
     if not factors:
         return None
     low, high = CALIBRATION_LIMITS
     return min(max(statistics.median(factors), low), high)
+
+
+def unexplained_kernel(snap: Snapshot, slab_factor: float = 1.0) -> int:
+    """Kernel memory the workload's own cgroup holds beyond its processes' slab estimate."""
+    measured = measured_slab(snap)
+    if measured is None:
+        return 0
+    explained = sum(round(p.slab_bytes * slab_factor) for p in snap.processes)
+    return max(0, measured - explained)
+
+
+def private_file(process: ProcessMemory) -> int:
+    """A process's file pages mapped by it alone (Private_Clean: on a host without swap,
+    clean private pages are file pages)."""
+    return min(process.rollup.private_clean_bytes, process.rollup.pss_file_bytes)
+
+
+def shared_file_once(processes: Sequence[ProcessMemory]) -> int:
+    """The workload's proportional share of its shared file pages, each counted once."""
+    return sum(max(p.rollup.pss_file_bytes - private_file(p), 0) for p in processes)
+
+
+def file_cache_once(snap: Snapshot) -> int:
+    """The page cache of the workload's files, counted once, outside the workers' USS.
+
+    ``Pss_File`` (Linux 5.3+; 0 before, which keeps the old, larger fixed cost) shares each
+    file page among the processes mapping it. A worker's private file pages are in its USS,
+    the marginal cost, so they are not counted twice; the parents' are counted here.
+    """
+    return sum(private_file(p) for p in snap.parents) + shared_file_once(snap.processes)
 
 
 def marginal_cost(process: ProcessMemory, slab_factor: float = 1.0) -> int:
@@ -86,7 +138,10 @@ def smaps_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> lis
     points = []
     for snap in snapshots:
         parents_cost = sum(marginal_cost(p, slab_factor) for p in snap.parents)
-        base = parents_cost + shared_once(snap.processes)
+        base = max(
+            parents_cost + shared_once(snap.processes) - file_cache_once(snap),
+            sum(p.kernel_bytes for p in snap.parents),
+        )
         increments = tuple(marginal_cost(w, slab_factor) for w in fork_order(snap.workers))
         points.append(SamplePoints(base=base, increments=increments))
     return points
@@ -116,7 +171,10 @@ def exact_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> lis
         by_pid = {p.pid: p for p in snap.processes}
         kernel = [kernel_cost(by_pid[pid], slab_factor) for pid in pages.pids]
         totals = pages.cumulative_bytes
-        base = totals[0] + sum(kernel[: pages.parent_count])
+        parent_kernel = sum(kernel[: pages.parent_count])
+        # File pages paid once are page cache the kernel reclaims before an OOM kill: kept
+        # out of fixed, as in the smaps method (``exact_reclaimable_once`` counts them).
+        base = max(totals[0] + parent_kernel - pages.file_once_bytes, parent_kernel)
         increments = tuple(
             totals[k] - totals[k - 1] + kernel[pages.parent_count + k - 1]
             for k in range(1, len(totals))
@@ -157,14 +215,59 @@ def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
         per_instance_kernel_stack_bytes=mean(stacks),
         per_instance_slab_bytes=mean(slabs),
         kernel_source="estimate" if slab_factor is None else "cgroup",
-        fixed_parent_bytes=mean([s.pages.parent_only_bytes for s in usable if s.pages]),
-        fixed_shared_bytes=mean([s.pages.shared_with_parent_bytes for s in usable if s.pages]),
+        fixed_parent_bytes=mean(
+            [s.pages.parent_only_bytes - s.pages.file_parent_only_bytes for s in usable if s.pages]
+        ),
+        fixed_shared_bytes=mean(
+            [
+                s.pages.shared_with_parent_bytes
+                + s.pages.shared_workers_bytes
+                - (s.pages.file_once_bytes - s.pages.file_parent_only_bytes)
+                for s in usable
+                if s.pages
+            ]
+        ),
+        fixed_file_bytes=mean([s.pages.file_once_bytes for s in usable if s.pages]),
+        fixed_unexplained_kernel_bytes=mean([unexplained_kernel(s, factor) for s in usable]),
         fixed_kernel_bytes=mean(parent_kernel),
         shared_outside_bytes=mean([s.pages.shared_outside_bytes for s in usable if s.pages]),
         shared_outside_pss_bytes=mean(
             [s.pages.shared_outside_pss_bytes for s in usable if s.pages]
         ),
     )
+
+
+def exact_reclaimable_once(snapshots: Sequence[Snapshot], slab_factor: float | None) -> int:
+    """``reclaimable_once`` for the exact method: the file pages paid once, counted from the
+    page walk, and the kernel memory the cgroup holds beyond the workload's processes."""
+    factor = 1.0 if slab_factor is None else slab_factor
+    values = [
+        s.pages.file_once_bytes + unexplained_kernel(s, factor)
+        for s in exact_snapshots(snapshots)
+        if s.pages is not None
+    ]
+    return round(statistics.fmean(values)) if values else 0
+
+
+def reclaimable_once(snapshots: Sequence[Snapshot], slab_factor: float | None) -> int:
+    """Paid once, reclaimable before an OOM kill: page cache of the workload's files and
+    the kernel memory its cgroup holds beyond its processes (mean over samples)."""
+    factor = 1.0 if slab_factor is None else slab_factor
+    values = [file_cache_once(s) + unexplained_kernel(s, factor) for s in snapshots]
+    return round(statistics.fmean(values)) if values else 0
+
+
+def layout_allowance(snapshots: Sequence[Snapshot], page_size: int) -> int:
+    """Per worker: one page-table page per region of its address space (mean over workers).
+
+    Every instance of a program gets a new random layout (ASLR), and each region may straddle
+    one more page-table boundary there: apache2 prefork workers measured 44 to 56 KiB of page
+    tables across six fresh instances, 40 KiB in each with ASLR off. The workers of one
+    instance share their parent's layout, so their spread cannot show this; the
+    conservative prediction adds it for each of the N workers.
+    """
+    regions = [w.address_regions for s in snapshots for w in s.workers if w.address_regions]
+    return round(statistics.fmean(regions) * page_size) if regions else 0
 
 
 def workload_totals(points: Sequence[SamplePoints]) -> list[int]:
@@ -187,8 +290,16 @@ def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
         per_instance_kernel_stack_bytes=mean([w.kernel_stack_bytes for w in workers]),
         per_instance_slab_bytes=mean([w.slab_bytes * factor for w in workers]),
         kernel_source="estimate" if slab_factor is None else "cgroup",
-        fixed_parent_bytes=mean([sum(p.rollup.uss_bytes for p in ps) for _, ps in parents]),
-        fixed_shared_bytes=mean([shared_once(snap.processes) for snap in snapshots]),
+        fixed_parent_bytes=mean(
+            [sum(p.rollup.uss_bytes - private_file(p) for p in ps) for _, ps in parents]
+        ),
+        fixed_shared_bytes=mean(
+            [shared_once(snap.processes) - shared_file_once(snap.processes) for snap in snapshots]
+        ),
+        fixed_file_bytes=mean([file_cache_once(snap) for snap in snapshots]),
+        fixed_unexplained_kernel_bytes=mean(
+            [unexplained_kernel(snap, factor) for snap in snapshots]
+        ),
         fixed_kernel_bytes=mean(
             [
                 sum(p.kernel_bytes - p.slab_bytes + p.slab_bytes * factor for p in ps)

@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import shlex
 import statistics
 from collections.abc import Sequence
@@ -102,10 +103,16 @@ def build_estimate(
             )
         points = accounting.exact_points(snapshots, factor)
         breakdown = accounting.exact_breakdown(snapshots, slab_factor)
+        reclaimable = accounting.exact_reclaimable_once(snapshots, slab_factor)
     else:
         points = accounting.smaps_points(snapshots, factor)
         breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
-    model = fit(points, method, breakdown)
+        reclaimable = accounting.reclaimable_once(snapshots, slab_factor)
+    model = dataclasses.replace(
+        fit(points, method, breakdown),
+        reclaimable_bytes=reclaimable,
+        layout_allowance_bytes=accounting.layout_allowance(snapshots, mmap.PAGESIZE),
+    )
 
     last = snapshots[-1]
     if last.host is None:

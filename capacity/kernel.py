@@ -15,6 +15,7 @@ against the cgroup's measured kernel memory instead.
 
 from __future__ import annotations
 
+import mmap
 import platform
 
 # THREAD_SIZE per architecture (arch/*/include/asm/thread_info.h or page_*.h). x86-64 has
@@ -89,3 +90,9 @@ def slab_estimate(
         + writable_private * per_anon_mapping
     )
     return round(total)
+
+
+def page_table_span(page_size: int = mmap.PAGESIZE) -> int:
+    """Address space one last-level page-table page maps: a page of 8-byte entries, each
+    mapping one page (2 MiB with 4 KiB pages, 512 MiB with 64 KiB pages)."""
+    return page_size * (page_size // 8)

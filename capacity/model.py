@@ -211,12 +211,21 @@ def total_for(model: ModelFit, instances: int) -> float:
 
 
 def upper_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
-    """One-sided upper prediction bound of the memory ``instances`` workers need."""
-    return total_for(model, instances) + _band(model, instances, level)
+    """One-sided upper prediction bound of the memory ``instances`` workers need, in this or
+    another instance of the program (whose random layout may need more page tables)."""
+    return (
+        total_for(model, instances)
+        + _band(model, instances, level)
+        + instances * model.layout_allowance_bytes
+    )
 
 
 def lower_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
-    return total_for(model, instances) - _band(model, instances, level)
+    return (
+        total_for(model, instances)
+        - _band(model, instances, level)
+        - instances * model.layout_allowance_bytes
+    )
 
 
 def _band(model: ModelFit, instances: int, level: float) -> float:
@@ -303,10 +312,16 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
     """How many instances fit: the point estimate and the conservative one."""
     room = budget.available_bytes - model.fixed_bytes
     point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
-    conservative = conservative_instances(model, budget.available_bytes, point)
+    # The conservative answer also keeps the reclaimable part resident (the workload's own
+    # page cache: a host that evicts its programs' code runs, but slowly).
+    conservative = conservative_instances(
+        model, budget.available_bytes - model.reclaimable_bytes, point
+    )
     note = (
         "largest N whose one-sided 95% upper prediction bound "
         "(fit uncertainty plus the spread of N workers) fits the budget"
+        + (" with the workload's page cache kept" if model.reclaimable_bytes else "")
+        + (", in any address-space layout (ASLR)" if model.layout_allowance_bytes else "")
     )
     return Prediction(
         max_instances=point,

@@ -318,6 +318,13 @@ def summarise(
     def pages(mask: npt.NDArray[np.bool_]) -> int:
         return int(np.count_nonzero(mask & counted)) * page_size
 
+    file = ~anon & ~shmem
+    once = (
+        (cls.sharing == PARENT_ONLY)
+        | (cls.sharing == SHARED_WITH_PARENT)
+        | (cls.sharing == SHARED_WORKERS)
+    )
+
     return PageCounts(
         page_size=page_size,
         pids=tuple(int(p) for p in pids),
@@ -331,7 +338,9 @@ def summarise(
         shared_outside_bytes=int(by_class[OUTSIDE]) * page_size,
         shared_outside_pss_bytes=round(outside_pss * page_size),
         anon_bytes=pages(anon),
-        file_bytes=pages(~anon & ~shmem),
+        file_bytes=pages(file),
+        file_once_bytes=pages(file & once),
+        file_parent_only_bytes=pages(file & (cls.sharing == PARENT_ONLY)),
         shmem_bytes=pages(shmem),
         thp_bytes=pages(_flag(cls.flags, KPF_THP)),
         ksm_bytes=pages(_flag(cls.flags, KPF_KSM)),

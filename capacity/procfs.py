@@ -494,6 +494,49 @@ def count_mappings(pid: int, root: Path = DEFAULT_ROOT, name: str | None = None)
     return count_maps_lines(data)
 
 
+# x86-64 lists its legacy vsyscall page in maps, but it is no VMA and needs no page tables
+# of the process (arch/x86/entry/vsyscall).
+_GATE_AREA_START = 0xFFFFFFFFFF600000
+
+
+def count_address_regions(data: bytes, span: int) -> int:
+    """Separate regions of a maps file's address space: runs of mappings less than ``span``
+    bytes apart (the reach of one last-level page-table page: 2 MiB with 4 KiB pages).
+
+    ASLR places the program, its heap, the mmap area and the stack at random offsets on
+    every exec, so in another instance of the same program each region may straddle one
+    more ``span`` boundary and need one more page-table page.
+    """
+    ranges = []
+    for line in data.splitlines():
+        address = line.split(None, 1)[0] if line.strip() else b""
+        low, sep, high = address.partition(b"-")
+        if not sep:
+            continue
+        try:
+            start, end = int(low, 16), int(high, 16)
+        except ValueError:
+            continue
+        if start < _GATE_AREA_START:
+            ranges.append((start, end))
+    regions, reach = 0, -1
+    for start, end in sorted(ranges):
+        if start - reach >= span or regions == 0:
+            regions += 1
+        reach = max(reach, end)
+    return regions
+
+
+def read_maps_counts(
+    pid: int, span: int, root: Path = DEFAULT_ROOT, name: str | None = None
+) -> tuple[int, int, int]:
+    """(VMAs, writable private VMAs, address regions) from one read of /proc/PID/maps."""
+    path = proc_dir(pid, root) / "maps"
+    with _translating(pid, root, path, name):
+        data = _read(path)
+    return (*count_maps_lines(data), count_address_regions(data, span))
+
+
 def count_open_files(pid: int, root: Path = DEFAULT_ROOT, name: str | None = None) -> int:
     path = proc_dir(pid, root) / "fd"
     with _translating(pid, root, path, name):

@@ -105,6 +105,9 @@ class ProcessMemory:
     open_files: int | None = None
     source: Literal["smaps_rollup", "smaps"] = "smaps_rollup"
     instance: int | None = None  # launch mode: the instance whose process tree holds it
+    # Separate regions of its address space (procfs.count_address_regions): each may need one
+    # more page-table page in another instance, whose ASLR layout differs.
+    address_regions: int | None = None
 
     @property
     def uss_bytes(self) -> int:
@@ -209,6 +212,10 @@ class PageCounts:
     thp_bytes: int = 0
     ksm_bytes: int = 0
     hugetlb_bytes: int = 0
+    # Charged file pages (not anon, not shmem) paid once: the parents' and those shared by
+    # workers; page cache the kernel reclaims before an OOM kill (accounting keeps it apart).
+    file_once_bytes: int = 0
+    file_parent_only_bytes: int = 0
     swapped_bytes: int = 0  # in swap: not in RAM and not in any class above
     read_seconds: float = 0.0
     skipped: int = 0  # processes that exited or changed during the walk
@@ -275,6 +282,10 @@ class Breakdown:
     # Launch mode: pages an instance's processes share among themselves (its tree's
     # PSS - USS), which every new instance brings again.
     per_instance_shared_bytes: int = 0
+    # Paid once but not in fixed: the kernel reclaims them before it OOM-kills (see
+    # accounting). The parent's and the shared file pages are in these, not the two above.
+    fixed_file_bytes: int = 0
+    fixed_unexplained_kernel_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,6 +316,13 @@ class ModelFit:
     confidence_reasons: tuple[str, ...] = ()
     points: tuple[tuple[int, int], ...] = ()
     breakdown: Breakdown | None = None
+    # Paid once, not in fixed_bytes, counted by the conservative prediction only: the page
+    # cache of the workload's own files and kernel memory its cgroup holds beyond its
+    # processes. The kernel reclaims it before an OOM kill; a host that does runs slowly.
+    reclaimable_bytes: int = 0
+    # Per worker: one page-table page per address region, the most a new instance's random
+    # layout (ASLR) can add to the page tables measured here; the bounds add it N times.
+    layout_allowance_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

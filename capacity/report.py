@@ -130,7 +130,11 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
             ("kernel stack", b.per_instance_kernel_stack_bytes),
             ("slab", b.per_instance_slab_bytes),
         ]
-        note = "estimated" if b.kernel_source == "estimate" else "calibrated from the cgroup"
+        note = (
+            "estimated"
+            if b.kernel_source == "estimate"
+            else "estimated, checked against the cgroup"
+        )
         lines.append(
             "    = "
             + " + ".join(f"{name} {format_in(value, per_unit)}" for name, value in parts)
@@ -156,6 +160,20 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         if noun == "instance"
         else f"{model.n_workers} workers × {model.n_samples} samples"
     )
+    if model.reclaimable_bytes:
+        kept = [f"{format_bytes(model.reclaimable_bytes)} of page cache and kernel memory"]
+        if b is not None:
+            kept = [f"page cache of its files {format_bytes(b.fixed_file_bytes)}"]
+            if b.fixed_unexplained_kernel_bytes:
+                kept.append(
+                    "kernel memory beyond its processes "
+                    + format_bytes(b.fixed_unexplained_kernel_bytes)
+                )
+        lines.append(
+            "    not counted: "
+            + " and ".join(kept)
+            + " (reclaimed before an OOM kill; the conservative answer keeps it)"
+        )
     lines.append(
         f"Fit:                    R² {model.r2:.4f}, residual sd {format_bytes(model.residual_sd_bytes)}, "
         f"{model.n_points} points ({points}), method {model.method}"

@@ -32,10 +32,10 @@ from typing import Literal
 from capacity import pages
 from capacity.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
-from capacity.kernel import kernel_stack_size, slab_estimate
+from capacity.kernel import kernel_stack_size, page_table_span, slab_estimate
 from capacity.procfs import (
     DEFAULT_ROOT,
-    count_mappings,
+    read_maps_counts,
     read_meminfo,
     read_rollup,
     read_slab_object_sizes,
@@ -70,7 +70,7 @@ class Sampler:
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
-    _maps_cache: dict[tuple[int, int], tuple[int, int]] = dataclasses.field(
+    _maps_cache: dict[tuple[int, int], tuple[int, int, int]] = dataclasses.field(
         init=False, default_factory=dict
     )
     _started: float | None = dataclasses.field(init=False, default=None)
@@ -185,14 +185,14 @@ class Sampler:
             key = (pid, member.start_ticks)
             maps = self._maps_cache.get(key)
             if maps is None:
-                maps = count_mappings(pid, self.root, name)
+                maps = read_maps_counts(pid, page_table_span(), self.root, name)
                 self._maps_cache[key] = maps
         except ZombieProcess:
             return Skipped(pid=pid, name=name, reason="zombie")
         except NoSuchProcess as err:
             reason = "kernel thread" if "kernel thread" in err.message else "vanished"
             return Skipped(pid=pid, name=name, reason=reason)  # type: ignore[arg-type]
-        mappings, writable_private = maps
+        mappings, writable_private, regions = maps
         threads = max(status.threads, 1)
         return ProcessMemory(
             pid=pid,
@@ -210,6 +210,7 @@ class Sampler:
             kernel_stack_bytes=threads * self.stack_size,
             slab_bytes=slab_estimate(threads, mappings, writable_private, self.slab_sizes),
             mappings=mappings,
+            address_regions=regions,
             source="smaps" if source == "smaps" else "smaps_rollup",
         )
 

@@ -137,3 +137,14 @@ def test_demo_text_output_reads_at_a_glance() -> None:
         "largest_rss",
     ):
         assert needle in result.stdout
+
+
+def test_workers_address_regions_are_read() -> None:
+    """Each worker's address space splits into a few regions (program, heap, mmap area,
+    stack): the conservative prediction allows one page-table page more for each."""
+    with start_demo("--shared", "8M", "--private", "1M", "--workers", "3") as w:
+        doc = estimate_json(w.parent)
+    workers = [p for p in doc["samples"][-1]["processes"] if p["role"] == "worker"]
+    assert all(3 <= p["address_regions"] <= 12 for p in workers)
+    mean = sum(p["address_regions"] for p in workers) / len(workers)
+    assert doc["model"]["layout_allowance_bytes"] == round(mean * os.sysconf("SC_PAGE_SIZE"))

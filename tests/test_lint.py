@@ -26,9 +26,9 @@ def test_ruff() -> None:
         if Path(sys.executable).with_name("ruff").exists()
         else "ruff"
     )
-    check = run(ruff, "check", "capacity", "tests")
+    check = run(ruff, "check", "capacity", "tests", "scripts")
     assert check.returncode == 0, check.stdout + check.stderr
-    fmt = run(ruff, "format", "--check", "capacity", "tests")
+    fmt = run(ruff, "format", "--check", "capacity", "tests", "scripts")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

@@ -1,0 +1,725 @@
+#!/usr/bin/env python3
+"""Is capplan's predicted maximum right? Find the true maximum by experiment and compare.
+
+For each workload:
+
+1. **The truth.** Run the workload in a memory cgroup of its own with a hard limit and no
+   swap (``capacity.cgroup.create_cgroup`` + ``set_limit``), under load, and find the
+   largest worker count that runs without the cgroup's OOM killer firing
+   (``oom_kills()``: v2 memory.events ``oom_kill``, v1 memory.oom_control ``oom_kill``).
+   Repeat, each time in a fresh cgroup, and report min / median / max.
+
+   * Workloads that can add a worker on demand grow one worker at a time while ``ab``
+     loads them without pause: tests/workloads/forkserver.py (the ``add`` command) and
+     gunicorn (SIGTTIN adds one worker). After each added worker we wait until the load has
+     reached it (every worker has served its warm-up requests) and then check the OOM count.
+   * apache2 prefork and php-fpm cannot add exactly one worker to a running instance
+     (prefork forks as many as its spare-server rules say; php-fpm's static pool is fixed),
+     so each count is a fresh instance with exactly that many workers (apache2:
+     StartServers = Min/MaxSpareServers = MaxRequestWorkers = N; php-fpm: pm = static,
+     pm.max_children = N) in a fresh limited cgroup, loaded with ``ab`` until every worker
+     has served requests. Counts are searched by bracketing and bisection: the answer is
+     the N that ran without an OOM kill while N + 1 was OOM-killed.
+
+2. **The prediction.** Start the same workload with 10 workers in a fresh cgroup *without*
+   a limit, load it the same way, and run capplan as a user would:
+   ``capplan estimate --pid MASTER --memory LIMIT --reserve 0`` (the budget is the limit).
+   The usual rules (largest RSS, RSS - SHR, PSS, USS) come from the same measurement.
+
+Goals: capplan's point prediction within 5 % of the true median on every workload, and
+its conservative prediction never above the true minimum. The table says plainly where a
+goal is missed.
+
+Run as root (cgroups; apache2 and php-fpm workers run as www-data, whose memory only root
+may read), from the repository root:
+
+    python3 scripts/validate.py                      # everything, 3 repeats: ~15-20 min
+    python3 scripts/validate.py --quick              # the reduced set CI runs: ~2 min
+    python3 scripts/validate.py --only apache2 --repeats 1
+
+It writes reports/validation.md (the table and how it was made) and reports/validation.json
+(every trial's raw figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import servers  # noqa: E402  (tests/servers.py: the same launchers the tests use)
+from tabulate import tabulate  # noqa: E402
+
+from capacity import __version__  # noqa: E402
+from capacity.cgroup import OwnCgroup, detect_layout, temporary_cgroup  # noqa: E402
+from capacity.records import write_atomic  # noqa: E402
+
+MiB = 1024 * 1024
+POINT_TOLERANCE = 0.05
+MEASURED_WORKERS = 10
+LOAD_CONCURRENCY = 4
+CGROUP_PREFIX = "capplan-validate"
+USUAL_RULES = ("largest_rss", "rss_minus_shr", "pss", "uss")
+ROOMY_FRACTION = 0.9
+INCREMENTAL = ("forkserver", "gunicorn")  # kinds that add one worker to a running instance
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One experiment: what runs, under which limit, and how its workers are added."""
+
+    name: str
+    title: str
+    kind: str  # forkserver | apache2 | php-fpm | gunicorn
+    limit_bytes: int
+    args: tuple[str, ...] = ()
+    warm_requests: int = 20  # requests every worker serves before a count counts
+    quick: bool = False  # part of the reduced set CI runs (tests/test_validation.py)
+
+    @property
+    def method(self) -> str:
+        if self.kind in INCREMENTAL:
+            return "one worker added at a time to the running workload"
+        return "a fresh instance per worker count (bisection)"
+
+
+WORKLOADS = (
+    Workload(
+        name="cow-heavy",
+        title="copy-on-write heavy: 64 MiB heap shared by fork, 256 KiB private, 1% of the heap re-dirtied",
+        kind="forkserver",
+        limit_bytes=192 * MiB,
+        args=("--shared", "64M", "--private", "256K", "--dirty", "0.01", "--scratch", "64K"),
+        quick=True,
+    ),
+    Workload(
+        name="growing",
+        title="workers grow with requests: +64 KiB kept per request up to 4 MiB",
+        kind="forkserver",
+        limit_bytes=256 * MiB,
+        args=("--private", "256K", "--grow", "64K", "--grow-cap", "4M"),
+        warm_requests=80,  # 4 MiB / 64 KiB = 64 requests to reach the cap
+    ),
+    Workload(
+        name="shm",
+        title="large shared memory segment: 96 MiB MAP_SHARED read by every worker",
+        kind="forkserver",
+        limit_bytes=192 * MiB,
+        args=("--shm", "96M", "--private", "512K"),
+    ),
+    Workload(
+        name="kernel-heavy",
+        title="kernel memory dominates: each worker inherits 4000 one-page mappings (VMAs, page tables, anon_vma chains)",
+        kind="forkserver",
+        limit_bytes=192 * MiB,
+        args=("--mappings", "4000", "--private", "64K"),
+        quick=True,
+    ),
+    Workload(
+        name="apache2",
+        title="apache2 prefork, static page, workers as www-data",
+        kind="apache2",
+        limit_bytes=64 * MiB,
+        quick=True,
+    ),
+    Workload(
+        name="php-fpm",
+        title="php-fpm static pool behind apache2 (mod_proxy_fcgi), opcache on",
+        kind="php-fpm",
+        limit_bytes=128 * MiB,
+        quick=True,
+    ),
+    Workload(
+        name="gunicorn",
+        title="gunicorn sync workers, tiny WSGI app",
+        kind="gunicorn",
+        limit_bytes=160 * MiB,
+    ),
+)
+
+
+class Stopped(BaseException):
+    """SIGTERM: unwind through every ``finally`` so nothing we started survives."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- running workloads
+
+
+@dataclasses.dataclass
+class Running:
+    """A started workload: the master, what to load, how to tell the load reached every
+    worker, and (where it can) how to add one worker."""
+
+    server: servers.Server
+    url: str
+    counter: servers.Server  # whose access log counts the requests served
+    add: Callable[[], None] | None = None
+    served_at_least: Callable[[int], bool] | None = None  # per-worker counts (forkserver)
+
+
+@contextlib.contextmanager
+def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running]:
+    """Start ``workload`` with ``count`` workers inside ``cgroup``."""
+    if workload.kind == "forkserver":
+        with servers.forkserver(*workload.args, workers=count, cgroup=cgroup) as fork:
+
+            def served(requests: int) -> bool:
+                _alive, fewest, _most = fork.status()
+                return fewest >= requests
+
+            def add() -> None:
+                fork.add()
+
+            yield Running(
+                server=fork,
+                url=fork.url(),
+                counter=fork,
+                add=add,
+                served_at_least=served,
+            )
+    elif workload.kind == "apache2":
+        with servers.apache2(count, cgroup=cgroup, timeout=30) as apache:
+            yield Running(server=apache, url=apache.url(), counter=apache)
+    elif workload.kind == "php-fpm":
+        with (
+            servers.php_fpm(count, cgroup=cgroup, timeout=30) as fpm,
+            servers.php_fpm_frontend(fpm, 10) as front,
+        ):
+            yield Running(server=fpm, url=front.url("/index.php"), counter=front)
+    elif workload.kind == "gunicorn":
+        with servers.gunicorn(count, cgroup=cgroup, timeout=30) as app:
+
+            def add() -> None:
+                before = len(app.workers())
+                os.kill(app.pid, signal.SIGTTIN)  # gunicorn: one more worker
+                servers.wait_until(
+                    lambda: len(app.workers()) > before or cgroup.oom_kills() > 0,
+                    60,
+                    "gunicorn worker after SIGTTIN",
+                )
+
+            yield Running(server=app, url=app.url(), counter=app, add=add)
+    else:
+        raise ValueError(workload.kind)
+
+
+def wait_for_load(
+    running: Running, workload: Workload, workers: int, oom: Callable[[], bool]
+) -> None:
+    """Until every worker has served ``warm_requests`` (forkserver counts per worker) or the
+    access log grew by that many per worker; returns early on an OOM kill."""
+    if running.served_at_least is not None:
+        check = running.served_at_least
+        servers.wait_until(
+            lambda: oom() or check(workload.warm_requests),
+            120,
+            f"{workload.name}: every worker served {workload.warm_requests} requests",
+        )
+        return
+    start_count = running.counter.requests_logged()
+    goal = workload.warm_requests * workers
+    servers.wait_until(
+        lambda: oom() or running.counter.requests_logged() - start_count >= goal,
+        120,
+        f"{workload.name}: {goal} requests under load",
+    )
+
+
+# --------------------------------------------------------------------------- the truth
+
+
+@dataclasses.dataclass
+class Trial:
+    """One search for the true maximum, in fresh limited cgroups."""
+
+    max_fit: int
+    first_oom: int
+    tried: list[tuple[int, bool]]  # (workers, OOM-killed?)
+    seconds: float
+    # (workers, what the cgroup held besides page cache) for every count that fitted, read
+    # under load: the slope is what one more worker really cost during the search.
+    held: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+
+def held_now(cgroup: OwnCgroup) -> int | None:
+    """What the cgroup holds that the kernel cannot reclaim: usage - page cache + shmem."""
+    memory = cgroup.memory()
+    if memory is None:
+        return None
+    return memory.current_bytes - memory.stat.get("file", 0) + memory.stat.get("shmem", 0)
+
+
+def slope(points: list[tuple[int, int]]) -> float | None:
+    """Least-squares bytes per worker through (workers, bytes); None with fewer than two counts."""
+    if len({n for n, _ in points}) < 2:
+        return None
+    from scipy import stats
+
+    return float(stats.linregress([n for n, _ in points], [b for _, b in points]).slope)
+
+
+def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
+    """A fresh instance with ``count`` workers under load: did it run without an OOM kill?
+    Also what its cgroup held, under load, when it did."""
+    held = None
+    with temporary_cgroup(CGROUP_PREFIX) as cgroup:
+        cgroup.set_limit(workload.limit_bytes)
+        try:
+            with (
+                start(workload, count, cgroup) as running,
+                servers.ab_load(running.url, LOAD_CONCURRENCY),
+            ):
+                wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
+                held = held_now(cgroup)
+        except RuntimeError:
+            if cgroup.oom_kills() == 0:
+                raise  # it failed for another reason: that is not an answer
+        ok = cgroup.oom_kills() == 0
+        return ok, held if ok else None
+
+
+def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
+    began = time.monotonic()
+    tried: list[tuple[int, bool]] = []
+    held: list[tuple[int, int]] = []
+
+    def probe(count: int) -> bool:
+        ok, bytes_held = fits(workload, count)
+        tried.append((count, not ok))
+        if bytes_held is not None:
+            held.append((count, bytes_held))
+        log(f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}")
+        return ok
+
+    low, high = 1, None  # low fits (verified below), high does not
+    step = 8
+    start_at = guess if guess is not None else 16
+    if probe(start_at):
+        low = start_at
+        while high is None:
+            candidate = low + step
+            if probe(candidate):
+                low, step = candidate, step * 2
+            else:
+                high = candidate
+    else:
+        high = start_at
+        candidate = max(1, start_at - step)
+        while not probe(candidate):
+            high = candidate
+            if candidate == 1:
+                raise RuntimeError(f"{workload.name}: even 1 worker is OOM-killed")
+            step *= 2
+            candidate = max(1, candidate - step)
+        low = candidate
+    while high - low > 1:
+        middle = (low + high) // 2
+        if probe(middle):
+            low = middle
+        else:
+            high = middle
+    return Trial(
+        max_fit=low, first_oom=high, tried=tried, seconds=time.monotonic() - began, held=held
+    )
+
+
+def grow_until_oom(workload: Workload) -> Trial:
+    """One worker at a time, under continuous load, until the OOM killer fires."""
+    began = time.monotonic()
+    tried: list[tuple[int, bool]] = []
+    held: list[tuple[int, int]] = []
+    with temporary_cgroup(CGROUP_PREFIX) as cgroup:
+        cgroup.set_limit(workload.limit_bytes)
+
+        def oom() -> bool:
+            return cgroup.oom_kills() > 0
+
+        with start(workload, 1, cgroup) as running, servers.ab_load(running.url, LOAD_CONCURRENCY):
+            assert running.add is not None
+            workers = 1
+            while True:
+                try:
+                    wait_for_load(running, workload, workers, oom)
+                except RuntimeError:
+                    if not oom():
+                        raise
+                bytes_held = held_now(cgroup)
+                tried.append((workers, oom()))
+                if oom():
+                    break
+                if bytes_held is not None:
+                    held.append((workers, bytes_held))
+                if workers % 10 == 0 and bytes_held is not None:
+                    log(
+                        f"  {workload.name}: {workers} workers fit, {bytes_held / MiB:.1f} MiB held"
+                    )
+                try:
+                    running.add()
+                except RuntimeError:
+                    if not oom():
+                        raise
+                workers += 1
+    log(f"  {workload.name}: OOM kill with {workers} workers")
+    return Trial(
+        max_fit=workers - 1,
+        first_oom=workers,
+        tried=tried,
+        seconds=time.monotonic() - began,
+        held=held,
+    )
+
+
+def true_maximum(workload: Workload, guess: int | None) -> Trial:
+    if workload.kind in INCREMENTAL:
+        return grow_until_oom(workload)
+    return bisect_maximum(workload, guess)
+
+
+# --------------------------------------------------------------------------- the prediction
+
+
+def capplan_estimate(workload: Workload, samples: int, interval: float) -> dict[str, Any]:
+    """capplan on the workload with 10 workers, loaded, in a cgroup without a limit.
+
+    The 10 workers come the same way as in the search for the truth: added one at a time to
+    a running workload where it can add them, else started together. (It matters: gunicorn
+    workers forked by a master that has been running cost 6 MiB, those forked at start 4.3.)
+    """
+    incremental = workload.kind in INCREMENTAL
+    with (
+        temporary_cgroup(CGROUP_PREFIX) as cgroup,
+        start(workload, 1 if incremental else MEASURED_WORKERS, cgroup) as running,
+        servers.ab_load(running.url, LOAD_CONCURRENCY),
+    ):
+        for workers in range(1, MEASURED_WORKERS if incremental else 1):
+            wait_for_load(running, workload, workers, lambda: False)
+            assert running.add is not None
+            running.add()
+        wait_for_load(running, workload, MEASURED_WORKERS, lambda: False)
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "capacity",
+                "estimate",
+                "--pid",
+                str(running.server.pid),
+                "--memory",
+                str(workload.limit_bytes),
+                "--reserve",
+                "0",
+                "--samples",
+                str(samples),
+                "--interval",
+                str(interval),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+    if completed.returncode != 0:
+        raise RuntimeError(f"capplan failed on {workload.name}: {completed.stderr.strip()}")
+    return json.loads(completed.stdout)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def relative(predicted: int, truth: float) -> float:
+    return (predicted - truth) / truth
+
+
+def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> dict[str, Any]:
+    maxima = [t.max_fit for t in trials]
+    truth = {"min": min(maxima), "median": statistics.median(maxima), "max": max(maxima)}
+    point = doc["prediction"]["max_instances"]
+    conservative = doc["prediction"]["max_instances_conservative"]
+    usual = {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES}
+    model = doc["model"]
+    # Near the limit the kernel squeezes what it can reclaim, which flattens the line: only
+    # counts that held at most 90 % of the limit measure what a worker costs.
+    roomy = [
+        (n, held)
+        for t in trials
+        for n, held in t.held
+        if held <= ROOMY_FRACTION * workload.limit_bytes
+    ]
+    cgroup_slope = slope(roomy)
+    return {
+        "name": workload.name,
+        "title": workload.title,
+        "method": workload.method,
+        "limit_bytes": workload.limit_bytes,
+        "truth": truth,
+        "trials": [dataclasses.asdict(t) for t in trials],
+        "capplan": {
+            "point": point,
+            "conservative": conservative,
+            "point_error": relative(point, truth["median"]),
+            "per_worker_bytes": model["per_instance_bytes"],
+            "per_worker_ci95": model["per_instance_ci95"],
+            "fixed_bytes": model["fixed_bytes"],
+            "reclaimable_bytes": model.get("reclaimable_bytes", 0),
+            "confidence": model["confidence"],
+            "kernel_source": model["breakdown"]["kernel_source"],
+            "breakdown": model["breakdown"],
+            "measured_workers": doc["workload"]["worker_count"],
+        },
+        "cgroup_per_worker_bytes": cgroup_slope,
+        "usual": {
+            name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()
+        },
+        "goals": {
+            "point_within_5pct": abs(relative(point, truth["median"])) <= POINT_TOLERANCE,
+            "conservative_at_most_min": conservative <= truth["min"],
+        },
+    }
+
+
+def validate(
+    workloads: list[Workload], repeats: int, samples: int, interval: float
+) -> list[dict[str, Any]]:
+    results = []
+    for workload in workloads:
+        log(f"{workload.name}: {workload.title} (limit {workload.limit_bytes // MiB} MiB)")
+        doc = capplan_estimate(workload, samples, interval)
+        log(
+            f"  capplan: {doc['prediction']['max_instances']} workers "
+            f"(conservative {doc['prediction']['max_instances_conservative']}), "
+            f"{doc['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
+        )
+        trials: list[Trial] = []
+        for repeat in range(repeats):
+            # The search never starts from capplan's answer, so it cannot lean towards it.
+            trial = true_maximum(workload, trials[-1].max_fit if trials else None)
+            log(f"  repeat {repeat + 1}: true maximum {trial.max_fit} ({trial.seconds:.0f} s)")
+            trials.append(trial)
+        results.append(evaluate(workload, trials, doc))
+    return results
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    rows = []
+    for r in results:
+        truth, cap, usual, goals = r["truth"], r["capplan"], r["usual"], r["goals"]
+        rows.append(
+            [
+                r["name"],
+                r["limit_bytes"] // MiB,
+                f"{cap['per_worker_bytes'] / 1024:.0f} / "
+                + (
+                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
+                    if r["cgroup_per_worker_bytes"] is not None
+                    else "-"
+                ),
+                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
+                f"{cap['point']} ({_pct(cap['point_error'])})"
+                + ("" if goals["point_within_5pct"] else " **MISS**"),
+                f"{cap['conservative']}"
+                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+                *(f"{usual[n]['max']} ({_pct(usual[n]['error'])})" for n in USUAL_RULES),
+            ]
+        )
+    table = tabulate(
+        rows,
+        headers=[
+            "workload",
+            "limit MiB",
+            "per worker KiB: capplan / cgroup",
+            "true max min / median / max",
+            "capplan point (error)",
+            "capplan conservative",
+            "largest RSS",
+            "RSS - SHR",
+            "PSS",
+            "USS",
+        ],
+        tablefmt="github",
+    )
+    met = all(all(r["goals"].values()) for r in results)
+    details = []
+    for r in results:
+        cap = r["capplan"]
+        b = cap["breakdown"]
+        trials = "; ".join(
+            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s)"
+            for t in r["trials"]
+        )
+        details.append(
+            f"* **{r['name']}**: {r['title']}. Truth by {r['method']}: {trials}. "
+            f"capplan measured {cap['measured_workers']} workers: "
+            f"{cap['per_worker_bytes'] / 1024:.0f} KiB per worker "
+            f"(USS {b['per_instance_uss_bytes'] / 1024:.0f} + page tables "
+            f"{b['per_instance_page_tables_bytes'] / 1024:.0f} + kernel stack "
+            f"{b['per_instance_kernel_stack_bytes'] / 1024:.0f} + slab "
+            f"{b['per_instance_slab_bytes'] / 1024:.0f} KiB, kernel from {cap['kernel_source']}), "
+            f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
+            f"MiB reclaimable, kept only by the conservative answer), confidence "
+            f"{cap['confidence']}."
+            + (
+                f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
+                "KiB more per added worker (usage - page cache + shmem, least squares over "
+                "the counts that fitted below 90 % of the limit)."
+                if r["cgroup_per_worker_bytes"] is not None
+                else ""
+            )
+        )
+    return "\n".join(
+        [
+            "# Validation: capplan's predicted maximum against the true maximum",
+            "",
+            f"Generated by `{meta['command']}` on {meta['date']}: Linux {meta['kernel']}, "
+            f"{meta['machine']}, cgroup {meta['cgroup']}, capplan {meta['capplan']}, "
+            f"{meta['repeats']} repeat(s) per workload. Raw figures: `{meta['json']}`.",
+            "",
+            "**True max**: the largest worker count that ran under `ab` load in a memory cgroup "
+            "with that hard limit and no swap without the cgroup's OOM killer firing (min / "
+            "median / max over the repeats, each in a fresh cgroup). **capplan**: "
+            f"`capplan estimate --pid MASTER --memory LIMIT --reserve 0` on the same workload "
+            f"with {MEASURED_WORKERS} workers under the same load, in a cgroup without a limit. "
+            "The usual rules divide the same limit by the same measurement's largest RSS, mean "
+            "RSS - SHR, PSS and USS. Errors are relative to the true median. **Per worker**: "
+            "capplan's marginal cost against what the limited cgroup held per added worker "
+            "during the search (usage - page cache + shmem, least squares over the counts "
+            "that fitted below 90 % of the limit).",
+            "",
+            "Goals: capplan's point prediction within 5 % of the true median, and its "
+            "conservative prediction never above the true minimum. "
+            + (
+                "**Every goal is met.**"
+                if met
+                else "**Not every goal is met: the rows marked MISS say where.**"
+            ),
+            "",
+            table,
+            "",
+            "## Workloads and trials",
+            "",
+            *details,
+            "",
+            "## How to reproduce",
+            "",
+            "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm and "
+            "gunicorn installed (`.ci/install-system-packages`, `pip install -e '.[test]'`):",
+            "",
+            "```sh",
+            "python3 scripts/validate.py            # all workloads, 3 repeats",
+            "python3 scripts/validate.py --quick    # the reduced set CI runs",
+            "```",
+            "",
+            "The method is described at the top of `scripts/validate.py` and in README.",
+            "",
+        ]
+    )
+
+
+def metadata(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
+    return {
+        "command": " ".join(["python3 scripts/validate.py", *args.argv]),
+        "date": datetime.date.today().isoformat(),
+        "kernel": platform.release(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {_mem_total() / 1024**3:.1f} GiB",
+        "cgroup": detect_layout().version,
+        "capplan": __version__,
+        "repeats": args.repeats,
+        "json": str(json_path.relative_to(REPO))
+        if json_path.is_relative_to(REPO)
+        else str(json_path),
+    }
+
+
+def _mem_total() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def select(names: list[str] | None, quick: bool) -> list[Workload]:
+    chosen = [w for w in WORKLOADS if (not quick or w.quick)]
+    if names:
+        known = {w.name for w in WORKLOADS}
+        unknown = set(names) - known
+        if unknown:
+            raise SystemExit(f"unknown workload(s) {sorted(unknown)}; known: {sorted(known)}")
+        chosen = [w for w in chosen if w.name in names]
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the reduced set CI runs")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these workloads")
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--output", type=Path, default=REPO / "reports" / "validation.md")
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(arguments)
+    args.argv = arguments
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if os.geteuid() != 0:
+        print(
+            "validate.py needs root: it creates memory cgroups and reads www-data's workers",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        for check in (servers.ab_binary, servers.apache2_binary):
+            check()
+    except servers.ServerUnavailable as missing:
+        print(f"validate.py: {missing}", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Stopped()
+
+    signal.signal(signal.SIGTERM, on_term)
+    workloads = select(args.only, args.quick)
+    try:
+        results = validate(workloads, args.repeats, args.samples, args.interval)
+    except (KeyboardInterrupt, Stopped):
+        print("validate.py: stopped; every server and cgroup it started is gone", file=sys.stderr)
+        return 130
+    json_path = args.output.with_suffix(".json")
+    meta = metadata(args, json_path)
+    write_atomic(json_path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    write_atomic(args.output, render_markdown(results, meta))
+    print(render_markdown(results, meta))
+    return 0 if all(all(r["goals"].values()) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
