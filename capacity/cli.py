@@ -63,6 +63,17 @@ MethodFlag = Annotated[
 ]
 
 
+DeepFlag = Annotated[
+    bool,
+    typer.Option(
+        "--deep",
+        help="Also walk processes over 4 GiB resident or 10,000 mappings page by page "
+        "(exact method, inspect's per-mapping read). Without it they are read from "
+        "smaps_rollup only: a walk holds the process's memory-map lock and can stall it.",
+    ),
+]
+
+
 def _size_option(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -195,6 +206,7 @@ def estimate(
     ] = False,
     root: RootOption = Path("/"),
     method: MethodFlag = None,
+    deep: DeepFlag = False,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -249,7 +261,7 @@ def estimate(
         exact_mode: sampler.ExactMode = (
             "auto" if method is None else "require" if method == MethodOption.exact else "off"
         )
-        reader = sampler.Sampler(selector, root, exact=exact_mode)
+        reader = sampler.Sampler(selector, root, exact=exact_mode, deep=deep)
         with _progress(output_format == Format.text, samples, "sampling") as advance:
             snapshots = sampler.collect(
                 selector,
@@ -301,6 +313,7 @@ def inspect(
     memory: MemoryOption = None,
     reserve: ReserveOption = None,
     root: RootOption = Path("/"),
+    deep: DeepFlag = False,
 ) -> None:
     """Show where a workload's memory goes: a row per library, file, heap, stack, shmem...
 
@@ -342,6 +355,7 @@ def inspect(
             memory=parse_size(memory) if memory else None,
             reserve_bytes=reserve_bytes,
             reserve_fraction=reserve_fraction,
+            deep=deep,
         )
     _write(report.INSPECT_RENDERERS[output_format.value](result))
 
@@ -374,7 +388,7 @@ def _install_signal_handlers() -> None:
     """
     import signal
 
-    from capacity.workload import Interrupted, Terminated
+    from capacity.errors import Interrupted, Terminated
 
     def on_int(signum: int, frame: object) -> None:
         raise Interrupted()
@@ -388,7 +402,7 @@ def _install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the typer app and map every outcome to an exit status."""
-    from capacity.workload import Interrupted, Terminated
+    from capacity.errors import Interrupted, Terminated
 
     _install_signal_handlers()
     try:

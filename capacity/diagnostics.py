@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from capacity import gentle
 from capacity.records import Budget, Environment, ModelFit, Prediction, Snapshot, Warning
 from capacity.units import format_bytes
 
@@ -36,7 +37,9 @@ def diagnose(
             Warning(
                 code="EXACT_FALLBACK",
                 message=f"fell back to the smaps method: {exact_fallback}",
-                hint=f"run as root for exact page accounting (sudo {rerun}), "
+                hint=gentle.deep_hint(rerun)
+                if gentle.is_refusal(exact_fallback)
+                else f"run as root for exact page accounting (sudo {rerun}), "
                 "or pass --method smaps to choose smaps and silence this",
             )
         )

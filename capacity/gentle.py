@@ -1,0 +1,103 @@
+"""Gentle on the workload: which processes the deep readers may walk without ``--deep``.
+
+Every smaps-family read walks the process's page tables, and the kernel holds the
+process's mmap lock while it does (``smaps_rollup`` drops it between mappings when a writer
+waits, since Linux 5.10; one large mapping is still walked in one go). While the lock is
+held, the process cannot mmap, munmap or grow its heap, and on kernels before per-VMA
+locks (Linux 6.4) its page faults queue behind the waiting writer: the whole process
+stalls. process-exporter #246 measured 4.4 s on a 200 GB process; DataDog agent #41946
+reports tens of seconds on ~2 TB heaps.
+
+capplan reads ``smaps_rollup`` once per sample: the least any PSS/USS figure costs. The
+deep readers walk the same page tables again, and more: the per-mapping ``smaps`` (used by
+``capplan inspect``) formats and parses every mapping, and the exact tier reads
+``pagemap``, 8 bytes per virtual page. They run on processes up to a threshold only, unless
+the user passes ``--deep``:
+
+* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: the walk takes about 20 ns per resident
+  page in the kernel (80 ms for 4 GiB on the reference host, issue 7), so beyond 4 GiB
+  each extra walk stalls the process for more than a tenth of a second;
+* more than ``DEEP_MAPPINGS`` (10,000) mappings: per-mapping smaps then produces
+  megabytes of text (a JVM or Elasticsearch with many mapped files), and its parse alone
+  takes half a second.
+
+Both figures come from the default read (``VmRSS`` of ``status`` per sample; the mapping
+count from ``maps``, which takes no page-table walk), so deciding costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from capacity.errors import CapplanError, ExactUnavailable
+from capacity.records import ProcessMemory
+from capacity.units import format_bytes
+
+DEEP_RSS_BYTES = 4 * 1024**3
+DEEP_MAPPINGS = 10_000
+REFUSAL_PREFIX = "too large for a page walk without --deep"
+
+
+def too_large(
+    processes: Iterable[ProcessMemory],
+    rss_limit: int | None = None,
+    mapping_limit: int | None = None,
+) -> list[ProcessMemory]:
+    """The processes over either threshold (default: the module's), largest first."""
+    rss_limit = DEEP_RSS_BYTES if rss_limit is None else rss_limit
+    mapping_limit = DEEP_MAPPINGS if mapping_limit is None else mapping_limit
+    large = [
+        p for p in processes if p.rollup.rss_bytes > rss_limit or (p.mappings or 0) > mapping_limit
+    ]
+    return sorted(large, key=lambda p: (-p.rollup.rss_bytes, -(p.mappings or 0), p.pid))
+
+
+def refusal(large: Sequence[ProcessMemory]) -> str:
+    """Why the deep readers skipped the workload, naming its largest processes."""
+    shown = ", ".join(
+        f"pid {p.pid} ({p.name}) {format_bytes(p.rollup.rss_bytes)} resident in "
+        f"{p.mappings or 0:,} mappings"
+        for p in large[:3]
+    )
+    more = f" and {len(large) - 3} more" if len(large) > 3 else ""
+    return (
+        f"{REFUSAL_PREFIX}: {shown}{more} (over {format_bytes(DEEP_RSS_BYTES)} resident or "
+        f"{DEEP_MAPPINGS:,} mappings: each walk holds the process's memory-map lock)"
+    )
+
+
+class TooLarge(ExactUnavailable):
+    """The deep readers refused the workload: a fallback reason, or an error under
+    ``--method exact``, whose hint is ``--deep`` rather than "run as root"."""
+
+    def __init__(
+        self, large: Sequence[ProcessMemory], command: str = "capplan estimate ..."
+    ) -> None:
+        super().__init__(refusal(large))
+        self.hint = deep_hint(command)
+        self.large = tuple(large)
+
+
+def refuse_mappings(large: Sequence[ProcessMemory], command: str) -> CapplanError:
+    """The error for a per-mapping read (``capplan inspect``) the thresholds forbid.
+
+    There is nothing cheaper to fall back to: the rollup has no per-mapping figures.
+    """
+    return CapplanError(
+        f"{refusal(large)}; capplan inspect reads every mapping of every process",
+        hint=f"pass --deep to read them anyway ({command} --deep), at the cost of stalling "
+        "them briefly, or use capplan estimate, which reads smaps_rollup only",
+    )
+
+
+def is_refusal(reason: str | None) -> bool:
+    """True when a fallback reason came from the threshold (the hint is then ``--deep``)."""
+    return reason is not None and reason.startswith(REFUSAL_PREFIX)
+
+
+def deep_hint(command: str) -> str:
+    """What to run next after a refusal."""
+    return (
+        f"pass --deep to walk them anyway ({command} --deep), at the cost of stalling them "
+        "briefly, or --method smaps to choose smaps and silence this"
+    )
