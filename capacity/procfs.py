@@ -163,8 +163,42 @@ def _status_values(data: bytes) -> dict[bytes, bytes]:
     return values
 
 
+# The lines capplan uses, in the order every kernel since 4.5 writes them (RssAnon, RssFile
+# and RssShmem are 4.5's). One match reads them all; a status that does not fit (a kernel
+# thread or zombie without Vm* lines, an older kernel) goes through the general reader.
+_STATUS_IN_ORDER = re.compile(
+    rb"Name:\t([^\n]*)\n.*?\nState:\t(.).*?\nTgid:\t(\d+)\n.*?\nPid:\t(\d+)\nPPid:\t(\d+)\n"
+    rb".*?\nUid:\t(\d+)\t(\d+).*?\nVmRSS:\s+(\d+) kB\nRssAnon:\s+(\d+) kB\n"
+    rb"RssFile:\s+(\d+) kB\nRssShmem:\s+(\d+) kB\n.*?\nVmPTE:\s+(\d+) kB\n"
+    rb"VmSwap:\s+(\d+) kB\n.*?\nThreads:\t(\d+)\n",
+    re.DOTALL,
+)
+
+
 def parse_status(data: bytes, path: str = "status") -> ProcStatus:
     """Parse /proc/PID/status. Kernel threads and zombies have no Vm* lines: they read as 0."""
+    match = _STATUS_IN_ORDER.match(data)
+    if match is not None:
+        name, state, tgid, pid, ppid, uid, euid, rss, anon, file, shmem, pte, swap, threads = (
+            match.groups()
+        )
+        return ProcStatus(
+            name=name.strip().decode("utf-8", "replace"),
+            state=state.decode("ascii", "replace"),
+            tgid=int(tgid),
+            pid=int(pid),
+            ppid=int(ppid),
+            uid=int(uid),
+            euid=int(euid),
+            threads=int(threads),
+            vm_rss_bytes=int(rss) * 1024,
+            rss_anon_bytes=int(anon) * 1024,
+            rss_file_bytes=int(file) * 1024,
+            rss_shmem_bytes=int(shmem) * 1024,
+            vm_pte_bytes=int(pte) * 1024,
+            vm_swap_bytes=int(swap) * 1024,
+            has_mm=True,
+        )
     values = _status_values(data)
 
     def need(key: bytes) -> bytes:

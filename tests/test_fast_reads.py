@@ -100,6 +100,9 @@ def _plain_status(data: bytes) -> dict[str, object]:
 def test_status_fast_path_equals_line_parser_on_every_process() -> None:
     files = _host_files("status")
     assert len(files) >= 2
+    # This process's status takes the one-match path; kernel threads (if listed) do not.
+    with open("/proc/self/status", "rb") as handle:
+        assert procfs._STATUS_IN_ORDER.match(handle.read())
     for data in files:
         parsed = procfs.parse_status(data)
         for field, expected in _plain_status(data).items():
