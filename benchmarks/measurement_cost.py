@@ -38,8 +38,8 @@ whole-process (wall time of a child process from ``Popen`` to exit; includes sta
 Python, about 40 ms on the reference host, see the ``python -c pass`` row):
 
 * capplan estimate --samples 1 --method smaps, and with the default method (exact where
-  available), as ``python -m capacity`` from this checkout; their peak RSS (``ru_maxrss``
-  from ``wait4``);
+  available), run as the console script runs it (``from capacity.cli import main``) from
+  this checkout; their peak RSS (VmHWM, read by capplan's process as it exits);
 * bare read and psutil scan as one-line Python scripts;
 * ``ps_mem -p PID,PID,...`` and ``smem -P TAG`` (smem selects by command line: the
   workload's carries a unique tag).
@@ -200,26 +200,55 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - began
 
 
-def run_child(command: Sequence[str], *, expect_ok: bool = True) -> tuple[float, int, bytes]:
-    """Wall time, peak RSS (KiB) and stdout of one child process, from Popen to exit."""
+def run_child(command: Sequence[str]) -> tuple[float, bytes]:
+    """Wall time and stdout of one child process, from Popen to exit."""
     with tempfile.TemporaryFile() as out:
         began = time.perf_counter()
-        child = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        child = subprocess.run(
+            command, stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False
         )
-        assert child.stderr is not None
-        err = child.stderr.read()
-        _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - began
-        child.returncode = os.waitstatus_to_exitcode(status)
-        child.stderr.close()
         out.seek(0)
         data = out.read()
-    if expect_ok and child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:4])}... exited {child.returncode}: {err[-500:]!r}")
-    return wall, usage.ru_maxrss, data
+    if child.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:4])}... exited {child.returncode}: {child.stderr[-500:]!r}"
+        )
+    return wall, data
 
 
+def run_capplan(arguments: Sequence[str]) -> tuple[float, int, bytes]:
+    """Wall time, peak RSS (KiB, VmHWM) and stdout of one ``capplan`` process."""
+    with tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
+        os.environ["CAPPLAN_BENCH_HWM"] = hwm.name
+        try:
+            wall, data = run_child([PYTHON, "-c", CAPPLAN_SCRIPT, *arguments])
+        finally:
+            del os.environ["CAPPLAN_BENCH_HWM"]
+        peak = int(hwm.read() or 0)
+    return wall, peak, data
+
+
+# capplan as its console script runs it (``from capacity.cli import main``), reporting its
+# peak RSS on exit: VmHWM of its own memory map. ``ru_maxrss`` from wait4 would not do: a
+# child started with vfork keeps the parent's high-water mark across exec.
+CAPPLAN_SCRIPT = textwrap.dedent(
+    """
+    import atexit, os, sys
+
+    def report():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    with open(os.environ["CAPPLAN_BENCH_HWM"], "w") as out:
+                        out.write(line.split()[1])
+
+    atexit.register(report)
+    from capacity.cli import main
+
+    main(sys.argv[1:])
+    """
+)
 BARE_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -275,7 +304,7 @@ def measure_case(workload: Workload, repeats: int, exact: bool) -> CaseResult:
     with tempfile.NamedTemporaryFile("w", suffix=".pids", delete=False) as listing:
         listing.write(" ".join(map(str, pids)))
     pid_file = listing.name
-    capplan = [PYTHON, "-m", "capacity", "estimate", "--pid", str(workload.parent)]
+    capplan = ["estimate", "--pid", str(workload.parent)]
     capplan += ["--samples", "1", "--interval", "0", "--format", "json"]
     rows = {
         name: Row(name, kind)
@@ -318,7 +347,7 @@ def measure_case(workload: Workload, repeats: int, exact: bool) -> CaseResult:
                 ("capplan estimate --method smaps", ["--method", "smaps"]),
                 ("capplan estimate (default method)", []),
             ]:
-                wall, peak, out = run_child([*capplan, *extra])
+                wall, peak, out = run_capplan([*capplan, *extra])
                 rows[name].times.append(wall)
                 rows[name].peak_rss_kib.append(peak)
                 doc = json.loads(out)
@@ -330,15 +359,15 @@ def measure_case(workload: Workload, repeats: int, exact: bool) -> CaseResult:
                         f"{doc['workload']['worker_count']} workers, "
                         f"timing.sample_read_seconds {doc['timing']['sample_read_seconds']}"
                     )
-            wall, _, _ = run_child([PYTHON, "-c", BARE_SCRIPT, pid_file])
+            wall, _ = run_child([PYTHON, "-c", BARE_SCRIPT, pid_file])
             rows["bare read of smaps_rollup (script)"].times.append(wall)
-            wall, _, _ = run_child([PYTHON, "-c", PSUTIL_SCRIPT, pid_file])
+            wall, _ = run_child([PYTHON, "-c", PSUTIL_SCRIPT, pid_file])
             rows["psutil scan (script)"].times.append(wall)
-            wall, _, out = run_child([*ps_mem_command(), "-p", ",".join(map(str, pids))])
+            wall, out = run_child([*ps_mem_command(), "-p", ",".join(map(str, pids))])
             rows["ps_mem -p PIDS"].times.append(wall)
             if round_number == 0:
                 checks.append(f"ps_mem: {_ps_mem_count(out)} processes counted")
-            wall, _, out = run_child(["smem", "-P", workload.smem_pattern])
+            wall, out = run_child(["smem", "-P", workload.smem_pattern])
             rows["smem -P TAG"].times.append(wall)
             if round_number == 0:
                 listed = len(out.decode(errors="replace").strip().splitlines()) - 1
@@ -366,7 +395,7 @@ def _ps_mem_count(out: bytes) -> str:
 
 def help_time(repeats: int) -> tuple[float, float]:
     """``capplan --help`` and ``python -c pass``, whole process, medians."""
-    helps = [run_child([PYTHON, "-m", "capacity", "--help"])[0] for _ in range(repeats * 2)]
+    helps = [run_capplan(["--help"])[0] for _ in range(repeats * 2)]
     floor = [run_child([PYTHON, "-c", "pass"])[0] for _ in range(repeats * 2)]
     return statistics.median(helps), statistics.median(floor)
 
@@ -620,8 +649,9 @@ def write_report(
         " **whole-process** rows are the wall time of a child process from start to exit, the way"
         f" the issue's reference figures were taken; starting Python costs {floor_s:.3f} s here"
         " (`python -c pass`). `÷ capplan` divides in-process rows by capplan's snapshot read and"
-        " whole-process rows by `capplan estimate --samples 1 --method smaps`. Peak RSS is"
-        " `ru_maxrss` of the capplan process (`wait4`).",
+        " whole-process rows by `capplan estimate --samples 1 --method smaps`. capplan runs as"
+        " its console script does (`from capacity.cli import main`); its peak RSS is the"
+        " VmHWM it reads from /proc/self/status as it exits.",
         "",
         "* capplan snapshot read = `timing.sample_read_seconds`: smaps_rollup, status and stat of"
         " every process (warm: the first sample also reads each process's maps once, shown as"
