@@ -1,22 +1,31 @@
 """Gentle on the workload: which processes the deep readers may walk without ``--deep``.
 
-Every smaps-family read walks the process's page tables, and the kernel holds the
-process's mmap lock while it does (``smaps_rollup`` drops it between mappings when a writer
-waits, since Linux 5.10; one large mapping is still walked in one go). While the lock is
-held, the process cannot mmap, munmap or grow its heap, and on kernels before per-VMA
-locks (Linux 6.4) its page faults queue behind the waiting writer: the whole process
-stalls. process-exporter #246 measured 4.4 s on a 200 GB process; DataDog agent #41946
-reports tens of seconds on ~2 TB heaps.
+Every smaps-family read walks the process's page tables with the process's mmap lock held
+for reading. ``smaps_rollup`` and ``smaps`` hold it across the walk of a whole mapping
+(``smaps_rollup`` lets a waiting writer in between mappings since Linux 5.10, commit
+ff9f47f6f00c); ``pagemap`` takes it per 2 MiB of address space. While it is held the
+process cannot mmap, munmap or grow its heap, and on kernels without per-VMA locks (before
+6.4) its page faults queue behind the waiting writer: the whole process stalls.
+process-exporter #246 measured 4.4 s on a 200 GB process; DataDog agent #41946 reports
+tens of seconds on ~2 TB heaps. ``benchmarks/measurement_cost.py`` measures it here: on a
+process with one 4 GiB mapping, a thread of that process waited in ``mmap()`` as long as
+the reader ran, 40-90 ms, for ``smaps_rollup`` and per-mapping ``smaps`` alike; about
+12 ms for a ``pagemap`` walk of 90 ms.
 
 capplan reads ``smaps_rollup`` once per sample: the least any PSS/USS figure costs. The
-deep readers walk the same page tables again, and more: the per-mapping ``smaps`` (used by
-``capplan inspect``) formats and parses every mapping, and the exact tier reads
-``pagemap``, 8 bytes per virtual page. They run on processes up to a threshold only, unless
-the user passes ``--deep``:
+deep readers cost more, and grow with the process:
 
-* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: the walk takes about 20 ns per resident
-  page in the kernel (80 ms for 4 GiB on the reference host, issue 7), so beyond 4 GiB
-  each extra walk stalls the process for more than a tenth of a second;
+* per-mapping ``smaps`` (``capplan inspect``) walks the page tables again, with the same
+  stall, and formats and parses every mapping: 1 s for a process of 20,000 mappings;
+* the exact tier reads ``pagemap``, 8 bytes per virtual page, and holds about 100 bytes of
+  capplan's own memory per resident page (480 MiB for 2,000 workers of 10 MiB): a 200 GB
+  process would cost capplan gigabytes and seconds.
+
+So they run on processes up to a threshold only, unless the user passes ``--deep``:
+
+* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: beyond it one deep walk stalls the
+  process for a tenth of a second or more, and the exact tier's memory passes ~100 MiB
+  per process;
 * more than ``DEEP_MAPPINGS`` (10,000) mappings: per-mapping smaps then produces
   megabytes of text (a JVM or Elasticsearch with many mapped files), and its parse alone
   takes half a second.

@@ -22,6 +22,10 @@ hidden), the sampler remembers why in ``exact_unavailable`` and stops trying; wi
 with a process over ``capacity.gentle``'s thresholds (4 GiB resident or 10,000 mappings)
 unless ``deep`` is set: that refusal is a fallback like the others.
 
+The members are read on ``readers`` threads (two where the host has two CPUs:
+``capacity.parallel``), so that two page-table walks run at once; each process is still
+read by one thread at a time.
+
 ``Snapshot.read_seconds`` is the time of the member reads alone (smaps_rollup, status and
 stat of every process, plus maps once per new process): not the selection scan, the host
 and cgroup figures, nor the exact walk, whose time is ``PageCounts.read_seconds``.
@@ -39,6 +43,7 @@ from capacity import gentle, pages
 from capacity.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
 from capacity.kernel import kernel_stack_size, slab_estimate
+from capacity.parallel import default_threads, map_ordered
 from capacity.procfs import (
     DEFAULT_ROOT,
     count_mappings,
@@ -71,6 +76,7 @@ class Sampler:
     root: Path = DEFAULT_ROOT
     exact: ExactMode = "off"
     deep: bool = False
+    readers: int = dataclasses.field(default_factory=default_threads)
     exact_unavailable: str | None = dataclasses.field(init=False, default=None)
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
@@ -107,8 +113,7 @@ class Sampler:
         processes: list[ProcessMemory] = []
         skipped: list[Skipped] = []
         began = time.perf_counter()
-        for member in selection.members:
-            result = self.read_member(member)
+        for result in map_ordered(self.read_member, selection.members, self.readers):
             if isinstance(result, Skipped):
                 skipped.append(result)
             else:
