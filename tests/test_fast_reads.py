@@ -64,6 +64,49 @@ def test_rollup_odd_input_takes_the_line_parser() -> None:
         procfs.parse_smaps_rollup(header + b"Rss: 1 kB\n")
 
 
+def _plain_smaps(data: bytes) -> list[procfs.SmapsEntry]:
+    """Line by line with ``partition``, as the parser did before issue 7."""
+    entries: list[procfs.SmapsEntry] = []
+    current = None
+    lines: list[bytes] = []
+    for line in data.splitlines():
+        if not line:
+            continue
+        head = line.split(b" ", 1)[0]
+        if b"-" in head and not head.endswith(b":"):
+            if current is not None:
+                entries.append(procfs.SmapsEntry(mapping=current, fields=_fields(lines)))
+            current = procfs._parse_maps_line(line, "plain")
+            lines = []
+        else:
+            lines.append(line)
+    if current is not None:
+        entries.append(procfs.SmapsEntry(mapping=current, fields=_fields(lines)))
+    return entries
+
+
+def _fields(lines: list[bytes]) -> dict[str, int]:
+    return procfs._parse_kb_fields(lines, "plain")
+
+
+def test_smaps_parser_equals_line_parser_on_every_process() -> None:
+    files = _host_files("smaps")
+    assert len(files) >= 2
+    for data in files:
+        assert procfs.parse_smaps(data) == _plain_smaps(data)
+
+
+def test_smaps_odd_lines() -> None:
+    header = b"00400000-00401000 r-xp 00000000 fe:00 12 /usr/bin/x\n"
+    data = b"Rss: 4 kB\n" + header + b"Rss:  8 kB\nPss: 3\nVmFlags: rd ex\n" + header
+    assert procfs.parse_smaps(data) == _plain_smaps(data)
+    first, second = procfs.parse_smaps(data)
+    assert first.fields == {"rss_bytes": 8 * 1024, "pss_bytes": 3}
+    assert second.fields == {}
+    with pytest.raises(ParseError, match="bad value for Pss"):
+        procfs.parse_smaps(header + b"Pss: many kB\n")
+
+
 def _plain_status(data: bytes) -> dict[str, object]:
     values: dict[bytes, bytes] = {}
     for line in data.splitlines():
