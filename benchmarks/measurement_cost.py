@@ -304,6 +304,7 @@ class CaseResult:
     rows: dict[str, Row]
     cold_read: float
     checks: list[str]
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def measure_case(workload: Workload, repeats: int, exact: bool) -> CaseResult:
@@ -397,6 +398,71 @@ def measure_case(workload: Workload, repeats: int, exact: bool) -> CaseResult:
     return CaseResult(workload.label, len(pids), resident, rows, first.read_seconds, checks)
 
 
+STAGES = (
+    "selection scan",
+    "select --pid",
+    "select --cmd",
+    "sample (2 samples)",
+    "accounting",
+    "build_estimate",
+    "text report",
+    "JSON report",
+    "JSON load",
+)
+
+
+def pipeline_stages(workload: Workload) -> dict[str, float]:
+    """CPU seconds of each stage of ``capplan estimate`` on this workload, in-process.
+
+    Divided by the process count, equal figures at 500 and 2,000 processes mean that no
+    stage is quadratic in the process count.
+    """
+    from capacity import accounting, assemble, records, report
+    from capacity import workload as selection
+    from capacity.environment import read_environment
+
+    selector = Selector(pid=workload.parent)
+    comm = procfs.read_stat(workload.parent).comm
+    stats = selection.scan()
+    cpu: dict[str, float] = {}
+
+    def stage(name: str, function: Callable[[], object]) -> object:
+        began = time.process_time()
+        result = function()
+        cpu[name] = time.process_time() - began
+        return result
+
+    stage("selection scan", selection.scan)
+    stage("select --pid", lambda: selection.select_processes(selector, stats=stats))
+    names: selection.NameCache = {}
+    selection.select_processes(Selector(cmd=comm), stats=stats, names=names)  # fills the cache
+    stage(
+        "select --cmd",
+        lambda: selection.select_processes(Selector(cmd=comm), stats=stats, names=names),
+    )
+    snapshots = stage(
+        "sample (2 samples)",
+        lambda: sampler.collect(selector, 2, 0.0, sampler=sampler.Sampler(selector, readers=1)),
+    )
+    stage("accounting", lambda: accounting.smaps_points(snapshots))  # type: ignore[arg-type]
+    environment = read_environment()
+    estimate = stage(
+        "build_estimate",
+        lambda: assemble.build_estimate(
+            workload=assemble.describe_workload(str(selector), snapshots),  # type: ignore[arg-type]
+            snapshots=snapshots,  # type: ignore[arg-type]
+            environment=environment,
+            budget_options=assemble.BudgetOptions(),
+            total_seconds=0.0,
+            samples_requested=2,
+        ),
+    )
+    stage("text report", lambda: report.RENDERERS["text"](estimate))  # type: ignore[arg-type]
+    document = stage("JSON report", lambda: report.RENDERERS["json"](estimate))  # type: ignore[arg-type]
+    stage("JSON load", lambda: records.estimate_from_dict(json.loads(document)))  # type: ignore[arg-type]
+    return cpu
+
+
 def _ps_mem_count(out: bytes) -> str:
     # ps_mem groups processes by program: "... = 123.4 MiB\tpython3.11 (501)"
     counts = []
@@ -416,6 +482,22 @@ def help_time(repeats: int) -> tuple[float, float]:
     helps = [run_capplan(["--help"])[0] for _ in range(repeats * 2)]
     floor = [run_child([PYTHON, "-c", "pass"])[0] for _ in range(repeats * 2)]
     return statistics.median(helps), statistics.median(floor)
+
+
+IMPORTS = ("typer", "numpy", "scipy.special", "scipy.stats", "matplotlib", "capacity.cli")
+
+
+def import_times(repeats: int) -> dict[str, float]:
+    """``python -c "import X"`` minus ``python -c pass``, whole process, medians."""
+    floor = statistics.median(run_child([PYTHON, "-c", "pass"])[0] for _ in range(repeats))
+    found = {}
+    for module in IMPORTS:
+        try:
+            times = [run_child([PYTHON, "-c", f"import {module}"])[0] for _ in range(repeats)]
+        except RuntimeError:
+            continue  # not installed here (matplotlib is an optional extra)
+        found[module] = statistics.median(times) - floor
+    return found
 
 
 def model_time(repeats: int, workers: int = 1000, samples: int = 10) -> dict[str, float]:
@@ -580,6 +662,14 @@ def print_case(case: CaseResult) -> None:
     )
     for check in case.checks:
         print(f"   check: {check}")
+    if case.stages:
+        print(
+            "   estimate's stages, CPU µs per process: "
+            + ", ".join(
+                f"{name} {seconds / case.processes * 1e6:.1f}"
+                for name, seconds in case.stages.items()
+            )
+        )
 
 
 def goals(cases: Sequence[CaseResult], help_s: float) -> list[str]:
@@ -654,6 +744,7 @@ def write_report(
     stalls: Sequence[StallResult],
     command: str,
     repeats: int,
+    imports: dict[str, float],
 ) -> None:
     out = [
         "# capplan measurement cost",
@@ -716,6 +807,11 @@ def write_report(
         f"* `capplan --help`, whole process: {help_s:.3f} s (median of {repeats * 2});"
         f" `python -c pass`: {floor_s:.3f} s.",
     ]
+    out.append(
+        "* imports, whole process beyond `python -c pass`: "
+        + ", ".join(f"`{module}` {seconds:.3f} s" for module, seconds in imports.items())
+        + "."
+    )
     if fit is not None:
         out.append(
             f"* `model.fit` on {fit['points']:,.0f} points (1,000 workers × 10 samples):"
@@ -723,6 +819,24 @@ def write_report(
             f" {fit['fit_cold']:.3f} s); `model.predict`: {fit['predict']:.4f} s."
         )
     out.append("")
+    staged = [case for case in cases if case.stages]
+    if staged:
+        out += [
+            "## Scale: capplan estimate's stages per process",
+            "",
+            "CPU µs per process of each stage (in-process, one thread); equal figures at",
+            "different process counts mean no stage is quadratic in the process count.",
+            "",
+            "| stage | " + " | ".join(f"{c.processes:,} processes" for c in staged) + " |",
+            "|---|" + "---:|" * len(staged),
+            *(
+                f"| {name} | "
+                + " | ".join(f"{c.stages[name] / c.processes * 1e6:.1f}" for c in staged)
+                + " |"
+                for name in STAGES
+            ),
+            "",
+        ]
     if stalls:
         out += [
             "## One large process: why `--deep` exists",
@@ -809,6 +923,11 @@ def main() -> int:
     try:
         help_s, floor_s = help_time(args.repeats)
         print(f"\ncapplan --help (whole process): {help_s:.3f} s; python -c pass: {floor_s:.3f} s")
+        imports = import_times(args.repeats)
+        print(
+            "imports (whole process, beyond python -c pass): "
+            + ", ".join(f"{module} {seconds:.3f} s" for module, seconds in imports.items())
+        )
         fit = model_time(args.repeats)
         print(
             f"model.fit at {fit['points']:,.0f} points: {fit['fit']:.3f} s "
@@ -819,6 +938,8 @@ def main() -> int:
             print(f"\nstarting {label} (--shared {shared} --private {private})...", flush=True)
             with started(label, size, shared, private) as workload:
                 case = measure_case(workload, repeats, exact)
+                if size >= 500:
+                    case.stages = pipeline_stages(workload)
             cases.append(case)
             print_case(case)
         stalls = []
@@ -845,7 +966,7 @@ def main() -> int:
         )
         write_report(
             args.report, facts, versions, (start_load, end_load), cases, help_s, floor_s, fit,
-            stalls, command, args.repeats,
+            stalls, command, args.repeats, imports,
         )  # fmt: skip
         print(f"\nwrote {args.report}")
     return 0

@@ -7,28 +7,28 @@ ff9f47f6f00c); ``pagemap`` takes it per 2 MiB of address space. While it is held
 process cannot mmap, munmap or grow its heap, and on kernels without per-VMA locks (before
 6.4) its page faults queue behind the waiting writer: the whole process stalls.
 process-exporter #246 measured 4.4 s on a 200 GB process; DataDog agent #41946 reports
-tens of seconds on ~2 TB heaps. ``benchmarks/measurement_cost.py`` measures it here: on a
-process with one 4 GiB mapping, a thread of that process waited in ``mmap()`` as long as
-the reader ran, 40-90 ms, for ``smaps_rollup`` and per-mapping ``smaps`` alike; about
-12 ms for a ``pagemap`` walk of 90 ms.
+tens of seconds on ~2 TB heaps. ``benchmarks/measurement_cost.py`` measures it on the
+reference host (reports/performance.md): on a process with one 4 GiB mapping, a thread of
+that process waited in ``mmap()`` for as long as the reader ran: 36 ms for
+``smaps_rollup``, 34 ms for per-mapping ``smaps``, and 4 ms during a 54 ms ``pagemap``
+walk.
 
 capplan reads ``smaps_rollup`` once per sample: the least any PSS/USS figure costs. The
-deep readers cost more, and grow with the process:
+deep readers add to it, and grow with the process:
 
 * per-mapping ``smaps`` (``capplan inspect``) walks the page tables again, with the same
-  stall, and formats and parses every mapping: 1 s for a process of 20,000 mappings;
+  stall, and formats and parses every mapping: 0.3 s for a process of 20,000 mappings;
 * the exact tier reads ``pagemap``, 8 bytes per virtual page, and holds about 100 bytes of
-  capplan's own memory per resident page (480 MiB for 2,000 workers of 10 MiB): a 200 GB
-  process would cost capplan gigabytes and seconds.
+  capplan's own memory per resident page (479 MiB peak for 2,000 workers of 10 MiB).
 
 So they run on processes up to a threshold only, unless the user passes ``--deep``:
 
-* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: beyond it one deep walk stalls the
-  process for a tenth of a second or more, and the exact tier's memory passes ~100 MiB
-  per process;
-* more than ``DEEP_MAPPINGS`` (10,000) mappings: per-mapping smaps then produces
-  megabytes of text (a JVM or Elasticsearch with many mapped files), and its parse alone
-  takes half a second.
+* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: a deep walk of a larger process stalls
+  it for more than the ~36 ms measured per 4 GiB (about 2 s at 200 GB, in line with
+  process-exporter #246), and the exact tier would hold over 100 MiB per process;
+* more than ``DEEP_MAPPINGS`` (10,000) mappings: per-mapping smaps is then megabytes of
+  text (a JVM or Elasticsearch with many mapped files), read and parsed in a tenth of a
+  second or more.
 
 Both figures come from the default read (``VmRSS`` of ``status`` per sample; the mapping
 count from ``maps``, which takes no page-table walk), so deciding costs nothing.
