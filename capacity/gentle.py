@@ -9,29 +9,29 @@ process cannot mmap, munmap or grow its heap, and on kernels without per-VMA loc
 process-exporter #246 measured 4.4 s on a 200 GB process; DataDog agent #41946 reports
 tens of seconds on ~2 TB heaps. ``benchmarks/measurement_cost.py`` measures it on the
 reference host (reports/performance.md): on a process with one 4 GiB mapping, a thread of
-that process waited in ``mmap()`` for as long as the reader ran: 36 ms for
-``smaps_rollup``, 34 ms for per-mapping ``smaps``, and 4 ms during a 54 ms ``pagemap``
+that process waited in ``mmap()`` for as long as the reader ran: 20 ms for
+``smaps_rollup``, 25 ms for per-mapping ``smaps``, and 3 ms during a 53 ms ``pagemap``
 walk.
 
 capplan reads ``smaps_rollup`` once per sample: the least any PSS/USS figure costs. The
 deep readers add to it, and grow with the process:
 
 * per-mapping ``smaps`` (``capplan inspect``) walks the page tables again, with the same
-  stall, and formats and parses every mapping: 0.3 s for a process of 20,000 mappings;
+  stall, and formats and parses every mapping: 0.26 s for a process of 20,000 mappings;
 * the exact tier reads ``pagemap``, 8 bytes per virtual page, and holds about 100 bytes of
-  capplan's own memory per resident page (479 MiB peak for 2,000 workers of 10 MiB).
+  capplan's own memory per resident page (481 MiB peak for 2,000 workers of 10 MiB).
 
 So they run on processes up to a threshold only, unless the user passes ``--deep``:
 
-* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: a deep walk of a larger process stalls
-  it for more than the ~36 ms measured per 4 GiB (about 2 s at 200 GB, in line with
-  process-exporter #246), and the exact tier would hold over 100 MiB per process;
+* more than ``DEEP_RSS_BYTES`` (4 GiB) resident: a smaps walk of a larger process stalls
+  it for longer than the ~20 ms measured per 4 GiB (about 20 ns per page: a second at
+  200 GB), and the exact tier would hold over 100 MiB per process;
 * more than ``DEEP_MAPPINGS`` (10,000) mappings: per-mapping smaps is then megabytes of
   text (a JVM or Elasticsearch with many mapped files), read and parsed in a tenth of a
   second or more.
 
-Both figures come from the default read (``VmRSS`` of ``status`` per sample; the mapping
-count from ``maps``, which takes no page-table walk), so deciding costs nothing.
+Both figures come from the default read (``Rss`` of ``smaps_rollup`` every sample; the
+mapping count from ``maps``, which takes no page-table walk), so deciding costs nothing.
 """
 
 from __future__ import annotations
