@@ -158,6 +158,7 @@ def build_estimate(
         timing=Timing(
             sample_read_seconds=tuple(round(s.read_seconds, 6) for s in all_snapshots),
             total_seconds=round(total_seconds, 3),
+            exact_read_seconds=tuple(s.pages.read_seconds for s in all_snapshots if s.pages),
         ),
         load=tuple(loads),
         drift=measured_drift,

@@ -73,6 +73,17 @@ MethodFlag = Annotated[
 ]
 
 
+DeepFlag = Annotated[
+    bool,
+    typer.Option(
+        "--deep",
+        help="Also walk processes over 4 GiB resident or 10,000 mappings page by page "
+        "(exact method, inspect's per-mapping read). Without it they are read from "
+        "smaps_rollup only: a walk holds the process's memory-map lock and can stall it.",
+    ),
+]
+
+
 def _size_option(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -267,6 +278,7 @@ def estimate(
             help="Seconds between starting the load and the first sample.",
         ),
     ] = 0.0,
+    deep: DeepFlag = False,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -340,6 +352,7 @@ def estimate(
             load=load,
             shell=shell,
             warmup=warmup,
+            deep=deep,
             **budget,  # type: ignore[arg-type]
         )
     from capacity import report
@@ -375,6 +388,7 @@ def _measure(
     load: str | None = None,
     shell: bool = False,
     warmup: float = 0.0,
+    deep: bool = False,
 ) -> Estimate:
     """Select, sample and fit: the measurement ``estimate`` and ``check`` share.
 
@@ -432,6 +446,7 @@ def _measure(
             root,
             exact=exact_mode,
             exclude=generators.exclude if generators else None,
+            deep=deep,
         )
         if generators is not None:
             generators.start()
@@ -532,6 +547,7 @@ def inspect(
     memory: MemoryOption = None,
     reserve: ReserveOption = None,
     root: RootOption = Path("/"),
+    deep: DeepFlag = False,
 ) -> None:
     """Show where a workload's memory goes: a row per library, file, heap, stack, shmem...
 
@@ -573,6 +589,7 @@ def inspect(
             memory=parse_size(memory) if memory else None,
             reserve_bytes=reserve_bytes,
             reserve_fraction=reserve_fraction,
+            deep=deep,
         )
     _write(report.INSPECT_RENDERERS[output_format.value](result))
 
@@ -1002,7 +1019,7 @@ def _install_signal_handlers() -> None:
     """
     import signal
 
-    from capacity.workload import Interrupted, Terminated
+    from capacity.errors import Interrupted, Terminated
 
     def on_int(signum: int, frame: object) -> None:
         raise Interrupted()
@@ -1016,7 +1033,7 @@ def _install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the typer app and map every outcome to an exit status."""
-    from capacity.workload import Interrupted, Terminated
+    from capacity.errors import Interrupted, Terminated
 
     _install_signal_handlers()
     try:

@@ -12,6 +12,7 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 
+from capacity import gentle
 from capacity.drift import sampling_advice
 from capacity.records import (
     Budget,
@@ -49,7 +50,9 @@ def diagnose(
             Warning(
                 code="EXACT_FALLBACK",
                 message=f"fell back to the smaps method: {exact_fallback}",
-                hint=f"run as root for exact page accounting (sudo {rerun}), "
+                hint=gentle.deep_hint(rerun)
+                if gentle.is_refusal(exact_fallback)
+                else f"run as root for exact page accounting (sudo {rerun}), "
                 "or pass --method smaps to choose smaps and silence this",
             )
         )

@@ -118,3 +118,14 @@ class ExactUnavailable(CapplanError):
             hint="run capplan as root (CAP_SYS_ADMIN) for the exact method, or pass --method smaps",
         )
         self.reason = reason
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind so that every `finally` stops what capplan started.
+
+    A BaseException, so that no ``except Exception`` swallows it.
+    """
+
+
+class Interrupted(BaseException):
+    """Ctrl-C arrived: unwind the same way."""

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from capacity import accounting, pages
+from capacity import accounting, gentle, pages
 from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
 from capacity.model import fit, make_budget, predict
 from capacity.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
@@ -276,14 +276,20 @@ def inspect_workload(
     memory: int | None = None,
     reserve_bytes: int | None = None,
     reserve_fraction: float | None = None,
+    deep: bool = False,
 ) -> Inspection:
     """Read the workload once and break its memory down per mapping.
 
     ``method`` "exact" raises ExactUnavailable when the exact tier cannot run; "auto" then
-    falls back to smaps and says why in ``method_note`` and a warning.
+    falls back to smaps and says why in ``method_note`` and a warning. Both methods read
+    every mapping of every process, so a process over ``capacity.gentle``'s thresholds
+    stops the command unless ``deep`` is set.
     """
     sampler = Sampler(selector, root)
     snapshot = sampler.snapshot(0)
+    large = [] if deep else gentle.too_large(snapshot.processes)
+    if large:
+        raise gentle.refuse_mappings(large, f"capplan inspect {selector}")
     processes = sorted(snapshot.processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
     parents = sum(p.role == "parent" for p in processes)
     executables = _executables(processes, root)

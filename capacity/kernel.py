@@ -65,9 +65,13 @@ def slab_estimate(
     (the ones that hold anonymous or copied-on-write pages): an anon_vma plus two
     anon_vma_chain links, one to its own anon_vma and one to the parent's.
     """
-    size = dict(DEFAULT_SLAB_SIZES)
-    if sizes:
-        size.update({k: v for k, v in sizes.items() if k in DEFAULT_SLAB_SIZES})
+    # Look up only the caches we use: /proc/slabinfo lists hundreds, and this runs once per
+    # process per sample.
+    size = (
+        DEFAULT_SLAB_SIZES
+        if not sizes
+        else {k: sizes.get(k, v) for k, v in DEFAULT_SLAB_SIZES.items()}
+    )
     threads = max(threads, 1)
     per_thread = size["task_struct"] + size["pid"]
     per_process = sum(

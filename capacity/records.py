@@ -528,10 +528,16 @@ class Launch:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Timing:
-    """What the measurement cost: one read time per sample (issue 7)."""
+    """What the measurement cost (issue 7).
+
+    ``sample_read_seconds``: per sample, the reads of every process (smaps_rollup, status,
+    stat; maps once per new process), without the selection scan. ``exact_read_seconds``:
+    per exact page walk, in sample order (the samples whose ``pages`` is set).
+    """
 
     sample_read_seconds: tuple[float, ...]
     total_seconds: float
+    exact_read_seconds: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

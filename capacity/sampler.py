@@ -18,7 +18,17 @@ more than a rollup read and takes the same mmap lock, so it runs on some samples
 the first and the last, and every ``exact_every``-th between them when asked
 (``exact_indices``). When it cannot run (no permission, no kpageflags, frame numbers
 hidden), the sampler remembers why in ``exact_unavailable`` and stops trying; with
-``exact="require"`` it raises ``ExactUnavailable`` instead.
+``exact="require"`` it raises ``ExactUnavailable`` instead. Nor does it walk a workload
+with a process over ``capacity.gentle``'s thresholds (4 GiB resident or 10,000 mappings)
+unless ``deep`` is set: that refusal is a fallback like the others.
+
+The members are read on ``readers`` threads (two where the host has two CPUs:
+``capacity.parallel``), so that two page-table walks run at once; each process is still
+read by one thread at a time.
+
+``Snapshot.read_seconds`` is the time of the member reads alone (smaps_rollup, status and
+stat of every process, plus maps once per new process): not the selection scan, the host
+and cgroup figures, nor the exact walk, whose time is ``PageCounts.read_seconds``.
 """
 
 from __future__ import annotations
@@ -29,10 +39,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from capacity import pages
+from capacity import gentle, pages
 from capacity.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
 from capacity.kernel import kernel_stack_size, page_table_span, slab_estimate
+from capacity.parallel import default_threads, map_ordered
 from capacity.procfs import (
     DEFAULT_ROOT,
     read_maps_counts,
@@ -43,7 +54,7 @@ from capacity.procfs import (
     read_status,
 )
 from capacity.records import CgroupMemory, PageCounts, ProcessMemory, Skipped, Snapshot
-from capacity.workload import Member, Selector, select_processes
+from capacity.workload import Member, NameCache, Selector, select_processes
 
 ProgressCallback = Callable[[int, int], None]
 ExactMode = Literal["off", "auto", "require"]
@@ -64,6 +75,8 @@ class Sampler:
     selector: Selector | None  # None in launch mode: the members come from the launcher
     root: Path = DEFAULT_ROOT
     exact: ExactMode = "off"
+    deep: bool = False
+    readers: int = dataclasses.field(default_factory=default_threads)
     exact_unavailable: str | None = dataclasses.field(init=False, default=None)
     # Pids that are never the workload (the load generator's), asked for at every sample.
     exclude: Callable[[], frozenset[int]] | None = None
@@ -71,6 +84,10 @@ class Sampler:
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
     _maps_cache: dict[tuple[int, int], tuple[int, int, int]] = dataclasses.field(
+        init=False, default_factory=dict
+    )
+    _names: NameCache = dataclasses.field(init=False, default_factory=dict)
+    _slab_cache: dict[tuple[int, int, int], int] = dataclasses.field(
         init=False, default_factory=dict
     )
     _started: float | None = dataclasses.field(init=False, default=None)
@@ -94,7 +111,7 @@ class Sampler:
         if self.selector is None:
             raise ValueError("a Sampler without a selector reads given members: use read_members")
         excluded = self.exclude() if self.exclude is not None else frozenset()
-        selection = select_processes(self.selector, self.root, exclude=excluded)
+        selection = select_processes(self.selector, self.root, exclude=excluded, names=self._names)
         return self.read_members(index, selection.members, str(self.selector), exact=exact)
 
     def read_members(
@@ -113,8 +130,7 @@ class Sampler:
         processes: list[ProcessMemory] = []
         skipped: list[Skipped] = []
         began = time.perf_counter()
-        for member in members:
-            result = self.read_member(member)
+        for result in map_ordered(self.read_member, members, self.readers):
             if isinstance(result, Skipped):
                 skipped.append(result)
             else:
@@ -122,7 +138,11 @@ class Sampler:
         read_seconds = time.perf_counter() - began
         page_counts = None
         if exact and self.exact != "off" and self.exact_unavailable is None and processes:
-            processes, page_counts = self._walk_pages(processes, skipped)
+            large = [] if self.deep else gentle.too_large(processes)
+            if large:
+                self._exact_failed(gentle.TooLarge(large, f"capplan estimate {self.selector}"))
+            else:
+                processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
             raise SelectionError(
                 f"every process of {label} exited while it was being read",
@@ -171,6 +191,15 @@ class Sampler:
             return kept, None
         return kept, walk.counts
 
+    def _slab(self, threads: int, mappings: int, writable_private: int) -> int:
+        """``slab_estimate``, cached: the workers of a pool share a handful of shapes."""
+        key = (threads, mappings, writable_private)
+        found = self._slab_cache.get(key)
+        if found is None:
+            found = slab_estimate(threads, mappings, writable_private, self.slab_sizes)
+            self._slab_cache[key] = found
+        return found
+
     def read_member(self, member: Member) -> ProcessMemory | Skipped:
         """One process's memory, or why it was skipped. AccessDenied propagates."""
         pid, name = member.pid, member.name
@@ -208,7 +237,7 @@ class Sampler:
             rss_shmem_bytes=status.rss_shmem_bytes,
             page_tables_bytes=status.vm_pte_bytes,
             kernel_stack_bytes=threads * self.stack_size,
-            slab_bytes=slab_estimate(threads, mappings, writable_private, self.slab_sizes),
+            slab_bytes=self._slab(threads, mappings, writable_private),
             mappings=mappings,
             address_regions=regions,
             source="smaps" if source == "smaps" else "smaps_rollup",

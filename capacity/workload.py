@@ -22,7 +22,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from capacity.errors import CapplanError, LaunchError, NoSuchProcess, ParseError, SelectionError
+from capacity.errors import (
+    CapplanError,
+    Interrupted,  # noqa: F401  (re-exported: it used to live here)
+    LaunchError,
+    NoSuchProcess,
+    ParseError,
+    SelectionError,
+    Terminated,  # noqa: F401
+)
 from capacity.procfs import (
     DEFAULT_ROOT,
     ProcStat,
@@ -132,24 +140,61 @@ def matches_name(name: str, stat: ProcStat, pid: int, root: Path) -> bool:
     return exe is not None and _basename(exe.removesuffix(" (deleted)")) == name
 
 
+NameCache = dict[tuple[int, int, str], bool]
+
+
+def _matches_cached(
+    name: str, stats: dict[int, ProcStat], root: Path, cache: NameCache | None
+) -> set[int]:
+    """The pids whose process matches ``name``; ``cache`` remembers answers between calls.
+
+    ``matches_name`` reads the command line and executable of every process whose comm
+    differs, on every sample. A process's argv and exe do not change while its identity
+    ``(pid, start time, comm)`` holds (exec changes comm), so the answer is cached per
+    identity and only new processes are read again (issue 7). Entries of processes that
+    are gone are dropped, so the cache never outgrows the process table.
+    """
+    if cache is None:
+        return {
+            pid
+            for pid, stat in stats.items()
+            if not stat.is_kernel_thread and matches_name(name, stat, pid, root)
+        }
+    seen: NameCache = {}
+    chosen = set()
+    for pid, stat in stats.items():
+        if stat.is_kernel_thread:
+            continue
+        key = (pid, stat.start_ticks, stat.comm)
+        found = cache.get(key)
+        if found is None:
+            found = matches_name(name, stat, pid, root)
+        seen[key] = found
+        if found:
+            chosen.add(pid)
+    cache.clear()
+    cache.update(seen)
+    return chosen
+
+
 def select_processes(
     selector: Selector,
     root: Path = DEFAULT_ROOT,
     stats: dict[int, ProcStat] | None = None,
     exclude: frozenset[int] = frozenset(),
+    names: NameCache | None = None,
 ) -> Selection:
-    """The workload's processes with their roles; SelectionError when nothing matches."""
+    """The workload's processes with their roles; SelectionError when nothing matches.
+
+    ``names`` (optional, kept by the caller between samples) caches ``--cmd`` matches.
+    """
     stats = scan(root) if stats is None else stats
     excluded = _own_process(root) | exclude
     if selector.pid is not None:
         chosen = _select_tree(selector.pid, stats, root)
     else:
         assert selector.cmd is not None
-        chosen = {
-            pid
-            for pid, stat in stats.items()
-            if not stat.is_kernel_thread and matches_name(selector.cmd, stat, pid, root)
-        }
+        chosen = _matches_cached(selector.cmd, stats, root, names)
         if not chosen:
             raise _no_match(selector.cmd, stats)
     chosen -= excluded
@@ -201,12 +246,9 @@ def _no_match(name: str, stats: dict[int, ProcStat]) -> SelectionError:
 # --------------------------------------------------------------------------- launching
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind so that every `finally` stops what capplan started."""
-
-
-class Interrupted(BaseException):
-    """Ctrl-C arrived: unwind the same way."""
+# Terminated and Interrupted live in capacity.errors (the CLI raises them from its signal
+# handlers without importing this module, which keeps `capplan --help` fast); the imports
+# above re-export them here.
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = 3.0) -> None:
