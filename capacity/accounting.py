@@ -172,13 +172,23 @@ def exact_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> lis
         kernel = [kernel_cost(by_pid[pid], slab_factor) for pid in pages.pids]
         totals = pages.cumulative_bytes
         parent_kernel = sum(kernel[: pages.parent_count])
+        worker_kernel = kernel[pages.parent_count :]
         # File pages paid once are page cache the kernel reclaims before an OOM kill: kept
         # out of fixed, as in the smaps method (``exact_reclaimable_once`` counts them).
-        base = max(totals[0] + parent_kernel - pages.file_once_bytes, parent_kernel)
-        increments = tuple(
-            totals[k] - totals[k - 1] + kernel[pages.parent_count + k - 1]
-            for k in range(1, len(totals))
-        )
+        if len(pages.worker_private_bytes) == len(worker_kernel):
+            # A worker adds the pages it alone maps. Pages that workers share without the
+            # parent (the parent has since written its own copy) are paid once, in the base,
+            # where smaps's PSS - USS puts them too: charged to the first worker that maps
+            # them, they would make that worker look huge and widen every interval.
+            private = pages.worker_private_bytes
+            charged = totals[-1] - sum(private) - pages.file_once_bytes
+            base = max(charged + parent_kernel, parent_kernel)
+            increments = tuple(p + k for p, k in zip(private, worker_kernel, strict=True))
+        else:  # a walk saved before worker_private_bytes existed
+            base = max(totals[0] + parent_kernel - pages.file_once_bytes, parent_kernel)
+            increments = tuple(
+                totals[k] - totals[k - 1] + worker_kernel[k - 1] for k in range(1, len(totals))
+            )
         points.append(SamplePoints(base=base, increments=increments))
     return points
 
@@ -201,8 +211,11 @@ def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
         assert pages is not None
         by_pid = {p.pid: p for p in snap.processes}
         totals = pages.cumulative_bytes
-        increments.extend(totals[k] - totals[k - 1] for k in range(1, len(totals)))
         workers = [by_pid[pid] for pid in pages.pids[pages.parent_count :]]
+        if len(pages.worker_private_bytes) == len(workers):
+            increments.extend(pages.worker_private_bytes)
+        else:
+            increments.extend(totals[k] - totals[k - 1] for k in range(1, len(totals)))
         tables.extend(w.page_tables_bytes for w in workers)
         stacks.extend(w.kernel_stack_bytes for w in workers)
         slabs.extend(w.slab_bytes * factor for w in workers)

@@ -296,6 +296,14 @@ def cumulative_pages(cls: Classification) -> I64:
     return np.asarray(np.r_[base, base + np.cumsum(workers)], dtype=np.int64)
 
 
+def private_by_worker(cls: Classification) -> I64:
+    """Pages private to each worker (mapped by it alone), in walk order."""
+    index = cls.index
+    mine = cls.sharing == PRIVATE
+    owners = np.bincount(index.first_owner[mine], minlength=max(index.process_count, 1))
+    return np.asarray(owners[index.parent_count : index.process_count], dtype=np.int64)
+
+
 def summarise(
     cls: Classification,
     pids: Sequence[int],
@@ -330,6 +338,7 @@ def summarise(
         pids=tuple(int(p) for p in pids),
         parent_count=index.parent_count,
         cumulative_bytes=tuple(int(v) * page_size for v in cumulative_pages(cls)),
+        worker_private_bytes=tuple(int(v) * page_size for v in private_by_worker(cls)),
         distinct_bytes=int(np.count_nonzero(counted)) * page_size,
         parent_only_bytes=int(by_class[PARENT_ONLY]) * page_size,
         shared_with_parent_bytes=int(by_class[SHARED_WITH_PARENT]) * page_size,

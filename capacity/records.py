@@ -199,6 +199,9 @@ class PageCounts:
     pids: tuple[int, ...]
     parent_count: int
     cumulative_bytes: tuple[int, ...]
+    # Pages mapped by each worker alone (walk order): what one more worker adds. Pages two
+    # or more workers share without the parent are paid once, as in the smaps method.
+    worker_private_bytes: tuple[int, ...] = ()
     distinct_bytes: int
     parent_only_bytes: int
     shared_with_parent_bytes: int

@@ -152,9 +152,41 @@ def test_cumulative_pages_count_each_frame_at_its_first_mapper() -> None:
     assert pages.cumulative_pages(classified()).tolist() == [3, 6, 7, 8]
 
 
+def test_private_pages_per_worker_leave_out_pages_workers_share() -> None:
+    # W1 alone maps 20 and 21 (30 is shared with W2: paid once), W2 alone 22, W3 alone 40.
+    assert pages.private_by_worker(classified()).tolist() == [2, 1, 1]
+
+
+def test_exact_points_put_pages_workers_share_in_the_base() -> None:
+    """A page two workers share without the parent is paid once, not by the first of them."""
+    from capacity import accounting
+    from capacity.records import MemoryRollup, ProcessMemory, Snapshot
+
+    counts = pages.summarise(classified(), [100, 101, 102, 103], page_size=PAGE)
+
+    def process(pid: int, role: str) -> ProcessMemory:
+        return ProcessMemory(
+            pid=pid, start_ticks=pid, ppid=1 if role == "parent" else 100, name="w",
+            state="S", role=role, threads=1,  # type: ignore[arg-type]
+            rollup=MemoryRollup(rss_bytes=0, pss_bytes=0), page_tables_bytes=1000,
+        )  # fmt: skip
+
+    snapshot = Snapshot(
+        index=0, taken_at=0.0, elapsed_seconds=0.0, read_seconds=0.0,
+        processes=(process(100, "parent"), *tuple(process(p, "worker") for p in (101, 102, 103))),
+        pages=counts,
+    )  # fmt: skip
+    [points] = accounting.exact_points([snapshot])
+    assert points.increments == (2 * PAGE + 1000, PAGE + 1000, PAGE + 1000)
+    # parent's 3 charged pages + the shared page 30 + the parent's page tables
+    assert points.base == 4 * PAGE + 1000
+    assert points.base + sum(points.increments) == counts.cumulative_bytes[-1] + 4 * 1000
+
+
 def test_summarise_in_bytes() -> None:
     counts = pages.summarise(classified(), [100, 101, 102, 103], page_size=PAGE, swapped_pages=2)
     assert counts.cumulative_bytes == (3 * PAGE, 6 * PAGE, 7 * PAGE, 8 * PAGE)
+    assert counts.worker_private_bytes == (2 * PAGE, PAGE, PAGE)
     assert counts.distinct_bytes == 9 * PAGE  # every frame but the zero page
     assert counts.charged_bytes == 8 * PAGE
     assert counts.parent_only_bytes == PAGE
