@@ -43,6 +43,7 @@ SECTIONS = [
     "The fit",
     "The usual rules side by side",
     "Where the memory goes",
+    "Load and copy-on-write drift",
     "Warnings",
     "Environment",
     "Processes in the last sample",
