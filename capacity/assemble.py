@@ -24,6 +24,7 @@ from capacity.model import (
     predict,
     quadratic_check,
     slope_of,
+    systematic_sd,
 )
 from capacity.records import (
     Environment,
@@ -112,6 +113,7 @@ def build_estimate(
         fit(points, method, breakdown),
         reclaimable_bytes=reclaimable,
         layout_allowance_bytes=accounting.layout_allowance(snapshots, mmap.PAGESIZE),
+        systematic_sd_bytes=systematic_sd(breakdown),
     )
 
     last = snapshots[-1]

@@ -326,6 +326,10 @@ class ModelFit:
     # Per worker: one page-table page per address region, the most a new instance's random
     # layout (ASLR) can add to the page tables measured here; the bounds add it N times.
     layout_allowance_bytes: int = 0
+    # Per worker: the standard deviation of what capplan estimates rather than reads (the
+    # slab estimate). Measuring more workers does not shrink it, so the bounds add it N
+    # times over, not sqrt(N) times.
+    systematic_sd_bytes: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

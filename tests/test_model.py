@@ -15,6 +15,7 @@ from capacity.model import (
     make_budget,
     memory_for,
     predict,
+    total_for,
     upper_bound,
 )
 from capacity.records import Budget, CgroupMemory, HostMemory
@@ -186,3 +187,45 @@ def test_memory_and_reserve_options() -> None:
 def test_reserve_larger_than_budget_is_an_error() -> None:
     with pytest.raises(BudgetError):
         make_budget(HOST, 1 * GiB, memory=1 * GiB, reserve_bytes=2 * GiB)
+
+
+def test_a_systematic_error_widens_the_bound_linearly_in_n() -> None:
+    """An error shared by every worker (the slab estimate) grows as N, not as sqrt(N)."""
+    import dataclasses
+
+    rng = np.random.default_rng(11)
+    model = fit(simulated(rng, 10, 3, 400 * KiB, 10 * KiB, 20 * MiB), "smaps")
+    wider = dataclasses.replace(model, systematic_sd_bytes=8 * KiB)
+    for n in (10, 100, 1000):
+        extra = upper_bound(wider, n) - upper_bound(model, n)
+        assert extra > 0
+    # At large N the margin per worker tends to t * sqrt(se_slope^2 + sd_systematic^2).
+    from scipy import stats
+
+    per_worker = (upper_bound(wider, 100_000) - total_for(wider, 100_000)) / 100_000
+    t = stats.t.ppf(0.95, wider.dof)
+    expected = t * math.sqrt(wider.per_instance_se_bytes**2 + (8 * KiB) ** 2)
+    assert per_worker == pytest.approx(expected, rel=0.01)
+    budget = Budget(
+        total_bytes=GiB, reserve_bytes=0, available_bytes=GiB, source="t", reserve_source="t"
+    )
+    assert conservative_instances(wider, budget.available_bytes) < conservative_instances(
+        model, budget.available_bytes
+    )
+
+
+def test_systematic_sd_follows_how_the_kernel_part_was_known() -> None:
+    from capacity.model import SLAB_CHECKED_SD, SLAB_ESTIMATE_SD, systematic_sd
+    from capacity.records import Breakdown
+
+    def breakdown(source: str) -> Breakdown:
+        return Breakdown(
+            per_instance_uss_bytes=MiB, per_instance_page_tables_bytes=0,
+            per_instance_kernel_stack_bytes=0, per_instance_slab_bytes=100 * KiB,
+            kernel_source=source, fixed_parent_bytes=0, fixed_shared_bytes=0,  # type: ignore[arg-type]
+            fixed_kernel_bytes=0,
+        )  # fmt: skip
+
+    assert systematic_sd(breakdown("estimate")) == pytest.approx(SLAB_ESTIMATE_SD * 100 * KiB)
+    assert systematic_sd(breakdown("cgroup")) == pytest.approx(SLAB_CHECKED_SD * 100 * KiB)
+    assert systematic_sd(None) == 0.0
