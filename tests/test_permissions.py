@@ -59,21 +59,30 @@ def _as_nobody(directory: Path, source: Path) -> list[str] | None:
     ]
     if subprocess.run([*direct, "-c", PROBE], capture_output=True).returncode == 0:
         return direct
-    if shutil.which("unshare") is None or sys.prefix != sys.base_prefix:
+    if shutil.which("unshare") is None:
         return None
-    # The interpreter's prefix is not readable by nobody: show it at a readable path.
-    prefix = Path(sys.prefix)
-    mount_point = directory / "python"
-    mount_point.mkdir()
-    mount_point.chmod(0o755)
+    # The interpreter's prefix is not readable by nobody (pyenv under /root): show it, and
+    # the site-packages in use (a virtual environment's too, as CI runs the tests in one),
+    # at readable paths inside a private mount namespace.
+    prefix = Path(sys.base_prefix)
     executable = Path(sys.executable).resolve()
     if not executable.is_relative_to(prefix):
         return None
-    site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(str(prefix)))
+    mounts = [(prefix, directory / "python")]
+    paths = [str(source)]
+    for number, site in enumerate(p for p in sys.path if p.endswith("site-packages")):
+        if Path(site).is_relative_to(prefix):
+            paths.append(str(directory / "python" / Path(site).relative_to(prefix)))
+        else:
+            mounts.append((Path(site), directory / f"site{number}"))
+            paths.append(str(directory / f"site{number}"))
+    for _, target in mounts:
+        target.mkdir()
+        target.chmod(0o755)
+    binds = " && ".join(f"mount --bind {src} {dst}" for src, dst in mounts)
     inner = (
-        f"mount --bind {prefix} {mount_point} && exec runuser -u nobody -- env "
-        f"PYTHONPATH={source}:{mount_point / Path(site).relative_to(prefix)} "
-        f'{mount_point / executable.relative_to(prefix)} "$@"'
+        f"{binds} && exec runuser -u nobody -- env PYTHONPATH={':'.join(paths)} "
+        f'{directory / "python" / executable.relative_to(prefix)} "$@"'
     )
     wrapped = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner, "sh"]
     if subprocess.run([*wrapped, "-c", PROBE], capture_output=True).returncode == 0:
