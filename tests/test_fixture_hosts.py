@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, run_cli
 
-from capacity.kernel import DEFAULT_SLAB_SIZES
+from capacity.kernel import DEFAULT_SLAB_SIZES, OTHER_PER_PROCESS, top_level_page_table
 
 HOSTS = FIXTURES / "hosts"
 CASES = sorted(p.name for p in HOSTS.iterdir() if (p / "expected.json").exists())
@@ -53,7 +53,7 @@ def slab_sizes(root: Path) -> dict[str, int]:
 
 def slab_of(threads: int, maps: str, size: dict[str, int]) -> int:
     """README's slab rule: per thread task_struct + pid; per process mm, signal, sighand,
-    files, fs, cred; per mapping a vm_area_struct and a tenth of a maple node; per writable
+    files, fs, cred, the PGD and small allocations; per mapping a vm_area_struct and a tenth of a maple node; per writable
     private mapping an anon_vma and two anon_vma_chain links."""
     vmas = [line.split()[1] for line in maps.splitlines() if line.strip()]
     writable_private = sum(1 for perms in vmas if perms[1] == "w" and perms[3] == "p")
@@ -61,6 +61,8 @@ def slab_of(threads: int, maps: str, size: dict[str, int]) -> int:
         size[k] for k in ("mm_struct", "signal_cache", "sighand_cache", "files_cache", "fs_cache")
     )
     per_process += size["cred_jar"]
+    # the top-level page table (not in VmPTE) and small allocations, per process
+    per_process += top_level_page_table() + OTHER_PER_PROCESS
     return round(
         threads * (size["task_struct"] + size["pid"])
         + per_process
