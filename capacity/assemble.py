@@ -41,7 +41,10 @@ from capacity.records import (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BudgetOptions:
-    """What the user said about the budget: ``--memory`` and ``--reserve``, both optional."""
+    """What the user said about the budget: ``--memory`` and ``--reserve``, both optional.
+
+    The field names are ``model.make_budget``'s keyword arguments, so the options pass as
+    ``**dataclasses.asdict(options)``."""
 
     memory: int | None = None
     memory_text: str | None = None
@@ -66,6 +69,15 @@ def describe_workload(
         worker_count=len(last.workers),
         parent_cmdline=parent_cmdline,
         exe=exe,
+    )
+
+
+def timing(snapshots: Sequence[Snapshot], total_seconds: float) -> Timing:
+    """What the measurement cost: each sample's reads, each exact walk, the whole run."""
+    return Timing(
+        sample_read_seconds=tuple(round(s.read_seconds, 6) for s in snapshots),
+        total_seconds=round(total_seconds, 3),
+        exact_read_seconds=tuple(s.pages.read_seconds for s in snapshots if s.pages),
     )
 
 
@@ -124,11 +136,7 @@ def build_estimate(
         last.host,
         workload_total,
         cgroup=last.cgroup,
-        memory=budget_options.memory,
-        memory_text=budget_options.memory_text,
-        reserve_bytes=budget_options.reserve_bytes,
-        reserve_fraction=budget_options.reserve_fraction,
-        reserve_text=budget_options.reserve_text,
+        **dataclasses.asdict(budget_options),
     )
     prediction = predict(model, budget)
     if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
@@ -157,11 +165,7 @@ def build_estimate(
         estimators=compared,
         warnings=tuple(warnings),
         environment=environment,
-        timing=Timing(
-            sample_read_seconds=tuple(round(s.read_seconds, 6) for s in all_snapshots),
-            total_seconds=round(total_seconds, 3),
-            exact_read_seconds=tuple(s.pages.read_seconds for s in all_snapshots if s.pages),
-        ),
+        timing=timing(all_snapshots, total_seconds),
         load=tuple(loads),
         drift=measured_drift,
     )
@@ -269,11 +273,7 @@ def build_launch_estimate(
     budget = make_budget(
         last.host,
         last_step.process_total_bytes,
-        memory=budget_options.memory,
-        memory_text=budget_options.memory_text,
-        reserve_bytes=budget_options.reserve_bytes,
-        reserve_fraction=budget_options.reserve_fraction,
-        reserve_text=budget_options.reserve_text,
+        **dataclasses.asdict(budget_options),
     )
     prediction = predict(model, budget)
     if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
@@ -346,10 +346,7 @@ def build_launch_estimate(
         estimators=compared,
         warnings=tuple(warnings),
         environment=environment,
-        timing=Timing(
-            sample_read_seconds=tuple(round(s.read_seconds, 6) for s in snapshots),
-            total_seconds=round(total_seconds, 3),
-        ),
+        timing=timing(snapshots, total_seconds),
         load=tuple(loads),
         drift=measured_drift,
         launch=completed,

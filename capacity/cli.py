@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from capacity.errors import CapplanError
-from capacity.units import SizeError, parse_size, parse_size_or_percent
+from capacity.units import (
+    SizeError,
+    parse_percent,
+    parse_size,
+    parse_size_list,
+    parse_size_or_percent,
+)
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
     from capacity.assemble import BudgetOptions
@@ -84,22 +90,25 @@ DeepFlag = Annotated[
 ]
 
 
-def _size_option(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_size(value)
-        except SizeError as err:
-            raise typer.BadParameter(str(err)) from None
-    return value
+def _checked_by(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """A typer callback that rejects what ``parse`` cannot read as a usage error (exit 2),
+    and passes the text on: commands parse it again where they use it."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except SizeError as err:
+                raise typer.BadParameter(str(err)) from None
+        return value
+
+    return check
 
 
-def _reserve_option(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_size_or_percent(value)
-        except SizeError as err:
-            raise typer.BadParameter(str(err)) from None
-    return value
+_size_option = _checked_by(parse_size)
+_reserve_option = _checked_by(parse_size_or_percent)
+_size_list_option = _checked_by(parse_size_list)
+_percent_option = _checked_by(parse_percent)
 
 
 CmdOption = Annotated[
@@ -315,14 +324,7 @@ def estimate(
             "--method applies to --cmd, --pid and --demo",
             param_hint="--method",
         )
-    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    budget = {
-        "memory": parse_size(memory) if memory else None,
-        "memory_text": memory,
-        "reserve_bytes": reserve_bytes,
-        "reserve_fraction": reserve_fraction,
-        "reserve_text": reserve,
-    }
+    options = _budget_options(memory, reserve)
     progress = output_format == EstimateFormat.text
     if launch is not None:
         result = _estimate_launch(
@@ -335,7 +337,7 @@ def estimate(
             warmup=warmup,
             samples=samples,
             interval=interval,
-            options=_budget_options(**budget),  # type: ignore[arg-type]
+            options=options,
             started=time.monotonic(),
             progress=progress,
         )
@@ -353,7 +355,7 @@ def estimate(
             shell=shell,
             warmup=warmup,
             deep=deep,
-            **budget,  # type: ignore[arg-type]
+            options=options,
         )
     from capacity import report
 
@@ -380,11 +382,7 @@ def _measure(
     root: Path,
     progress: bool,
     method: MethodOption | None = None,
-    memory: int | None = None,
-    memory_text: str | None = None,
-    reserve_bytes: int | None = None,
-    reserve_fraction: float | None = None,
-    reserve_text: str | None = None,
+    options: BudgetOptions | None = None,
     load: str | None = None,
     shell: bool = False,
     warmup: float = 0.0,
@@ -402,13 +400,7 @@ def _measure(
     from capacity.procfs import read_cmdline, read_exe
     from capacity.versions import detect_version
 
-    options = assemble.BudgetOptions(
-        memory=memory,
-        memory_text=memory_text,
-        reserve_bytes=reserve_bytes,
-        reserve_fraction=reserve_fraction,
-        reserve_text=reserve_text,
-    )
+    options = options or assemble.BudgetOptions()
     started = time.monotonic()
     from capacity.loadgen import LoadGenerators
 
@@ -494,22 +486,17 @@ def _measure(
     )
 
 
-def _budget_options(
-    *,
-    memory: int | None,
-    memory_text: str | None,
-    reserve_bytes: int | None,
-    reserve_fraction: float | None,
-    reserve_text: str | None,
-) -> BudgetOptions:
+def _budget_options(memory: str | None, reserve: str | None) -> BudgetOptions:
+    """``--memory`` and ``--reserve`` as typed (already checked by their callbacks)."""
     from capacity import assemble
 
+    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
     return assemble.BudgetOptions(
-        memory=memory,
-        memory_text=memory_text,
+        memory=parse_size(memory) if memory else None,
+        memory_text=memory,
         reserve_bytes=reserve_bytes,
         reserve_fraction=reserve_fraction,
-        reserve_text=reserve_text,
+        reserve_text=reserve,
     )
 
 
@@ -631,7 +618,9 @@ def _estimate_launch(
         with _progress(progress, total, "launching") as advance:
             outcome = launcher.run(on_progress=advance)  # type: ignore[arg-type]
         environment = read_environment(
-            workload_pid=outcome.first_pid, executable=read_exe(outcome.first_pid)
+            workload_pid=outcome.first_pid,
+            executable=read_exe(outcome.first_pid),
+            command_line=_command_line(),
         )
     return assemble.build_launch_estimate(
         launch=outcome.launch,
@@ -642,28 +631,6 @@ def _estimate_launch(
         loads=outcome.loads,
         no_cgroup_reason=outcome.no_cgroup_reason,
     )
-
-
-def _size_list_option(value: str | None) -> str | None:
-    if value is not None:
-        from capacity.units import parse_size_list
-
-        try:
-            parse_size_list(value)
-        except SizeError as err:
-            raise typer.BadParameter(str(err)) from None
-    return value
-
-
-def _percent_option(value: str | None) -> str | None:
-    if value is not None:
-        from capacity.units import parse_percent
-
-        try:
-            parse_percent(value)
-        except SizeError as err:
-            raise typer.BadParameter(str(err)) from None
-    return value
 
 
 ModelArgument = Annotated[

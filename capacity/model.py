@@ -96,6 +96,18 @@ def _t(dof: int, level: float) -> float:
     return float(special.stdtrit(dof, level))
 
 
+def _confidence(half_width: float, reasons: list[str]) -> Confidence:
+    """high / medium / low from the slope's relative 95 % half-width; any reason already
+    given (too few workers, disagreeing samples) makes it low. Appends the width's reason."""
+    if not reasons and half_width <= HIGH_CONFIDENCE_HALF_WIDTH:
+        return "high"
+    if not reasons and half_width <= MEDIUM_CONFIDENCE_HALF_WIDTH:
+        return "medium"
+    if half_width > MEDIUM_CONFIDENCE_HALF_WIDTH:
+        reasons.append(f"per-instance cost known only to +-{half_width:.0%}")
+    return "low"
+
+
 def fit(
     samples: Sequence[SamplePoints],
     method: Method,
@@ -169,15 +181,7 @@ def fit(
     cv = float(np.std(slopes, ddof=1) / np.mean(slopes)) if count > 1 else 0.0
     if cv > SAMPLES_DISAGREE_CV:
         reasons.append(f"samples disagree: per-sample slopes vary by {cv:.0%}")
-    confidence: Confidence
-    if half_width <= HIGH_CONFIDENCE_HALF_WIDTH and not reasons:
-        confidence = "high"
-    elif half_width <= MEDIUM_CONFIDENCE_HALF_WIDTH and not reasons:
-        confidence = "medium"
-    else:
-        confidence = "low"
-        if half_width > MEDIUM_CONFIDENCE_HALF_WIDTH:
-            reasons.append(f"per-instance cost known only to +-{half_width:.0%}")
+    confidence = _confidence(half_width, reasons)
 
     points = tuple(
         (int(k), round(total))
@@ -438,15 +442,7 @@ def fit_independent(
     if len(x) < 4:
         reasons.append(f"only {len(x)} instance counts measured")
     half_width = t975 * se_b / slope
-    confidence: Confidence
-    if half_width <= HIGH_CONFIDENCE_HALF_WIDTH and not reasons:
-        confidence = "high"
-    elif half_width <= MEDIUM_CONFIDENCE_HALF_WIDTH and not reasons:
-        confidence = "medium"
-    else:
-        confidence = "low"
-        if half_width > MEDIUM_CONFIDENCE_HALF_WIDTH:
-            reasons.append(f"per-instance cost known only to +-{half_width:.0%}")
+    confidence = _confidence(half_width, reasons)
     return ModelFit(
         method=method,
         fixed_bytes=round(intercept),

@@ -64,34 +64,48 @@ def _size_column(values: Sequence[float]) -> tuple[str, list[str]]:
     return unit[0], [format_in(v, unit) for v in values]
 
 
-def _process_table(processes: Sequence[ProcessMemory], escape: Callable[[str], str]) -> str:
+ProcessColumn = tuple[str, Callable[[ProcessMemory], float]]
+
+# smem's view: what `capplan inspect --per-process` shows.
+SMEM_COLUMNS: tuple[ProcessColumn, ...] = (
+    ("RSS", lambda p: p.rollup.rss_bytes),
+    ("PSS", lambda p: p.rollup.pss_bytes),
+    ("USS", lambda p: p.rollup.uss_bytes),
+    ("shared", lambda p: p.rollup.shared_bytes),
+    ("swap", lambda p: p.rollup.swap_bytes),
+    ("page tables", lambda p: p.page_tables_bytes),
+)
+# estimate's view adds the anon / file / shmem split and the estimated kernel memory.
+ESTIMATE_COLUMNS: tuple[ProcessColumn, ...] = (
+    *SMEM_COLUMNS[:5],
+    ("anon", lambda p: p.rss_anon_bytes),
+    ("file", lambda p: p.rss_file_bytes),
+    ("shmem", lambda p: p.rss_shmem_bytes),
+    SMEM_COLUMNS[5],
+    ("kernel est.", lambda p: p.kernel_stack_bytes + p.slab_bytes),
+)
+
+
+def _process_table(
+    processes: Sequence[ProcessMemory],
+    escape: Callable[[str], str],
+    columns: Sequence[ProcessColumn] = ESTIMATE_COLUMNS,
+    limit: int | None = MAX_PROCESS_ROWS,
+) -> str:
+    """Parents first, then workers in fork order; one unit per column."""
     shown = sorted(processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
-    hidden = max(0, len(shown) - MAX_PROCESS_ROWS)
-    shown = shown[:MAX_PROCESS_ROWS]
-    columns: list[tuple[str, Callable[[ProcessMemory], float]]] = [
-        ("RSS", lambda p: p.rollup.rss_bytes),
-        ("PSS", lambda p: p.rollup.pss_bytes),
-        ("USS", lambda p: p.rollup.uss_bytes),
-        ("shared", lambda p: p.rollup.shared_bytes),
-        ("swap", lambda p: p.rollup.swap_bytes),
-        ("anon", lambda p: p.rss_anon_bytes),
-        ("file", lambda p: p.rss_file_bytes),
-        ("shmem", lambda p: p.rss_shmem_bytes),
-        ("page tables", lambda p: p.page_tables_bytes),
-        ("kernel est.", lambda p: p.kernel_stack_bytes + p.slab_bytes),
-    ]
+    hidden = 0 if limit is None else max(0, len(shown) - limit)
+    shown = shown if limit is None else shown[:limit]
     headers = ["pid", "role", "name"]
     formatted: list[list[str]] = []
     for title, getter in columns:
         unit, cells = _size_column([getter(p) for p in shown])
         headers.append(f"{title}\n{unit}")
         formatted.append(cells)
-    rows = []
-    for index, process in enumerate(shown):
-        rows.append(
-            [str(process.pid), process.role, escape(process.name)]
-            + [column[index] for column in formatted]
-        )
+    rows = [
+        [str(p.pid), p.role, escape(p.name)] + [column[i] for column in formatted]
+        for i, p in enumerate(shown)
+    ]
     table = tabulate(
         rows,
         headers=headers,
@@ -594,35 +608,6 @@ def _mapping_table(inspection: Inspection, escape: Callable[[str], str]) -> str:
     )
 
 
-def _smem_table(processes: Sequence[ProcessMemory], escape: Callable[[str], str]) -> str:
-    shown = sorted(processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
-    columns: list[tuple[str, Callable[[ProcessMemory], float]]] = [
-        ("RSS", lambda p: p.rollup.rss_bytes),
-        ("PSS", lambda p: p.rollup.pss_bytes),
-        ("USS", lambda p: p.rollup.uss_bytes),
-        ("shared", lambda p: p.rollup.shared_bytes),
-        ("swap", lambda p: p.rollup.swap_bytes),
-        ("page tables", lambda p: p.page_tables_bytes),
-    ]
-    headers = ["pid", "role", "name"]
-    formatted: list[list[str]] = []
-    for title, getter in columns:
-        unit, cells = _size_column([getter(p) for p in shown])
-        headers.append(f"{title}\n{unit}")
-        formatted.append(cells)
-    rows = [
-        [str(p.pid), p.role, escape(p.name)] + [column[i] for column in formatted]
-        for i, p in enumerate(shown)
-    ]
-    return tabulate(
-        rows,
-        headers=headers,
-        tablefmt="simple",
-        disable_numparse=True,
-        colalign=("right", "left", "left") + ("right",) * len(columns),
-    )
-
-
 def render_inspect_text(inspection: Inspection) -> str:
     escape = terminal_safe
     i = inspection
@@ -658,7 +643,7 @@ def render_inspect_text(inspection: Inspection) -> str:
         out += [
             "",
             "Per process (smaps_rollup, as smem shows it)",
-            _smem_table(i.processes, escape),
+            _process_table(i.processes, escape, SMEM_COLUMNS, limit=None),
         ]
     for warning in i.warnings:
         out.append("")

@@ -19,7 +19,7 @@ import io
 from typing import Any
 
 from capacity.model import lower_bound, total_for, upper_bound
-from capacity.records import Estimate
+from capacity.records import Estimate, ModelFit
 from capacity.units import pick_unit
 
 INSTALL_HINT = "pip install 'capplan[report]'"
@@ -27,6 +27,20 @@ INSTALL_HINT = "pip install 'capplan[report]'"
 
 class PlotUnavailable(Exception):
     """matplotlib cannot be imported: the report says how to get the plot."""
+
+
+def _fit_and_band(axes: Any, model: ModelFit, xs: list[int], factor: int) -> None:
+    """The fitted line and its 95 % prediction band over ``xs``, in units of ``factor``."""
+    axes.fill_between(
+        xs,
+        [lower_bound(model, n) / factor for n in xs],
+        [upper_bound(model, n) / factor for n in xs],
+        color="tab:blue",
+        alpha=0.2,
+        linewidth=0,
+        label="95% prediction bounds",
+    )
+    axes.plot(xs, [total_for(model, n) / factor for n in xs], color="tab:blue", label="fit")
 
 
 def _pyplot() -> Any:
@@ -56,18 +70,7 @@ def _figure(estimate: Estimate) -> Any:
     xs_measured = [x for x, _ in model.points]
     top = max(xs_measured, default=1) + 1
     near_x = list(range(top + 1))
-    near.fill_between(
-        near_x,
-        [lower_bound(model, n) / near_factor for n in near_x],
-        [upper_bound(model, n) / near_factor for n in near_x],
-        color="tab:blue",
-        alpha=0.2,
-        linewidth=0,
-        label="95% prediction bounds",
-    )
-    near.plot(
-        near_x, [total_for(model, n) / near_factor for n in near_x], color="tab:blue", label="fit"
-    )
+    _fit_and_band(near, model, near_x, near_factor)
     near.scatter(
         xs_measured,
         [y / near_factor for _, y in model.points],
@@ -85,16 +88,7 @@ def _figure(estimate: Estimate) -> Any:
     end = max(int(point_max * 1.15), top, 10)
     step = max(end // 200, 1)
     far_x = list(range(0, end + 1, step))
-    far.fill_between(
-        far_x,
-        [lower_bound(model, n) / factor for n in far_x],
-        [upper_bound(model, n) / factor for n in far_x],
-        color="tab:blue",
-        alpha=0.2,
-        linewidth=0,
-        label="95% prediction bounds",
-    )
-    far.plot(far_x, [total_for(model, n) / factor for n in far_x], color="tab:blue", label="fit")
+    _fit_and_band(far, model, far_x, factor)
     far.scatter(xs_measured, [y / factor for _, y in model.points], color="black", s=14, zorder=3)
     far.axhline(available / factor, color="tab:red", linestyle="--", label="budget - reserve")
     far.axvline(point_max, color="tab:green", linestyle=":", label=f"max {point_max:,}")

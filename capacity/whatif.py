@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from capacity import suggest
 from capacity.errors import BudgetError
-from capacity.model import conservative_instances, memory_for, predict
+from capacity.model import memory_for, predict
 from capacity.records import Budget, Estimate, HostSize, InstancesMemory, Suggestion, WhatIf
 
 
@@ -68,7 +68,8 @@ def size_row(
         reserve_source="what-if",
     )
     prediction = predict(estimate.model, budget)
-    conservative = conservative_instances(estimate.model, available, prediction.max_instances)
+    # The model's own conservative answer (it keeps the reclaimable page cache resident).
+    conservative = prediction.max_instances_conservative or 0
     config = suggest.configuration(software, conservative, threads)
     return HostSize(
         memory_bytes=memory,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +88,17 @@ def run_cli(*args: str, timeout: float = 300.0, env: dict[str, str] | None = Non
         cwd=REPO,
     )
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def estimate_json(pid: int, *extra: str, samples: int = 3, interval: float = 0.2) -> dict[str, Any]:
+    """``capplan estimate --pid PID --format json`` as a parsed document; it must succeed."""
+    result = run_cli(
+        "estimate", "--pid", str(pid), "--samples", str(samples), "--interval", str(interval),
+        "--format", "json", *extra,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 @pytest.fixture

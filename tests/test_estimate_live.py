@@ -13,24 +13,7 @@ import json
 import os
 
 import pytest
-from conftest import MiB, run_cli, start_demo
-
-
-def estimate_json(pid: int, *extra: str) -> dict:
-    result = run_cli(
-        "estimate",
-        "--pid",
-        str(pid),
-        "--samples",
-        "3",
-        "--interval",
-        "0.2",
-        "--format",
-        "json",
-        *extra,
-    )
-    assert result.code == 0, result.stderr
-    return json.loads(result.stdout)
+from conftest import MiB, estimate_json, run_cli, start_demo
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import MiB, needs_root, run_cli, start_demo
+from conftest import estimate_json as conftest_estimate_json
 
 from capacity import pages, records, sampler
 from capacity.procfs import read_rollup, read_stat
@@ -31,21 +33,8 @@ pytestmark = [
 ]
 
 
-def estimate_json(pid: int, *extra: str) -> dict:
-    result = run_cli(
-        "estimate",
-        "--pid",
-        str(pid),
-        "--samples",
-        "2",
-        "--interval",
-        "0.1",
-        "--format",
-        "json",
-        *extra,
-    )
-    assert result.code == 0, result.stderr
-    return json.loads(result.stdout)
+def estimate_json(pid: int, *extra: str) -> dict[str, Any]:
+    return conftest_estimate_json(pid, *extra, samples=2, interval=0.1)
 
 
 def walk_demo(parent: int, workers: list[int]) -> pages.Walk:

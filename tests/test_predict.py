@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from capacity import records, suggest, whatif
-from capacity.model import conservative_instances, memory_for, predict
+from capacity.model import memory_for, predict
 from capacity.records import Budget, Estimate
 from capacity.units import kubernetes_quantity
 from capacity.versions import detect_version, version_command
@@ -69,9 +69,7 @@ def test_table_agrees_with_the_model_for_every_size(base: Estimate) -> None:
         assert row["memory_bytes"] == memory
         assert row["reserve_bytes"] == reserve
         assert row["max_instances"] == expected.max_instances
-        assert row["max_instances_conservative"] == conservative_instances(
-            base.model, memory - reserve
-        )
+        assert row["max_instances_conservative"] == expected.max_instances_conservative
         assert row["max_instances_conservative"] <= row["max_instances"]
         assert row["max_instances"] > previous
         previous = row["max_instances"]
