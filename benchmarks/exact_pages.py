@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from capacity import pages  # noqa: E402
-from capacity.procfs import read_stat  # noqa: E402
-from capacity.workload import launched_demo  # noqa: E402
+from capacity.measure import pages  # noqa: E402
+from capacity.measure.procfs import read_stat  # noqa: E402
+from capacity.measure.workload import launched_demo  # noqa: E402
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:

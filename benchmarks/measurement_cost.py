@@ -78,9 +78,10 @@ os.environ["PYTHONPATH"] = str(REPO) + (
     os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
 )
 
-from capacity import model, pages, parallel, procfs, sampler  # noqa: E402
+from capacity.measure import pages, parallel, procfs, sampler  # noqa: E402
+from capacity.measure.workload import Selector  # noqa: E402
+from capacity.model import fitting as model  # noqa: E402
 from capacity.records import HostMemory  # noqa: E402
-from capacity.workload import Selector  # noqa: E402
 
 PYTHON = sys.executable
 FORKSERVER = REPO / "benchmarks" / "forkserver.py"
@@ -417,9 +418,11 @@ def pipeline_stages(workload: Workload) -> dict[str, float]:
     Divided by the process count, equal figures at 500 and 2,000 processes mean that no
     stage is quadratic in the process count.
     """
-    from capacity import accounting, assemble, records, report
-    from capacity import workload as selection
-    from capacity.environment import read_environment
+    from capacity import modelfile
+    from capacity.measure import workload as selection
+    from capacity.measure.environment import read_environment
+    from capacity.model import accounting, assemble
+    from capacity.render import report
 
     selector = Selector(pid=workload.parent)
     comm = procfs.read_stat(workload.parent).comm
@@ -459,7 +462,7 @@ def pipeline_stages(workload: Workload) -> dict[str, float]:
     )
     stage("text report", lambda: report.RENDERERS["text"](estimate))  # type: ignore[arg-type]
     document = stage("JSON report", lambda: report.RENDERERS["json"](estimate))  # type: ignore[arg-type]
-    stage("JSON load", lambda: records.estimate_from_dict(json.loads(document)))  # type: ignore[arg-type]
+    stage("JSON load", lambda: modelfile.estimate_from_dict(json.loads(document)))  # type: ignore[arg-type]
     return cpu
 
 

@@ -30,7 +30,7 @@ from capacity.units import (
 )
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
-    from capacity.assemble import BudgetOptions
+    from capacity.model.assemble import BudgetOptions
     from capacity.records import DemoOptions, Estimate
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
@@ -187,7 +187,7 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[object]:
 
 
 def _selector(cmd: str | None, pid: int | None, demo: bool = False) -> object:
-    from capacity.workload import Selector
+    from capacity.measure.workload import Selector
 
     given = sum(x is not None for x in (cmd, pid)) + int(demo)
     if given != 1:
@@ -303,7 +303,7 @@ def estimate(
 
         capplan estimate --demo --save models/demo.json
     """
-    from capacity import records
+    from capacity import modelfile, records
 
     if sum([cmd is not None, pid is not None, demo, launch is not None]) != 1:
         raise typer.BadParameter(
@@ -357,12 +357,12 @@ def estimate(
             deep=deep,
             options=options,
         )
-    from capacity import report
+    from capacity.render import report
 
     rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
         # Save before printing: a save that fails must leave stdout empty, as every error does.
-        records.save_estimate(save, result, force=force)
+        modelfile.save_estimate(save, result, force=force)
         typer.echo(f"Saved the model to {save}", err=True)
     _write(rendered)
 
@@ -395,14 +395,16 @@ def _measure(
     """
     import dataclasses
 
-    from capacity import assemble, records, sampler, suggest, workload
-    from capacity.environment import read_environment
-    from capacity.procfs import read_cmdline, read_exe
-    from capacity.versions import detect_version
+    from capacity import records
+    from capacity.measure import sampler, workload
+    from capacity.measure.environment import read_environment
+    from capacity.measure.procfs import read_cmdline, read_exe
+    from capacity.measure.versions import detect_version
+    from capacity.model import assemble, suggest
 
     options = options or assemble.BudgetOptions()
     started = time.monotonic()
-    from capacity.loadgen import LoadGenerators
+    from capacity.measure.loadgen import LoadGenerators
 
     with contextlib.ExitStack() as stack:
         generators = (
@@ -488,7 +490,7 @@ def _measure(
 
 def _budget_options(memory: str | None, reserve: str | None) -> BudgetOptions:
     """``--memory`` and ``--reserve`` as typed (already checked by their callbacks)."""
-    from capacity import assemble
+    from capacity.model import assemble
 
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
     return assemble.BudgetOptions(
@@ -550,7 +552,9 @@ def inspect(
 
         capplan inspect --demo
     """
-    from capacity import inspection, report, workload
+    from capacity.app import inspect as inspection
+    from capacity.measure import workload
+    from capacity.render import report
 
     if sum([cmd is not None, pid is not None, demo]) != 1:
         raise typer.BadParameter(
@@ -597,10 +601,10 @@ def _estimate_launch(
     progress: bool,
 ) -> Estimate:
     """``estimate --launch``: start, measure, always stop; then fit both sides."""
-    from capacity import assemble
-    from capacity.environment import read_environment
-    from capacity.launch import Launcher, LaunchOptions
-    from capacity.procfs import read_exe
+    from capacity.measure.environment import read_environment
+    from capacity.measure.launch import Launcher, LaunchOptions
+    from capacity.measure.procfs import read_exe
+    from capacity.model import assemble
 
     launch_options = LaunchOptions(
         command=command,
@@ -690,10 +694,12 @@ def predict(
 
         capplan predict models/demo.json --memory 16G --reserve 10% --instances 200
     """
-    from capacity import records, report_predict, whatif
+    from capacity import modelfile
+    from capacity.model import whatif
+    from capacity.render import predict as report_predict
     from capacity.units import parse_size_list
 
-    estimate = records.load_estimate(model)
+    estimate = modelfile.load_estimate(model)
     reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
     result = whatif.what_if(
         estimate,
@@ -761,7 +767,8 @@ def report_command(
 
         capplan report models/demo.json --format openmetrics -o /var/lib/node_exporter/textfile/capplan.prom
     """
-    from capacity import records
+    from capacity import modelfile
+    from capacity import output as files
 
     to_stdout = output is None or str(output) == "-"
     if output_format is None:
@@ -775,11 +782,11 @@ def report_command(
                     hint="name the file .md, .html or .prom, or pass --format",
                 )
             output_format = _SUFFIX_FORMATS[suffix]
-    estimate = records.load_estimate(model)
+    estimate = modelfile.load_estimate(model)
     png: bytes | None = None
     png_path: Path | None = None
     if output_format in (ReportFormat.markdown, ReportFormat.html):
-        from capacity import report_document
+        from capacity.render import document as report_document
 
         if output_format == ReportFormat.markdown and not to_stdout and output is not None:
             png_path = output.with_suffix(".png")
@@ -790,7 +797,7 @@ def report_command(
             png_name=png_path.name if png_path is not None else None,
         )
     else:
-        from capacity import report
+        from capacity.render import report
 
         text = report.RENDERERS[output_format.value](estimate)
     if to_stdout or output is None:
@@ -798,8 +805,8 @@ def report_command(
         return
     try:
         if png is not None and png_path is not None:
-            records.write_bytes_atomic(png_path, png)
-        records.write_atomic(output, text, force=True)
+            files.write_bytes_atomic(png_path, png)
+        files.write_atomic(output, text, force=True)
     except OSError as err:
         raise CapplanError(f"cannot write {output}: {err.strerror}") from None
     typer.echo(f"Wrote {output}" + (f" and {png_path}" if png is not None else ""), err=True)
@@ -885,9 +892,12 @@ def check_command(
 
         capplan check models/app.json --cmd gunicorn --max-increase 5% --junit capplan.xml
     """
-    from capacity import check, records, report_check
+    from capacity import modelfile, records
+    from capacity import output as files
+    from capacity.model import check
+    from capacity.render import check as report_check
 
-    base = records.load_estimate(baseline)
+    base = modelfile.load_estimate(baseline)
     tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
     selectors = sum([cmd is not None, pid is not None, demo])
     if current is not None:
@@ -896,7 +906,7 @@ def check_command(
                 "give either --current FILE or a selector to measure, not both",
                 param_hint="--current",
             )
-        now = records.load_estimate(current)
+        now = modelfile.load_estimate(current)
         current_source = str(current)
     else:
         if selectors != 1:
@@ -942,7 +952,7 @@ def check_command(
         _write(report_check.render_verdict_text(verdict))
     if junit is not None:
         try:
-            records.write_atomic(junit, report_check.render_junit(verdict), force=True)
+            files.write_atomic(junit, report_check.render_junit(verdict), force=True)
         except OSError as err:
             raise CapplanError(f"cannot write {junit}: {err.strerror}") from None
     if verdict.status == "regression":
@@ -969,7 +979,7 @@ def _write(text: str) -> None:
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    from capacity.report import terminal_safe
+    from capacity.render.report import terminal_safe
 
     sys.stderr.write(f"Error: {terminal_safe(message)}\n")
     if hint:

@@ -4,7 +4,7 @@
 For each workload:
 
 1. **The truth.** Run the workload in a memory cgroup of its own with a hard limit and no
-   swap (``capacity.cgroup.create_cgroup`` + ``set_limit``), under load, and find the
+   swap (``capacity.measure.cgroup.create_cgroup`` + ``set_limit``), under load, and find the
    largest worker count that runs without the cgroup's OOM killer firing
    (``oom_kills()``: v2 memory.events ``oom_kill``, v1 memory.oom_control ``oom_kill``).
    Repeat, each time in a fresh cgroup, and report min / median / max.
@@ -66,8 +66,8 @@ import servers  # noqa: E402  (tests/servers.py: the same launchers the tests us
 from tabulate import tabulate  # noqa: E402
 
 from capacity import __version__  # noqa: E402
-from capacity.cgroup import OwnCgroup, detect_layout, temporary_cgroup  # noqa: E402
-from capacity.records import write_atomic  # noqa: E402
+from capacity.measure.cgroup import OwnCgroup, detect_layout, temporary_cgroup  # noqa: E402
+from capacity.output import write_atomic  # noqa: E402
 
 MiB = 1024 * 1024
 POINT_TOLERANCE = 0.05

@@ -3,7 +3,7 @@
 Every server runs from a temporary directory of its own (configuration, pid file, logs,
 sockets, runtime and lock files), listens on a free loopback port or a unix socket there,
 and runs in a process group of its own, optionally inside a memory cgroup of its own
-(``capacity.cgroup.create_cgroup``) and, for apache2, inside a PID namespace of its own so
+(``capacity.measure.cgroup.create_cgroup``) and, for apache2, inside a PID namespace of its own so
 that ``capplan ... --cmd apache2`` sees this instance and nothing else. Nothing here reads
 or writes a system instance's configuration (/etc/apache2 is never used) or port.
 
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from capacity.cgroup import OwnCgroup
+from capacity.measure.cgroup import OwnCgroup
 
 HERE = Path(__file__).resolve().parent
 FORKSERVER = HERE / "workloads" / "forkserver.py"

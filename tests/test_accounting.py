@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 
-from capacity import accounting
-from capacity.model import fit, predict
+from capacity.model import accounting
+from capacity.model.fitting import fit, predict
 from capacity.records import Budget, CgroupMemory, MemoryRollup, ProcessMemory, Snapshot
 
 KiB, MiB = 1024, 1024 * 1024
@@ -187,8 +187,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 
 
 def test_address_regions_are_runs_of_mappings_within_a_page_table_span() -> None:
-    from capacity.kernel import page_table_span
-    from capacity.procfs import count_address_regions
+    from capacity.measure.kernel import page_table_span
+    from capacity.measure.procfs import count_address_regions
 
     span = page_table_span(4096)
     assert span == 2 * MiB
@@ -224,7 +224,7 @@ def test_conservative_prediction_allows_for_another_address_layout() -> None:
     assert n < plain.max_instances_conservative
     # It fits with every worker's allowance added, and one more would not.
     extra = dataclasses.replace(model, layout_allowance_bytes=allowance)
-    from capacity.model import upper_bound
+    from capacity.model.fitting import upper_bound
 
     assert upper_bound(extra, n) <= budget.available_bytes < upper_bound(extra, n + 1)
     assert upper_bound(extra, n) == pytest.approx(upper_bound(model, n) + n * allowance)

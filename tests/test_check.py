@@ -19,7 +19,8 @@ import pytest
 from conftest import REPO, MiB, is_root, run_cli, start_demo
 from scipy import stats
 
-from capacity import check, records
+from capacity import answers, codec, modelfile, records
+from capacity.model import check
 from capacity.records import Estimate
 from capacity.units import SizeError
 
@@ -35,7 +36,7 @@ needs_baseline_method = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def base() -> Estimate:
-    return records.load_estimate(MODEL)
+    return modelfile.load_estimate(MODEL)
 
 
 def with_model(estimate: Estimate, **changes: object) -> Estimate:
@@ -57,7 +58,7 @@ def scaled(estimate: Estimate, factor: float, se: float | None = None) -> Estima
     )
 
 
-def verdict(baseline: Estimate, current: Estimate, **kwargs: object) -> records.Verdict:
+def verdict(baseline: Estimate, current: Estimate, **kwargs: object) -> answers.Verdict:
     tolerance = kwargs.pop("tolerance", check.parse_tolerance(None, None))
     return check.compare(
         baseline,
@@ -114,7 +115,7 @@ def test_significant_but_small_change_is_within_tolerance(base: Estimate) -> Non
 def test_byte_tolerance_alone_and_both_together(base: Estimate) -> None:
     cost = base.model.per_instance_bytes
     only_bytes = check.parse_tolerance(None, "256K")
-    assert only_bytes == records.Tolerance(max_increase_bytes=256 * KiB)
+    assert only_bytes == answers.Tolerance(max_increase_bytes=256 * KiB)
     assert check.allowed_increase(only_bytes, cost) == 256 * KiB
     heavier = with_model(base, per_instance_bytes=cost + 300 * KiB)
     assert verdict(base, heavier, tolerance=only_bytes).status == "regression"
@@ -127,7 +128,7 @@ def test_byte_tolerance_alone_and_both_together(base: Estimate) -> None:
 
 
 def test_default_tolerance_is_five_percent() -> None:
-    assert check.parse_tolerance(None, None) == records.Tolerance(max_increase_ratio=0.05)
+    assert check.parse_tolerance(None, None) == answers.Tolerance(max_increase_ratio=0.05)
 
 
 @pytest.mark.parametrize(("ratio", "size"), [("5", None), ("-1%", None), (None, "lots")])
@@ -184,7 +185,7 @@ def test_other_differences_are_noted_without_blocking(base: Estimate) -> None:
 
 def saved(tmp_path: Path, estimate: Estimate, name: str) -> Path:
     path = tmp_path / name
-    records.save_estimate(path, estimate)
+    modelfile.save_estimate(path, estimate)
     return path
 
 
@@ -332,5 +333,5 @@ def test_no_spread_on_either_side_still_gives_strict_json(base: Estimate) -> Non
     def refuse(constant: str) -> None:
         raise AssertionError(f"not JSON: {constant}")
 
-    doc = json.loads(records.dumps(v), parse_constant=refuse)
+    doc = json.loads(codec.dumps(v), parse_constant=refuse)
     assert doc["comparisons"][0]["dof"] is None

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, REPO, CliResult, run_cli
 
-from capacity import procfs
 from capacity.errors import CapplanError
+from capacity.measure import procfs
 
 DEMO = FIXTURES / "hosts" / "demo"
 DEMO_ARGS = ("--root", str(DEMO), "--pid", "18121", "--samples", "1")

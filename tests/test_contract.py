@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from capacity import procfs
 from capacity.errors import AccessDenied, NoSuchProcess, ZombieProcess
+from capacity.measure import procfs
+from capacity.measure.sampler import Sampler
+from capacity.measure.workload import Selector
 from capacity.records import MemoryRollup
-from capacity.sampler import Sampler
-from capacity.workload import Selector
 
 ALLOWED = (NoSuchProcess, ZombieProcess, AccessDenied)
 HAS_ROLLUP = Path("/proc/self/smaps_rollup").exists()  # Linux 4.14+

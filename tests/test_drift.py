@@ -1,4 +1,4 @@
-"""Copy-on-write drift maths on series whose truth we know (capacity.drift is pure)."""
+"""Copy-on-write drift maths on series whose truth we know (capacity.model.drift is pure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from capacity.drift import UnitSample, measure, requests_in_window, sampling_advice
+from capacity.model.drift import UnitSample, measure, requests_in_window, sampling_advice
 from capacity.records import LoadRun
 
 MiB = 1024 * 1024

@@ -20,9 +20,10 @@ import pytest
 from conftest import MiB, needs_root, run_cli, start_demo
 from conftest import estimate_json as conftest_estimate_json
 
-from capacity import pages, records, sampler
-from capacity.procfs import read_rollup, read_stat
-from capacity.workload import Selector
+from capacity import modelfile
+from capacity.measure import pages, sampler
+from capacity.measure.procfs import read_rollup, read_stat
+from capacity.measure.workload import Selector
 
 pytestmark = [
     needs_root,
@@ -166,7 +167,7 @@ def test_exact_is_the_default_as_root() -> None:
     assert doc["model"]["method"] == "exact"
     assert doc["model"]["breakdown"]["shared_outside_bytes"] > 0
     # A saved exact model loads back with its page counts (the codec checks every field).
-    loaded = records.estimate_from_dict(doc)
+    loaded = modelfile.estimate_from_dict(doc)
     assert loaded.samples[0].pages is not None
     assert loaded.samples[0].pages.cumulative_bytes == tuple(
         doc["samples"][0]["pages"]["cumulative_bytes"]

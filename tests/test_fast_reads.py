@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import start_demo
 
-from capacity import procfs, workload
 from capacity.errors import ParseError, SelectionError
+from capacity.measure import procfs, workload
+from capacity.measure.workload import Selector, select_processes
 from capacity.records import MemoryRollup
-from capacity.workload import Selector, select_processes
 
 
 def _host_files(name: str) -> list[bytes]:

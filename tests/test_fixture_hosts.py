@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, run_cli
 
-from capacity.kernel import DEFAULT_SLAB_SIZES, OTHER_PER_PROCESS, top_level_page_table
+from capacity.measure.kernel import DEFAULT_SLAB_SIZES, OTHER_PER_PROCESS, top_level_page_table
 
 HOSTS = FIXTURES / "hosts"
 CASES = sorted(p.name for p in HOSTS.iterdir() if (p / "expected.json").exists())

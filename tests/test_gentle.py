@@ -12,11 +12,13 @@ import json
 import pytest
 from conftest import MiB, needs_root, run_cli, start_demo
 
-from capacity import assemble, gentle, inspection, pages, sampler
-from capacity.environment import read_environment
+from capacity.app import inspect as inspection
 from capacity.errors import CapplanError, ExactUnavailable
+from capacity.measure import gentle, pages, sampler
+from capacity.measure.environment import read_environment
+from capacity.measure.workload import Selector
+from capacity.model import assemble
 from capacity.records import MemoryRollup, ProcessMemory
-from capacity.workload import Selector
 
 exact_available = pytest.mark.skipif(
     pages.exact_unavailable_reason() is not None,

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import MiB, RunningWorkload, needs_root, run_cli, start_demo
 
-from capacity import pages, report
-from capacity.procfs import Mapping, read_maps
-from capacity.records import Inspection, MappingRow, Workload
+from capacity.answers import Inspection, MappingRow
+from capacity.measure import pages
+from capacity.measure.procfs import Mapping, read_maps
+from capacity.records import Workload
+from capacity.render import report
 
 exact_available = pytest.mark.skipif(
     os.geteuid() != 0 or pages.exact_unavailable_reason() is not None,
@@ -184,7 +186,7 @@ def test_host_text_is_stripped_of_control_characters() -> None:
 
 
 def test_row_kinds() -> None:
-    from capacity.inspection import row_key
+    from capacity.app.inspect import row_key
 
     def kind(path: str, perms: str = "r--p", exe: str | None = "/usr/bin/x") -> tuple[str, str]:
         m = Mapping(start=0, end=4096, perms=perms, offset=0, dev="00:00", inode=0, path=path)

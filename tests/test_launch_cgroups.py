@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capacity.cgroup import OwnCgroup, read_cgroup_memory
+from capacity.measure.cgroup import OwnCgroup, read_cgroup_memory
 
 
 def test_child_of_a_v2_cgroup_delegates_the_memory_controller_first(tmp_path: Path) -> None:

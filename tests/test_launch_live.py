@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, MiB, needs_root, run_cli
 
-from capacity.cgroup import leftover_cgroups
+from capacity.measure.cgroup import leftover_cgroups
 
 PY = shlex.quote(sys.executable)
 SERVER = f"{PY} -m capacity.demo --port {{port}} --workers 0 --shared 0"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from capacity.errors import LaunchError, ModelError
-from capacity.loadgen import expand, request_count
-from capacity.model import cgroup_resolution_sd, fit_independent, quadratic_check
+from capacity.measure.loadgen import expand, request_count
+from capacity.model.fitting import cgroup_resolution_sd, fit_independent, quadratic_check
 
 KiB, MiB = 1024, 1024**2
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from capacity.errors import BudgetError, ModelError
-from capacity.model import (
+from capacity.model.fitting import (
     SamplePoints,
     conservative_instances,
     fit,
@@ -215,7 +215,7 @@ def test_a_systematic_error_widens_the_bound_linearly_in_n() -> None:
 
 
 def test_systematic_sd_follows_how_the_kernel_part_was_known() -> None:
-    from capacity.model import SLAB_CHECKED_SD, SLAB_ESTIMATE_SD, systematic_sd
+    from capacity.model.fitting import SLAB_CHECKED_SD, SLAB_ESTIMATE_SD, systematic_sd
     from capacity.records import Breakdown
 
     def breakdown(source: str) -> Breakdown:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import REPO, run_cli
 
-from capacity import records
+from capacity import codec, modelfile, records
 
 MODEL = REPO / "models" / "demo.json"
 
@@ -90,8 +90,8 @@ def test_committed_model_holds_everything_the_issue_lists() -> None:
 
 
 def test_model_round_trips_through_the_codec() -> None:
-    estimate = records.load_estimate(MODEL)
-    again = records.estimate_from_dict(json.loads(records.dumps(estimate)))
+    estimate = modelfile.load_estimate(MODEL)
+    again = modelfile.estimate_from_dict(json.loads(codec.dumps(estimate)))
     assert again == estimate
 
 
@@ -222,17 +222,17 @@ def test_old_file_without_new_fields_still_loads(tmp_path: Path) -> None:
 
 
 def test_writes_are_atomic_and_keep_a_readable_mode(tmp_path: Path) -> None:
-    estimate = records.load_estimate(MODEL)
+    estimate = modelfile.load_estimate(MODEL)
     target = tmp_path / "m.json"
-    records.save_estimate(target, estimate)
-    assert records.load_estimate(target) == estimate
+    modelfile.save_estimate(target, estimate)
+    assert modelfile.load_estimate(target) == estimate
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
     with pytest.raises(records.ModelFileError, match="already exists"):
-        records.save_estimate(target, estimate)
+        modelfile.save_estimate(target, estimate)
     target.chmod(0o640)
-    records.save_estimate(target, estimate, force=True)
+    modelfile.save_estimate(target, estimate, force=True)
     assert stat.S_IMODE(target.stat().st_mode) == 0o640  # replacing keeps the file's mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]  # no temporary left
 

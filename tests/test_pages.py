@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capacity import pages
 from capacity.errors import ExactUnavailable
-from capacity.procfs import Mapping
+from capacity.measure import pages
+from capacity.measure.procfs import Mapping
 
 PRESENT = 1 << 63
 SWAPPED = 1 << 62
@@ -159,7 +159,7 @@ def test_private_pages_per_worker_leave_out_pages_workers_share() -> None:
 
 def test_exact_points_put_pages_workers_share_in_the_base() -> None:
     """A page two workers share without the parent is paid once, not by the first of them."""
-    from capacity import accounting
+    from capacity.model import accounting
     from capacity.records import MemoryRollup, ProcessMemory, Snapshot
 
     counts = pages.summarise(classified(), [100, 101, 102, 103], page_size=PAGE)

@@ -7,9 +7,9 @@ import threading
 import pytest
 from conftest import start_demo
 
-from capacity import parallel, sampler
 from capacity.errors import AccessDenied
-from capacity.workload import Interrupted, Selector
+from capacity.measure import parallel, sampler
+from capacity.measure.workload import Interrupted, Selector
 
 MANY = 10 * parallel.MIN_ITEMS_PER_THREAD
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from capacity import records, suggest, whatif
-from capacity.model import memory_for, predict
+from capacity import modelfile
+from capacity.measure.versions import detect_version, version_command
+from capacity.model import suggest, whatif
+from capacity.model.fitting import memory_for, predict
 from capacity.records import Budget, Estimate
 from capacity.units import kubernetes_quantity
-from capacity.versions import detect_version, version_command
 
 MODEL = REPO / "models" / "demo.json"
 GiB, MiB = 1024**3, 1024**2
@@ -34,7 +35,7 @@ GiB, MiB = 1024**3, 1024**2
 
 @pytest.fixture(scope="module")
 def base() -> Estimate:
-    return records.load_estimate(MODEL)
+    return modelfile.load_estimate(MODEL)
 
 
 def named(estimate: Estimate, name: str, cmdline: tuple[str, ...] = (), exe: str = "") -> Estimate:
@@ -243,7 +244,7 @@ def test_predict_suggests_the_directive_for_a_recognised_server(
     tmp_path: Path, base: Estimate
 ) -> None:
     path = tmp_path / "fpm.json"
-    records.save_estimate(path, named(base, "php-fpm8.2", exe="/usr/sbin/php-fpm8.2"))
+    modelfile.save_estimate(path, named(base, "php-fpm8.2", exe="/usr/sbin/php-fpm8.2"))
     result = run_cli("predict", str(path), "--memory", "4G", "--format", "json")
     row = json.loads(result.stdout)["sizes"][0]
     assert row["settings"] == [f"pm.max_children = {row['max_instances_conservative']}"]

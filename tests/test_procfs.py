@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from capacity import cgroup, procfs, units
+from capacity import units
 from capacity.errors import (
     AccessDenied,
     CapplanError,
@@ -21,6 +21,7 @@ from capacity.errors import (
     ParseError,
     ZombieProcess,
 )
+from capacity.measure import cgroup, procfs
 
 KiB = 1024
 

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from capacity import records, report, report_document
+from capacity import modelfile, records
 from capacity.records import Estimate, Warning
+from capacity.render import document as report_document
+from capacity.render import report
 
 MODEL = REPO / "models" / "demo.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -52,7 +54,7 @@ SECTIONS = [
 
 @pytest.fixture(scope="module")
 def base() -> Estimate:
-    return records.load_estimate(MODEL)
+    return modelfile.load_estimate(MODEL)
 
 
 def hostile(estimate: Estimate) -> Estimate:
@@ -251,7 +253,7 @@ def test_hostile_names_are_text_in_html(base: Estimate) -> None:
 
 def test_terminal_text_of_predict_strips_escape_sequences(tmp_path: Path, base: Estimate) -> None:
     path = tmp_path / "h.json"
-    records.save_estimate(path, hostile(base))
+    modelfile.save_estimate(path, hostile(base))
     result = run_cli("predict", str(path), "--memory", "8G")
     assert result.code == 0, result.stderr
     assert "\x1b" not in result.stdout

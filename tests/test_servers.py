@@ -25,7 +25,7 @@ import pytest
 import servers
 from conftest import REPO, is_root, run_cli
 
-from capacity.cgroup import OwnCgroup, temporary_cgroup
+from capacity.measure.cgroup import OwnCgroup, temporary_cgroup
 
 pytestmark = pytest.mark.skipif(
     not is_root(),

@@ -21,7 +21,7 @@ from conftest import REPO
 from test_procfs import stat_line
 
 from capacity.errors import SelectionError
-from capacity.workload import Selector, select_processes
+from capacity.measure.workload import Selector, select_processes
 
 KTHREAD_FLAGS = 0x00208040
 

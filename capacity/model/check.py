@@ -25,16 +25,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from capacity.records import (
-    SCHEMA_VERSION,
-    CheckedModel,
-    CheckStatus,
-    Comparison,
-    Estimate,
-    Outcome,
-    Tolerance,
-    Verdict,
-)
+from capacity.answers import CheckedModel, CheckStatus, Comparison, Outcome, Tolerance, Verdict
+from capacity.records import SCHEMA_VERSION, Estimate
 from capacity.units import SizeError, parse_percent, parse_size
 
 ALPHA = 0.05

@@ -45,7 +45,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
-from capacity.model import SamplePoints
+from capacity.model.fitting import SamplePoints
 from capacity.records import Breakdown, ProcessMemory, Snapshot
 
 # The cgroup may lower the slab estimate (never below a fifth of it) but never raise it.

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from capacity import __version__
-from capacity.cgroup import detect_layout
-from capacity.procfs import (
+from capacity.measure.cgroup import detect_layout
+from capacity.measure.procfs import (
     DEFAULT_ROOT,
     read_environ_var,
     read_kernel_release,

@@ -11,8 +11,9 @@ import xml.etree.ElementTree as ET
 
 from tabulate import tabulate
 
-from capacity.records import Comparison, Verdict, dumps
-from capacity.report import terminal_safe
+from capacity.answers import Comparison, Verdict
+from capacity.codec import dumps
+from capacity.render.report import terminal_safe
 from capacity.units import format_bytes, format_in, pick_unit
 
 LABELS = {"per_instance": "per worker", "fixed": "fixed"}

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from capacity import suggest
+from capacity.answers import HostSize, InstancesMemory, Suggestion, WhatIf
 from capacity.errors import BudgetError
-from capacity.model import memory_for, predict
-from capacity.records import Budget, Estimate, HostSize, InstancesMemory, Suggestion, WhatIf
+from capacity.model import suggest
+from capacity.model.fitting import memory_for, predict
+from capacity.records import Budget, Estimate
 
 
 def reserve_choice(

@@ -33,9 +33,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from capacity.cgroup import CgroupError, OwnCgroup, create_cgroup
 from capacity.errors import CapplanError, LaunchError
-from capacity.loadgen import (
+from capacity.measure.cgroup import CgroupError, OwnCgroup, create_cgroup
+from capacity.measure.loadgen import (
     LoadGenerators,
     deferred_signals,
     describe_status,
@@ -43,10 +43,10 @@ from capacity.loadgen import (
     start_process,
     tail,
 )
-from capacity.procfs import ProcStat, read_meminfo, read_stat
+from capacity.measure.procfs import ProcStat, read_meminfo, read_stat
+from capacity.measure.sampler import Sampler
+from capacity.measure.workload import Member, descendants, scan
 from capacity.records import InstanceMemory, Launch, LaunchStep, LoadRun, Snapshot
-from capacity.sampler import Sampler
-from capacity.workload import Member, descendants, scan
 
 SETTLE_POLL_SECONDS = 0.3
 SETTLE_TOLERANCE_PAGES = 16  # RSS may wobble by a few pages (a timer, a log line) when idle

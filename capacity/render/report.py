@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
-from capacity.drift import sampling_advice
-from capacity.records import Estimate, Inspection, MappingRow, ModelFit, ProcessMemory, dumps
+from capacity.answers import Inspection, MappingRow
+from capacity.codec import dumps
+from capacity.model.drift import sampling_advice
+from capacity.records import Estimate, ModelFit, ProcessMemory
 from capacity.units import format_bytes, format_in, pick_unit
 
 MAX_PROCESS_ROWS = 24

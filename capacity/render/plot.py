@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from capacity.model import lower_bound, total_for, upper_bound
+from capacity.model.fitting import lower_bound, total_for, upper_bound
 from capacity.records import Estimate, ModelFit
 from capacity.units import pick_unit
 

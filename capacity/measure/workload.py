@@ -31,7 +31,7 @@ from capacity.errors import (
     SelectionError,
     Terminated,  # noqa: F401
 )
-from capacity.procfs import (
+from capacity.measure.procfs import (
     DEFAULT_ROOT,
     ProcStat,
     iter_pids,

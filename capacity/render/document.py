@@ -21,12 +21,13 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from capacity import suggest
-from capacity.drift import sampling_advice
-from capacity.model import memory_for
-from capacity.records import Estimate, ProcessMemory, to_jsonable
-from capacity.report import MAX_PROCESS_ROWS, html_escape, markdown_inline_escape
-from capacity.report_plot import INSTALL_HINT, PlotUnavailable, render_png, render_svg
+from capacity.codec import to_jsonable
+from capacity.model import suggest
+from capacity.model.drift import sampling_advice
+from capacity.model.fitting import memory_for
+from capacity.records import Estimate, ProcessMemory
+from capacity.render.plot import INSTALL_HINT, PlotUnavailable, render_png, render_svg
+from capacity.render.report import MAX_PROCESS_ROWS, html_escape, markdown_inline_escape
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 # --------------------------------------------------------------------------- blocks

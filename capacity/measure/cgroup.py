@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from capacity.errors import CapplanError
-from capacity.procfs import DEFAULT_ROOT, read_proc_cgroup
+from capacity.measure.procfs import DEFAULT_ROOT, read_proc_cgroup
 from capacity.records import CgroupMemory
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712 on x86-64).

@@ -12,8 +12,8 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 
-from capacity import gentle
-from capacity.drift import sampling_advice
+from capacity.measure import gentle
+from capacity.model.drift import sampling_advice
 from capacity.records import (
     Budget,
     Drift,

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from capacity.errors import ExactUnavailable, NoSuchProcess, ZombieProcess
-from capacity.procfs import DEFAULT_ROOT, Mapping, proc_dir, read_maps, read_stat
+from capacity.measure.procfs import DEFAULT_ROOT, Mapping, proc_dir, read_maps, read_stat
 from capacity.records import PageCounts
 
 U64 = npt.NDArray[np.uint64]

@@ -23,7 +23,8 @@ import os
 import statistics
 from collections.abc import Sequence
 
-from capacity.records import Estimate, Suggestion
+from capacity.answers import Suggestion
+from capacity.records import Estimate
 from capacity.units import kubernetes_quantity
 
 SOFTWARE = ("apache2", "php-fpm", "gunicorn", "postgres")

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from capacity.errors import LaunchError
-from capacity.procfs import DEFAULT_ROOT, ProcStat
+from capacity.measure.procfs import DEFAULT_ROOT, ProcStat
+from capacity.measure.workload import scan, stop_process_group
 from capacity.records import LoadRun
-from capacity.workload import scan, stop_process_group
 
 PLACEHOLDERS = ("{i}", "{port}")
 SHELL = "/bin/sh"

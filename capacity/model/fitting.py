@@ -236,7 +236,7 @@ def lower_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
     )
 
 
-# How far the per-worker slab estimate (capacity.kernel) may be off, as a standard deviation.
+# How far the per-worker slab estimate (capacity.measure.kernel) may be off, as a standard deviation.
 # Measured on the reference host: the demo's Python workers cost 54 KiB of slab by their
 # cgroup's v1 kmem against an estimate of 42 (-22 %). Checked against the workload's own
 # cgroup (which may only lower it, see accounting), what remains is the run-to-run spread:

@@ -13,9 +13,9 @@ import shlex
 import statistics
 from collections.abc import Sequence
 
-from capacity import accounting, diagnostics, drift, estimators
 from capacity.errors import ModelError
-from capacity.model import (
+from capacity.model import accounting, diagnostics, drift, estimators
+from capacity.model.fitting import (
     RESOLUTION_SD,
     cgroup_resolution_sd,
     fit,

@@ -13,17 +13,17 @@ What does not change while a process lives (its command line, its mapping counts
 once per identity ``(pid, start_ticks)`` and cached, so later samples cost only the rollup,
 status and stat reads.
 
-The exact tier (``capacity.pages``) walks every page table of the workload. It costs far
+The exact tier (``capacity.measure.pages``) walks every page table of the workload. It costs far
 more than a rollup read and takes the same mmap lock, so it runs on some samples only:
 the first and the last, and every ``exact_every``-th between them when asked
 (``exact_indices``). When it cannot run (no permission, no kpageflags, frame numbers
 hidden), the sampler remembers why in ``exact_unavailable`` and stops trying; with
 ``exact="require"`` it raises ``ExactUnavailable`` instead. Nor does it walk a workload
-with a process over ``capacity.gentle``'s thresholds (4 GiB resident or 10,000 mappings)
+with a process over ``capacity.measure.gentle``'s thresholds (4 GiB resident or 10,000 mappings)
 unless ``deep`` is set: that refusal is a fallback like the others.
 
 The members are read on ``readers`` threads (two where the host has two CPUs:
-``capacity.parallel``), so that two page-table walks run at once; each process is still
+``capacity.measure.parallel``), so that two page-table walks run at once; each process is still
 read by one thread at a time.
 
 ``Snapshot.read_seconds`` is the time of the member reads alone (smaps_rollup, status and
@@ -39,12 +39,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from capacity import gentle, pages
-from capacity.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
-from capacity.kernel import kernel_stack_size, page_table_span, slab_estimate
-from capacity.parallel import default_threads, map_ordered
-from capacity.procfs import (
+from capacity.measure import gentle, pages
+from capacity.measure.cgroup import Layout, detect_layout, workload_cgroup
+from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
+from capacity.measure.parallel import default_threads, map_ordered
+from capacity.measure.procfs import (
     DEFAULT_ROOT,
     read_maps_counts,
     read_meminfo,
@@ -53,8 +53,8 @@ from capacity.procfs import (
     read_stat,
     read_status,
 )
+from capacity.measure.workload import Member, NameCache, Selector, select_processes
 from capacity.records import CgroupMemory, PageCounts, ProcessMemory, Skipped, Snapshot
-from capacity.workload import Member, NameCache, Selector, select_processes
 
 ProgressCallback = Callable[[int, int], None]
 ExactMode = Literal["off", "auto", "require"]

@@ -29,22 +29,15 @@ from typing import Literal
 
 import numpy as np
 
-from capacity import accounting, gentle, pages
+from capacity.answers import Inspection, MappingRow
 from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
-from capacity.model import fit, make_budget, predict
-from capacity.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
-from capacity.records import (
-    Inspection,
-    MappingRow,
-    Method,
-    ProcessMemory,
-    Skipped,
-    Snapshot,
-    Warning,
-    Workload,
-)
-from capacity.sampler import Sampler
-from capacity.workload import Selector
+from capacity.measure import gentle, pages
+from capacity.measure.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
+from capacity.measure.sampler import Sampler
+from capacity.measure.workload import Selector
+from capacity.model import accounting
+from capacity.model.fitting import fit, make_budget, predict
+from capacity.records import Method, ProcessMemory, Skipped, Snapshot, Warning, Workload
 
 MethodChoice = Literal["auto", "smaps", "exact"]
 RowKey = tuple[str, str, str]  # kind, name, path
@@ -282,7 +275,7 @@ def inspect_workload(
 
     ``method`` "exact" raises ExactUnavailable when the exact tier cannot run; "auto" then
     falls back to smaps and says why in ``method_note`` and a warning. Both methods read
-    every mapping of every process, so a process over ``capacity.gentle``'s thresholds
+    every mapping of every process, so a process over ``capacity.measure.gentle``'s thresholds
     stops the command unless ``deep`` is set.
     """
     sampler = Sampler(selector, root)
