@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
@@ -30,8 +29,9 @@ from capacity.units import (
 )
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
-    from capacity.model.assemble import BudgetOptions
-    from capacity.records import DemoOptions, Estimate
+    from capacity.app.estimate import Progress
+    from capacity.measure.workload import Selector
+    from capacity.records import Method
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -153,50 +153,36 @@ ReserveOption = Annotated[
 ]
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[object]:
+def _progress(enabled: bool) -> Progress:
     """A rich progress bar on stderr, quiet when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        # isatty, not console.is_terminal: rich answers yes under FORCE_COLOR or
-        # TTY_COMPATIBLE (set by many CI systems), and a bar in a captured log is noise.
-        disable=not (enabled and sys.stderr.isatty()),
-    )
-    with progress:
-        task = progress.add_task(label, total=total)
-
-        def advance(done: int, _total: int) -> None:
-            progress.update(task, completed=done)
-
-        yield advance
-
-
-def _selector(cmd: str | None, pid: int | None, demo: bool = False) -> object:
-    from capacity.measure.workload import Selector
-
-    given = sum(x is not None for x in (cmd, pid)) + int(demo)
-    if given != 1:
-        raise typer.BadParameter(
-            "give exactly one selector: --cmd NAME, --pid PID"
-            + (" or --demo" if demo is not None else ""),
-            param_hint="--cmd / --pid",
+    @contextlib.contextmanager
+    def bar(total: int, label: str) -> Iterator[Callable[[int, int], None]]:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
         )
-    return Selector(cmd=cmd, pid=pid)
+
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            # isatty, not console.is_terminal: rich answers yes under FORCE_COLOR or
+            # TTY_COMPATIBLE (set by many CI systems), and a bar in a captured log is noise.
+            disable=not (enabled and sys.stderr.isatty()),
+        )
+        with progress:
+            task = progress.add_task(label, total=total)
+            yield lambda done, _total: progress.update(task, completed=done)
+
+    return bar
 
 
 @app.callback()
@@ -303,13 +289,21 @@ def estimate(
 
         capplan estimate --demo --save models/demo.json
     """
-    from capacity import modelfile, records
+    from capacity import modelfile
+    from capacity.app.estimate import EstimateOptions, run_estimate
+    from capacity.measure.launch import LaunchOptions
+    from capacity.model.assemble import BudgetOptions
+    from capacity.records import DemoOptions
+    from capacity.render import report
 
-    if sum([cmd is not None, pid is not None, demo, launch is not None]) != 1:
-        raise typer.BadParameter(
-            "give exactly one of --cmd NAME, --pid PID, --demo or --launch COMMAND",
-            param_hint="--cmd / --pid / --demo / --launch",
-        )
+    _one_of(
+        {
+            "--cmd NAME": cmd is not None,
+            "--pid PID": pid is not None,
+            "--demo": demo,
+            "--launch COMMAND": launch is not None,
+        }
+    )
     if (demo or launch is not None or load is not None) and root != Path("/"):
         raise typer.BadParameter(
             "--demo, --launch and --load run on this host; they cannot be combined with --root",
@@ -317,18 +311,16 @@ def estimate(
         )
     if save is not None:
         _check_save_target(save, force)
-
     if launch is not None and method is not None:
         raise typer.BadParameter(
             "--launch measures each instance's process tree with smaps and the cgroup; "
             "--method applies to --cmd, --pid and --demo",
             param_hint="--method",
         )
-    options = _budget_options(memory, reserve)
-    progress = output_format == EstimateFormat.text
+    launch_options = None
     if launch is not None:
-        result = _estimate_launch(
-            launch,
+        launch_options = LaunchOptions(
+            command=launch,
             instances=instances,
             shell=shell,
             settle=settle,
@@ -337,28 +329,25 @@ def estimate(
             warmup=warmup,
             samples=samples,
             interval=interval,
-            options=options,
-            started=time.monotonic(),
-            progress=progress,
         )
-    else:
-        result = _measure(
-            cmd=cmd,
-            pid=pid,
-            demo=records.DemoOptions() if demo else None,
+    result = run_estimate(
+        EstimateOptions(
+            selector=_selector(cmd, pid),
+            demo=DemoOptions() if demo else None,
+            launch=launch_options,
             samples=samples,
             interval=interval,
             root=root,
-            progress=progress,
-            method=method,
-            load=load,
+            method=_method(method),
+            budget=BudgetOptions.parse(memory, reserve),
+            load=load if launch is None else None,
             shell=shell,
             warmup=warmup,
             deep=deep,
-            options=options,
-        )
-    from capacity.render import report
-
+            command_line=_command_line(),
+        ),
+        progress=_progress(output_format == EstimateFormat.text),
+    )
     rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
         # Save before printing: a save that fails must leave stdout empty, as every error does.
@@ -367,139 +356,30 @@ def estimate(
     _write(rendered)
 
 
+def _one_of(given: dict[str, bool]) -> None:
+    """The selection rule of every command that measures: exactly one selector."""
+    if sum(given.values()) != 1:
+        names = list(given)
+        listed = ", ".join(names[:-1]) + " or " + names[-1]
+        hint = " / ".join(name.split()[0] for name in names)
+        raise typer.BadParameter(f"give exactly one of {listed}", param_hint=hint)
+
+
+def _selector(cmd: str | None, pid: int | None) -> Selector | None:
+    from capacity.measure.workload import Selector
+
+    return Selector(cmd=cmd, pid=pid) if cmd is not None or pid is not None else None
+
+
+def _method(option: MethodOption | None) -> Method | None:
+    from capacity.records import Method
+
+    return None if option is None else Method(option.value)
+
+
 def _command_line() -> tuple[str, ...]:
     """The command as typed; argv[0] is capplan whether run as a script or python -m capacity."""
     return ("capplan", *sys.argv[1:])
-
-
-def _measure(
-    *,
-    cmd: str | None,
-    pid: int | None,
-    demo: DemoOptions | None,
-    samples: int,
-    interval: float,
-    root: Path,
-    progress: bool,
-    method: MethodOption | None = None,
-    options: BudgetOptions | None = None,
-    load: str | None = None,
-    shell: bool = False,
-    warmup: float = 0.0,
-    deep: bool = False,
-) -> Estimate:
-    """Select, sample and fit: the measurement ``estimate`` and ``check`` share.
-
-    ``method`` None picks exact where available (else smaps, saying why); exact or smaps
-    insist on that method, as ``check`` does to measure the way its baseline was measured.
-    """
-    import dataclasses
-
-    from capacity import records
-    from capacity.measure import sampler, workload
-    from capacity.measure.environment import read_environment
-    from capacity.measure.procfs import read_cmdline, read_exe
-    from capacity.measure.versions import detect_version
-    from capacity.model import assemble, suggest
-
-    options = options or assemble.BudgetOptions()
-    started = time.monotonic()
-    from capacity.measure.loadgen import LoadGenerators
-
-    with contextlib.ExitStack() as stack:
-        generators = (
-            stack.enter_context(LoadGenerators(load, shell=shell)) if load is not None else None
-        )
-        if demo is not None:
-            launched = stack.enter_context(
-                workload.launched_demo(
-                    shared=str(demo.shared_bytes),
-                    private=str(demo.private_bytes),
-                    workers=demo.workers,
-                    dirty=demo.dirty,
-                    shm=str(demo.shm_bytes),
-                )
-            )
-            selector = workload.Selector(pid=launched.parent_pid)
-            selector_text = "--demo"
-        else:
-            selector = workload.Selector(cmd=cmd, pid=pid)
-            selector_text = str(selector)
-        first = workload.select_processes(selector, root)
-        parent_pid = first.parents[0].pid if first.parents else first.members[0].pid
-        try:
-            parent_cmdline = read_cmdline(parent_pid, root)
-        except CapplanError:
-            parent_cmdline = ()
-        exe = read_exe(parent_pid, root)
-        exact_mode: sampler.ExactMode = (
-            "auto" if method is None else "require" if method == MethodOption.exact else "off"
-        )
-        reader = sampler.Sampler(
-            selector,
-            root,
-            exact=exact_mode,
-            exclude=generators.exclude if generators else None,
-            deep=deep,
-        )
-        if generators is not None:
-            generators.start()
-        if warmup > 0:
-            time.sleep(warmup)
-        with _progress(progress, samples, "sampling") as advance:
-            snapshots = sampler.collect(
-                selector,
-                samples,
-                interval,
-                root=root,
-                on_progress=advance,  # type: ignore[arg-type]
-                sampler=reader,
-            )
-        runs = generators.stop() if generators is not None else ()
-        environment = read_environment(
-            root, workload_pid=parent_pid, executable=exe, command_line=_command_line()
-        )
-    fallback = reader.exact_unavailable if exact_mode == "auto" else None
-    if exact_mode != "off" and fallback is None and not any(s.pages for s in snapshots):
-        fallback = "no exact page walk was usable (the parent exited or changed during it)"
-        if exact_mode == "require":
-            raise CapplanError(f"exact page accounting failed: {fallback}")
-    described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
-    if root == Path("/"):
-        # Only on the live host: a captured tree's executable path is another host's.
-        software = suggest.recognise(described.name, exe, parent_cmdline)
-        environment = dataclasses.replace(
-            environment, executable_version=detect_version(software, exe, parent_cmdline)
-        )
-    result = assemble.build_estimate(
-        workload=described,
-        snapshots=snapshots,
-        environment=environment,
-        budget_options=options,
-        total_seconds=time.monotonic() - started,
-        samples_requested=samples,
-        method=None if exact_mode != "off" else "smaps",
-        exact_fallback=fallback,
-        loads=runs,
-    )
-    return dataclasses.replace(
-        result,
-        measurement=records.Measurement(samples=samples, interval_seconds=interval, demo=demo),
-    )
-
-
-def _budget_options(memory: str | None, reserve: str | None) -> BudgetOptions:
-    """``--memory`` and ``--reserve`` as typed (already checked by their callbacks)."""
-    from capacity.model import assemble
-
-    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    return assemble.BudgetOptions(
-        memory=parse_size(memory) if memory else None,
-        memory_text=memory,
-        reserve_bytes=reserve_bytes,
-        reserve_fraction=reserve_fraction,
-        reserve_text=reserve,
-    )
 
 
 def _check_save_target(save: Path, force: bool) -> None:
@@ -552,89 +432,25 @@ def inspect(
 
         capplan inspect --demo
     """
-    from capacity.app import inspect as inspection
-    from capacity.measure import workload
+    from capacity.app.inspect import run_inspect
+    from capacity.model.assemble import BudgetOptions
     from capacity.render import report
 
-    if sum([cmd is not None, pid is not None, demo]) != 1:
-        raise typer.BadParameter(
-            "give exactly one of --cmd NAME, --pid PID or --demo",
-            param_hint="--cmd / --pid / --demo",
-        )
+    _one_of({"--cmd NAME": cmd is not None, "--pid PID": pid is not None, "--demo": demo})
     if demo and root != Path("/"):
         raise typer.BadParameter(
             "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
         )
-    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
-    with contextlib.ExitStack() as stack:
-        if demo:
-            launched = stack.enter_context(workload.launched_demo())
-            selector = workload.Selector(pid=launched.parent_pid)
-        else:
-            selector = workload.Selector(cmd=cmd, pid=pid)
-        result = inspection.inspect_workload(
-            selector,
-            root=root,
-            method="auto" if method is None else method.value,
-            per_process=per_process,
-            memory=parse_size(memory) if memory else None,
-            reserve_bytes=reserve_bytes,
-            reserve_fraction=reserve_fraction,
-            deep=deep,
-        )
+    result = run_inspect(
+        _selector(cmd, pid),
+        demo=demo,
+        root=root,
+        method=_method(method),
+        per_process=per_process,
+        budget=BudgetOptions.parse(memory, reserve),
+        deep=deep,
+    )
     _write(report.INSPECT_RENDERERS[output_format.value](result))
-
-
-def _estimate_launch(
-    command: str,
-    *,
-    instances: int,
-    shell: bool,
-    settle: float | None,
-    settle_timeout: float,
-    load: str | None,
-    warmup: float,
-    samples: int,
-    interval: float,
-    options: BudgetOptions,
-    started: float,
-    progress: bool,
-) -> Estimate:
-    """``estimate --launch``: start, measure, always stop; then fit both sides."""
-    from capacity.measure.environment import read_environment
-    from capacity.measure.launch import Launcher, LaunchOptions
-    from capacity.measure.procfs import read_exe
-    from capacity.model import assemble
-
-    launch_options = LaunchOptions(
-        command=command,
-        instances=instances,
-        shell=shell,
-        settle=settle,
-        settle_timeout=settle_timeout,
-        load=load,
-        warmup=warmup,
-        samples=samples,
-        interval=interval,
-    )
-    total = instances + samples - 1
-    with Launcher(launch_options) as launcher:
-        with _progress(progress, total, "launching") as advance:
-            outcome = launcher.run(on_progress=advance)  # type: ignore[arg-type]
-        environment = read_environment(
-            workload_pid=outcome.first_pid,
-            executable=read_exe(outcome.first_pid),
-            command_line=_command_line(),
-        )
-    return assemble.build_launch_estimate(
-        launch=outcome.launch,
-        snapshots=outcome.snapshots,
-        environment=environment,
-        budget_options=options,
-        total_seconds=time.monotonic() - started,
-        loads=outcome.loads,
-        no_cgroup_reason=outcome.no_cgroup_reason,
-    )
 
 
 ModelArgument = Annotated[
@@ -643,11 +459,6 @@ ModelArgument = Annotated[
         metavar="MODEL", help="A model file saved by capplan estimate --save (models/NAME.json)."
     ),
 ]
-
-
-class PlainFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 @app.command()
@@ -682,9 +493,7 @@ def predict(
             help="The reverse question: how much memory N workers need, with its interval.",
         ),
     ] = None,
-    output_format: Annotated[
-        PlainFormat, typer.Option("--format", help="Output format.")
-    ] = PlainFormat.text,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
 ) -> None:
     """Predict from a saved model for other host sizes or worker counts, without measuring.
 
@@ -696,24 +505,23 @@ def predict(
     """
     from capacity import modelfile
     from capacity.model import whatif
+    from capacity.model.assemble import BudgetOptions
     from capacity.render import predict as report_predict
     from capacity.units import parse_size_list
 
     estimate = modelfile.load_estimate(model)
-    reserve_bytes, reserve_fraction = parse_size_or_percent(reserve) if reserve else (None, None)
+    kept = BudgetOptions.parse(reserve=reserve)
     result = whatif.what_if(
         estimate,
         source=str(model),
         memories=parse_size_list(memory) if memory else (),
         instances=instances,
-        reserve_bytes=reserve_bytes,
-        reserve_fraction=reserve_fraction,
+        reserve_bytes=kept.reserve_bytes,
+        reserve_fraction=kept.reserve_fraction,
         reserve_text=reserve,
     )
-    if output_format == PlainFormat.json:
-        _write(report_predict.render_whatif_json(result))
-    else:
-        _write(report_predict.render_whatif_text(result))
+    render = report_predict.render_whatif_json if output_format == Format.json else None
+    _write((render or report_predict.render_whatif_text)(result))
 
 
 class ReportFormat(str, Enum):
@@ -871,9 +679,7 @@ def check_command(
             help="Compare even when the method, THP mode or schema differ from the baseline.",
         ),
     ] = False,
-    output_format: Annotated[
-        PlainFormat, typer.Option("--format", help="Output format.")
-    ] = PlainFormat.text,
+    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
     junit: Annotated[
         Path | None,
         typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
@@ -892,16 +698,16 @@ def check_command(
 
         capplan check models/app.json --cmd gunicorn --max-increase 5% --junit capplan.xml
     """
-    from capacity import modelfile, records
+    from capacity import modelfile
     from capacity import output as files
+    from capacity.app.check import measure_like
     from capacity.model import check
     from capacity.render import check as report_check
 
     base = modelfile.load_estimate(baseline)
     tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
-    selectors = sum([cmd is not None, pid is not None, demo])
     if current is not None:
-        if selectors:
+        if cmd is not None or pid is not None or demo:
             raise typer.BadParameter(
                 "give either --current FILE or a selector to measure, not both",
                 param_hint="--current",
@@ -909,33 +715,24 @@ def check_command(
         now = modelfile.load_estimate(current)
         current_source = str(current)
     else:
-        if selectors != 1:
-            raise typer.BadParameter(
-                "give exactly one of --cmd NAME, --pid PID, --demo or --current FILE",
-                param_hint="--cmd / --pid / --demo",
-            )
-        if base.model.method not in ("smaps", "exact"):
-            raise CapplanError(
-                f"{baseline} was measured with method {base.model.method}, which check "
-                "cannot repeat",
-                hint="measure the current build the same way, save it, and pass --current FILE",
-            )
-        measured = base.measurement
-        demo_options = None
-        if demo:
-            demo_options = measured.demo if measured and measured.demo else records.DemoOptions()
-        now = _measure(
-            cmd=cmd,
-            pid=pid,
-            demo=demo_options,
-            samples=samples or (measured.samples if measured else len(base.samples)),
-            interval=interval
-            if interval is not None
-            else (measured.interval_seconds if measured else 1.0),
+        _one_of(
+            {
+                "--cmd NAME": cmd is not None,
+                "--pid PID": pid is not None,
+                "--demo": demo,
+                "--current FILE": False,
+            }
+        )
+        now = measure_like(
+            base,
+            source=str(baseline),
+            selector=_selector(cmd, pid),
+            demo=demo,
+            samples=samples,
+            interval=interval,
             root=root,
-            progress=output_format == PlainFormat.text,
-            # Like with like: the baseline's method, insisted on (exact needs root).
-            method=MethodOption(base.model.method),
+            command_line=_command_line(),
+            progress=_progress(output_format == Format.text),
         )
         current_source = "measured now"
     verdict = check.compare(
@@ -946,7 +743,7 @@ def check_command(
         current_source=current_source,
         allow_env_change=allow_env_change,
     )
-    if output_format == PlainFormat.json:
+    if output_format == Format.json:
         _write(report_check.render_verdict_json(verdict))
     else:
         _write(report_check.render_verdict_text(verdict))

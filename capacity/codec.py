@@ -7,6 +7,7 @@ hand-edited or damaged file fails with one line that says where.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import types
@@ -22,6 +23,8 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(item) for item in value]
     if isinstance(value, dict):
         return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -65,6 +68,11 @@ def _decode(tp: Any, data: Any, path: str) -> Any:
             except DecodeError as err:
                 errors.append(err)
         raise errors[0] if errors else DecodeError(path, "must not be null")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        words = [member.value for member in tp]
+        if isinstance(data, bool) or data not in words:
+            raise DecodeError(path, f"expected one of {words}, got {short(data)}")
+        return tp(data)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if data not in allowed:

@@ -9,6 +9,8 @@ forbidden one would make the sum silently wrong and is fatal.
 
 from __future__ import annotations
 
+from capacity.records import ExactFallback, FallbackCause
+
 
 class CapplanError(Exception):
     """Base class: a problem the user can act on, with an optional hint."""
@@ -41,6 +43,20 @@ class NoSuchProcess(ProcessError):
         self, pid: int, name: str | None = None, message: str = "process vanished"
     ) -> None:
         super().__init__(pid, name, message)
+
+
+class KernelThread(NoSuchProcess):
+    """A kernel thread: it has no user memory, so it is never part of a workload."""
+
+    def __init__(self, pid: int, name: str | None = None) -> None:
+        super().__init__(pid, name, "kernel thread: it has no user memory")
+
+
+class ReplacedProcess(NoSuchProcess):
+    """The pid now belongs to another process: its start time in /proc/PID/stat changed."""
+
+    def __init__(self, pid: int, name: str | None = None) -> None:
+        super().__init__(pid, name, "replaced by a new process with the same pid")
 
 
 class ZombieProcess(NoSuchProcess):
@@ -106,18 +122,31 @@ class LaunchError(CapplanError):
 
 
 class ExactUnavailable(CapplanError):
-    """The exact page tier cannot run here; ``reason`` says why (capplan falls back to smaps).
+    """The exact page tier cannot run here; ``fallback`` says why (capplan falls back to smaps).
 
     No /proc/kpageflags (a kernel without CONFIG_PROC_PAGE_MONITOR), kpagecount readable by
-    root only, or pagemap frame numbers hidden from a reader without CAP_SYS_ADMIN.
+    root only, pagemap frame numbers hidden from a reader without CAP_SYS_ADMIN, a workload
+    over the gentle thresholds, or a parent lost during the walk: ``fallback.cause`` tells
+    them apart, so no caller reads the words to decide what to say next.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, fallback: ExactFallback) -> None:
         super().__init__(
-            f"exact page accounting is not available: {reason}",
-            hint="run capplan as root (CAP_SYS_ADMIN) for the exact method, or pass --method smaps",
+            f"exact page accounting is not available: {fallback.reason}",
+            hint=fallback.hint
+            or "run capplan as root (CAP_SYS_ADMIN) for the exact method, or pass --method smaps",
         )
-        self.reason = reason
+        self.fallback = fallback
+
+    @property
+    def reason(self) -> str:
+        return self.fallback.reason
+
+    @classmethod
+    def because(
+        cls, cause: FallbackCause, reason: str, hint: str | None = None
+    ) -> ExactUnavailable:
+        return cls(ExactFallback(cause=cause, reason=reason, hint=hint))
 
 
 class Terminated(BaseException):

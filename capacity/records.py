@@ -22,6 +22,7 @@ new one; adding a field with a default does not need a bump):
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Literal
 
 SCHEMA_VERSION = 1
@@ -30,7 +31,49 @@ DOCUMENT_KIND = "capplan.estimate"
 
 
 Role = Literal["parent", "worker"]
-Method = Literal["smaps", "exact", "cgroup", "memavailable"]
+
+
+class Method(str, enum.Enum):
+    """How a cost was counted: the one vocabulary of the sampler, inspect, the CLI and files.
+
+    ``smaps`` and ``exact`` count pages per process (``--method``); ``cgroup`` and
+    ``memavailable`` are launch mode's system side. A str enum, so a model file holds the
+    plain word and ``model.method == "exact"`` reads as it did.
+    """
+
+    SMAPS = "smaps"
+    EXACT = "exact"
+    CGROUP = "cgroup"
+    MEMAVAILABLE = "memavailable"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class FallbackCause(str, enum.Enum):
+    """Why the exact tier did not run, so that the hint can follow the cause."""
+
+    PERMISSION = "permission"  # not root: kpagecount unreadable, or frame numbers hidden
+    NO_KPAGEFLAGS = "no_kpageflags"  # a kernel without pagemap or kpageflags
+    TOO_LARGE = "too_large"  # over capacity.measure.gentle's thresholds without --deep
+    PROCESS_LOST = "process_lost"  # the parent exited or changed during the walk
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ExactFallback:
+    """The exact method was wanted and not used: the cause, the words, what to run next.
+
+    ``hint`` None means the usual one (run as root, or choose --method smaps).
+    """
+
+    cause: FallbackCause
+    reason: str
+    hint: str | None = None
+
+
 Confidence = Literal["high", "medium", "low"]
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
@@ -34,12 +34,13 @@ from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
 from capacity.measure import gentle, pages
 from capacity.measure.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
 from capacity.measure.sampler import Sampler
-from capacity.measure.workload import Selector
+from capacity.measure.workload import Selector, launched_demo
 from capacity.model import accounting
+from capacity.model.assemble import BudgetOptions
+from capacity.model.diagnostics import fallback_warning
 from capacity.model.fitting import fit, make_budget, predict
 from capacity.records import Method, ProcessMemory, Skipped, Snapshot, Warning, Workload
 
-MethodChoice = Literal["auto", "smaps", "exact"]
 RowKey = tuple[str, str, str]  # kind, name, path
 
 _KERNEL_MAPPINGS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
@@ -227,18 +228,13 @@ def _read_smaps_all(
 def _max_workers(
     snapshot: Snapshot,
     method: Method,
-    memory: int | None,
-    reserve_bytes: int | None,
-    reserve_fraction: float | None,
+    options: BudgetOptions,
 ) -> tuple[int, str]:
     """N_max from this one sample, as ``capplan estimate`` would predict it."""
     workers = len(snapshot.workers)
     try:
         factor = accounting.slab_calibration([snapshot]) or 1.0
-        if method == "exact":
-            points = accounting.exact_points([snapshot], factor)
-        else:
-            points = accounting.smaps_points([snapshot], factor)
+        points = accounting.points_for(method, [snapshot], factor)
         model = fit(points, method, None)
         if snapshot.host is None:
             raise ModelError("no host memory figures")
@@ -247,9 +243,9 @@ def _max_workers(
             snapshot.host,
             total,
             cgroup=snapshot.cgroup,
-            memory=memory,
-            reserve_bytes=reserve_bytes,
-            reserve_fraction=reserve_fraction,
+            memory=options.memory,
+            reserve_bytes=options.reserve_bytes,
+            reserve_fraction=options.reserve_fraction,
         )
         prediction = predict(model, budget)
     except ModelError as err:
@@ -260,20 +256,29 @@ def _max_workers(
     )
 
 
+def run_inspect(selector: Selector | None, *, demo: bool = False, **options: Any) -> Inspection:
+    """``capplan inspect`` as one call: ``selector``, or the demo workload started and
+    always stopped; ``options`` are ``inspect_workload``'s."""
+    if demo:
+        with launched_demo() as launched:
+            return inspect_workload(Selector(pid=launched.parent_pid), **options)
+    if selector is None:
+        raise ValueError("give a selector, or demo=True")
+    return inspect_workload(selector, **options)
+
+
 def inspect_workload(
     selector: Selector,
     *,
     root: Path = DEFAULT_ROOT,
-    method: MethodChoice = "auto",
+    method: Method | None = None,
     per_process: bool = False,
-    memory: int | None = None,
-    reserve_bytes: int | None = None,
-    reserve_fraction: float | None = None,
+    budget: BudgetOptions | None = None,
     deep: bool = False,
 ) -> Inspection:
     """Read the workload once and break its memory down per mapping.
 
-    ``method`` "exact" raises ExactUnavailable when the exact tier cannot run; "auto" then
+    ``method`` EXACT raises ExactUnavailable when the exact tier cannot run; None then
     falls back to smaps and says why in ``method_note`` and a warning. Both methods read
     every mapping of every process, so a process over ``capacity.measure.gentle``'s thresholds
     stops the command unless ``deep`` is set.
@@ -284,40 +289,36 @@ def inspect_workload(
     if large:
         raise gentle.refuse_mappings(large, f"capplan inspect {selector}")
     processes = sorted(snapshot.processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
-    parents = sum(p.role == "parent" for p in processes)
     executables = _executables(processes, root)
     skipped = list(snapshot.skipped)
-    note = ""
+    fallback = None
     walk = None
-    if method != "smaps":
+    if method != Method.SMAPS:
         try:
-            reason = pages.exact_unavailable_reason(root)
-            if reason is not None:
-                raise ExactUnavailable(reason)
-            walk = pages.measure([(p.pid, p.start_ticks) for p in processes], parents, root)
-            lost = dict(walk.skipped)
-            skipped += [
-                Skipped(pid=p.pid, name=p.name, reason=lost[p.pid])  # type: ignore[arg-type]
-                for p in processes
-                if p.pid in lost
-            ]
-            processes = [p for p in processes if p.pid not in lost]
-            if walk.counts.parent_count < parents:
-                raise ExactUnavailable("the parent exited or changed during the page walk")
+            unavailable = pages.exact_unavailable(root)
+            if unavailable is not None:
+                raise ExactUnavailable(unavailable)
+            walked = pages.walk_workload(processes, root)
+            skipped += walked.skipped
+            processes = list(walked.processes)
+            if walked.walk is None:
+                raise ExactUnavailable(pages.parent_lost())
+            walk = walked.walk
         except ExactUnavailable as err:
-            if method == "exact":
+            if method == Method.EXACT:
                 raise
-            walk, note = None, f"fell back to smaps: {err.reason}"
+            fallback = err.fallback
+    note = f"fell back to smaps: {fallback.reason}" if fallback is not None else ""
 
     used: Method
     if walk is not None:
-        used = "exact"
+        used = Method.EXACT
         snapshot = dataclasses.replace(
             snapshot, processes=tuple(processes), pages=walk.counts, skipped=tuple(skipped)
         )
         figures, total = exact_rows(walk, executables, walk.counts.page_size)
     else:
-        used = "smaps"
+        used = Method.SMAPS
         entries, lost_smaps = _read_smaps_all(processes, root)
         skipped += lost_smaps
         kept = {p.pid for p, _ in entries}
@@ -325,22 +326,15 @@ def inspect_workload(
         snapshot = dataclasses.replace(snapshot, processes=tuple(processes), skipped=tuple(skipped))
         figures, total = smaps_rows(entries, executables)
 
-    max_workers, source = _max_workers(snapshot, used, memory, reserve_bytes, reserve_fraction)
+    max_workers, source = _max_workers(snapshot, used, budget or BudgetOptions())
     rows = sorted(
         (_finish(f, max_workers) for f in figures),
         key=lambda r: (-r.cost_at_max_bytes, -r.rss_bytes, r.kind, r.name),
     )
     rows = [r for r in rows if r.rss_bytes > 0 or r.cost_at_max_bytes > 0]
     warnings = []
-    if note:
-        warnings.append(
-            Warning(
-                code="EXACT_FALLBACK",
-                message=note,
-                hint=f"run as root for exact page accounting (sudo capplan inspect {selector}), "
-                "or pass --method smaps to choose smaps and silence this",
-            )
-        )
+    if fallback is not None:
+        warnings.append(fallback_warning(fallback, f"capplan inspect {selector}", note))
     if skipped:
         warnings.append(
             Warning(

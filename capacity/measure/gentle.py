@@ -38,13 +38,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from capacity.errors import CapplanError, ExactUnavailable
-from capacity.records import ProcessMemory
+from capacity.errors import CapplanError
+from capacity.records import ExactFallback, FallbackCause, ProcessMemory
 from capacity.units import format_bytes
 
 DEEP_RSS_BYTES = 4 * 1024**3
 DEEP_MAPPINGS = 10_000
-REFUSAL_PREFIX = "too large for a page walk without --deep"
 
 
 def too_large(
@@ -70,21 +69,17 @@ def refusal(large: Sequence[ProcessMemory]) -> str:
     )
     more = f" and {len(large) - 3} more" if len(large) > 3 else ""
     return (
-        f"{REFUSAL_PREFIX}: {shown}{more} (over {format_bytes(DEEP_RSS_BYTES)} resident or "
+        f"too large for a page walk without --deep: {shown}{more} (over {format_bytes(DEEP_RSS_BYTES)} resident or "
         f"{DEEP_MAPPINGS:,} mappings: each walk holds the process's memory-map lock)"
     )
 
 
-class TooLarge(ExactUnavailable):
-    """The deep readers refused the workload: a fallback reason, or an error under
-    ``--method exact``, whose hint is ``--deep`` rather than "run as root"."""
-
-    def __init__(
-        self, large: Sequence[ProcessMemory], command: str = "capplan estimate ..."
-    ) -> None:
-        super().__init__(refusal(large))
-        self.hint = deep_hint(command)
-        self.large = tuple(large)
+def refused(large: Sequence[ProcessMemory], command: str) -> ExactFallback:
+    """The deep readers refused the workload: a fallback (or, under ``--method exact``, an
+    error) whose hint is ``--deep`` rather than "run as root"."""
+    return ExactFallback(
+        cause=FallbackCause.TOO_LARGE, reason=refusal(large), hint=deep_hint(command)
+    )
 
 
 def refuse_mappings(large: Sequence[ProcessMemory], command: str) -> CapplanError:
@@ -97,11 +92,6 @@ def refuse_mappings(large: Sequence[ProcessMemory], command: str) -> CapplanErro
         hint=f"pass --deep to read them anyway ({command} --deep), at the cost of stalling "
         "them briefly, or use capplan estimate, which reads smaps_rollup only",
     )
-
-
-def is_refusal(reason: str | None) -> bool:
-    """True when a fallback reason came from the threshold (the hint is then ``--deep``)."""
-    return reason is not None and reason.startswith(REFUSAL_PREFIX)
 
 
 def deep_hint(command: str) -> str:

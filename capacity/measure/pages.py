@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from capacity.errors import ExactUnavailable, NoSuchProcess, ZombieProcess
+from capacity.errors import ExactUnavailable, NoSuchProcess, ReplacedProcess, ZombieProcess
 from capacity.measure.procfs import DEFAULT_ROOT, Mapping, proc_dir, read_maps, read_stat
-from capacity.records import PageCounts
+from capacity.records import ExactFallback, FallbackCause, PageCounts, ProcessMemory, Skipped
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -454,14 +454,17 @@ def _pagemap(pid: int, root: Path) -> Iterator[int]:
     except FileNotFoundError:
         if not (proc_dir(pid, root) / "stat").exists():
             raise NoSuchProcess(pid) from None
-        raise ExactUnavailable(f"{path} does not exist (a kernel without pagemap)") from None
+        raise ExactUnavailable.because(
+            FallbackCause.NO_KPAGEFLAGS, f"{path} does not exist (a kernel without pagemap)"
+        ) from None
     except ProcessLookupError:
         raise NoSuchProcess(pid) from None
     except PermissionError:
         # Linux 4.0 and 4.1 refuse the open without CAP_SYS_ADMIN; later kernels zero the
         # frame numbers instead (detected by frames_hidden).
-        raise ExactUnavailable(
-            f"permission denied opening {path} (CAP_SYS_ADMIN is needed for frame numbers)"
+        raise ExactUnavailable.because(
+            FallbackCause.PERMISSION,
+            f"permission denied opening {path} (CAP_SYS_ADMIN is needed for frame numbers)",
         ) from None
     try:
         yield fd
@@ -556,9 +559,10 @@ def read_process_pages(
     where = np.concatenate(page_numbers) if page_numbers else np.empty(0, np.int64)
     mapping_of = assign_pages(where, mappings, numbers)
     if frames_hidden(every):
-        raise ExactUnavailable(
+        raise ExactUnavailable.because(
+            FallbackCause.PERMISSION,
             "pagemap reads every frame number as 0: the kernel hides them from readers "
-            "without CAP_SYS_ADMIN (Linux 4.2+)"
+            "without CAP_SYS_ADMIN (Linux 4.2+)",
         )
     # Frames in the holes between merged mappings (none: holes read as absent) or in
     # skipped PROT_NONE mappings are dropped, and so are frame 0 entries of special
@@ -574,27 +578,40 @@ def read_process_pages(
 def _check_alive(pid: int, root: Path, start_ticks: int | None) -> None:
     stat = read_stat(pid, root)
     if start_ticks is not None and stat.start_ticks != start_ticks:
-        raise NoSuchProcess(pid, stat.comm, "replaced by a new process with the same pid")
+        raise ReplacedProcess(pid, stat.comm)
     if stat.state in ("Z", "X"):
         raise ZombieProcess(pid, stat.comm, stat.ppid)
 
 
-def exact_unavailable_reason(root: Path = DEFAULT_ROOT) -> str | None:
+def exact_unavailable(root: Path = DEFAULT_ROOT) -> ExactFallback | None:
     """Why the exact tier cannot run here, or None when kpagecount and kpageflags open.
 
     Hidden frame numbers are found only by reading a process's pagemap (the walk does).
     """
     for name in ("kpagecount", "kpageflags"):
-        path = root / "proc" / name
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return f"this kernel has no {path} (built without CONFIG_PROC_PAGE_MONITOR)"
-        except PermissionError:
-            return f"{path} is readable by root only"
-        except OSError as err:
-            return f"cannot open {path}: {err.strerror}"
-        os.close(fd)
+        fallback = _open_failure(root / "proc" / name)
+        if fallback is not None:
+            return fallback
+    return None
+
+
+def _open_failure(path: Path) -> ExactFallback | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return ExactFallback(
+            cause=FallbackCause.NO_KPAGEFLAGS,
+            reason=f"this kernel has no {path} (built without CONFIG_PROC_PAGE_MONITOR)",
+        )
+    except PermissionError:
+        return ExactFallback(
+            cause=FallbackCause.PERMISSION, reason=f"{path} is readable by root only"
+        )
+    except OSError as err:
+        return ExactFallback(
+            cause=FallbackCause.PERMISSION, reason=f"cannot open {path}: {err.strerror}"
+        )
+    os.close(fd)
     return None
 
 
@@ -604,15 +621,10 @@ def read_frames(frames: U64, root: Path = DEFAULT_ROOT) -> tuple[U64, U64]:
     results = []
     for name in ("kpagecount", "kpageflags"):
         path = root / "proc" / name
-        reason = None
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            reason = f"this kernel has no {path} (built without CONFIG_PROC_PAGE_MONITOR)"
-        except PermissionError:
-            reason = f"{path} is readable by root only"
-        if reason is not None:
-            raise ExactUnavailable(reason)
+        fallback = _open_failure(path)
+        if fallback is not None:
+            raise ExactUnavailable(fallback)
+        fd = os.open(path, os.O_RDONLY)
 
         def read(first: int, count: int, fd: int = fd) -> bytes:
             return os.pread(fd, count * ENTRY, first * ENTRY)
@@ -657,8 +669,11 @@ def measure(
         except ZombieProcess:
             skipped.append((pid, "zombie"))
             continue
-        except NoSuchProcess as err:
-            skipped.append((pid, "replaced" if "replaced" in err.message else "vanished"))
+        except ReplacedProcess:
+            skipped.append((pid, "replaced"))
+            continue
+        except NoSuchProcess:
+            skipped.append((pid, "vanished"))
             continue
         except MappingChanged:
             skipped.append((pid, "changed"))
@@ -678,3 +693,47 @@ def measure(
         skipped=len(skipped),
     )
     return Walk(processes=tuple(walked), skipped=tuple(skipped), classification=cls, counts=counts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkloadWalk:
+    """``walk_workload``'s answer: who stayed, what was walked, who was lost on the way.
+
+    ``walk`` is None when a parent was lost: without it the walk has no base, and the
+    caller keeps its smaps figures (estimate) or falls back to smaps (inspect).
+    """
+
+    processes: tuple[ProcessMemory, ...]
+    walk: Walk | None
+    skipped: tuple[Skipped, ...]
+
+
+def walk_workload(processes: Sequence[ProcessMemory], root: Path = DEFAULT_ROOT) -> WorkloadWalk:
+    """The exact walk over processes just read, parents first, workers in fork order.
+
+    A process that exits or changes during the walk leaves the result and is listed as
+    skipped, so the smaps figures and the pages describe the same processes. The one walk
+    that ``capplan estimate`` and ``capplan inspect`` share; raises ExactUnavailable.
+    """
+    ordered = sorted(processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
+    parents = sum(p.role == "parent" for p in ordered)
+    walk = measure([(p.pid, p.start_ticks) for p in ordered], parents, root)
+    lost = dict(walk.skipped)
+    skipped = tuple(
+        Skipped(pid=p.pid, name=p.name, reason=lost[p.pid])  # type: ignore[arg-type]
+        for p in ordered
+        if p.pid in lost
+    )
+    kept = tuple(p for p in processes if p.pid not in lost)
+    return WorkloadWalk(
+        processes=kept,
+        walk=walk if walk.counts.parent_count >= parents else None,
+        skipped=skipped,
+    )
+
+
+def parent_lost() -> ExactFallback:
+    return ExactFallback(
+        cause=FallbackCause.PROCESS_LOST,
+        reason="the parent exited or changed during the page walk",
+    )

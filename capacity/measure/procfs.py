@@ -25,6 +25,7 @@ from pathlib import Path
 from capacity.errors import (
     AccessDenied,
     CapplanError,
+    KernelThread,
     NoSuchProcess,
     ParseError,
     ZombieProcess,
@@ -554,7 +555,7 @@ def _vanished_or_zombie(pid: int, root: Path, name: str | None) -> NoSuchProcess
     if stat.state == "Z":
         return ZombieProcess(pid, name or stat.comm, stat.ppid)
     if stat.is_kernel_thread:
-        return NoSuchProcess(pid, name or stat.comm, "kernel thread: it has no user memory")
+        return KernelThread(pid, name or stat.comm)
     return NoSuchProcess(pid, name or stat.comm)
 
 

@@ -17,8 +17,8 @@ The exact tier (``capacity.measure.pages``) walks every page table of the worklo
 more than a rollup read and takes the same mmap lock, so it runs on some samples only:
 the first and the last, and every ``exact_every``-th between them when asked
 (``exact_indices``). When it cannot run (no permission, no kpageflags, frame numbers
-hidden), the sampler remembers why in ``exact_unavailable`` and stops trying; with
-``exact="require"`` it raises ``ExactUnavailable`` instead. Nor does it walk a workload
+hidden), the sampler remembers why in ``fallback`` (an ``ExactFallback`` with its cause)
+and stops trying; with ``method=Method.EXACT`` it raises ``ExactUnavailable`` instead. Nor does it walk a workload
 with a process over ``capacity.measure.gentle``'s thresholds (4 GiB resident or 10,000 mappings)
 unless ``deep`` is set: that refusal is a fallback like the others.
 
@@ -37,9 +37,15 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
-from capacity.errors import ExactUnavailable, NoSuchProcess, SelectionError, ZombieProcess
+from capacity.errors import (
+    CapplanError,
+    ExactUnavailable,
+    KernelThread,
+    NoSuchProcess,
+    SelectionError,
+    ZombieProcess,
+)
 from capacity.measure import gentle, pages
 from capacity.measure.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
@@ -54,10 +60,17 @@ from capacity.measure.procfs import (
     read_status,
 )
 from capacity.measure.workload import Member, NameCache, Selector, select_processes
-from capacity.records import CgroupMemory, PageCounts, ProcessMemory, Skipped, Snapshot
+from capacity.records import (
+    CgroupMemory,
+    ExactFallback,
+    Method,
+    PageCounts,
+    ProcessMemory,
+    Skipped,
+    Snapshot,
+)
 
 ProgressCallback = Callable[[int, int], None]
-ExactMode = Literal["off", "auto", "require"]
 
 
 def exact_indices(samples: int, every: int | None = None) -> set[int]:
@@ -74,10 +87,12 @@ class Sampler:
 
     selector: Selector | None  # None in launch mode: the members come from the launcher
     root: Path = DEFAULT_ROOT
-    exact: ExactMode = "off"
+    # None: exact where it can run, else smaps (``fallback`` says why); EXACT insists on
+    # the exact walk (ExactUnavailable otherwise); SMAPS never walks.
+    method: Method | None = Method.SMAPS
     deep: bool = False
     readers: int = dataclasses.field(default_factory=default_threads)
-    exact_unavailable: str | None = dataclasses.field(init=False, default=None)
+    fallback: ExactFallback | None = dataclasses.field(init=False, default=None)
     # Pids that are never the workload (the load generator's), asked for at every sample.
     exclude: Callable[[], frozenset[int]] | None = None
     layout: Layout = dataclasses.field(init=False)
@@ -91,20 +106,40 @@ class Sampler:
         init=False, default_factory=dict
     )
     _started: float | None = dataclasses.field(init=False, default=None)
+    _walks: int = dataclasses.field(init=False, default=0)  # exact walks tried, and done
+    _walked: int = dataclasses.field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.layout = detect_layout(self.root)
         self.slab_sizes = read_slab_object_sizes(self.root)
         self.stack_size = kernel_stack_size()
-        if self.exact != "off":
-            reason = pages.exact_unavailable_reason(self.root)
-            if reason is not None:
-                self._exact_failed(ExactUnavailable(reason))
+        if self.method != Method.SMAPS:
+            fallback = pages.exact_unavailable(self.root)
+            if fallback is not None:
+                self._exact_failed(ExactUnavailable(fallback))
 
     def _exact_failed(self, err: ExactUnavailable) -> None:
-        if self.exact == "require":
+        if self.method == Method.EXACT:
             raise err
-        self.exact_unavailable = err.reason
+        self.fallback = err.fallback
+
+    def exact_fallback(self) -> ExactFallback | None:
+        """Why the exact method was wanted and not used, after the samples were taken.
+
+        None when it was used or not wanted. A walk that was tried on every chosen sample
+        and never kept (the parent exited or changed each time) is a fallback too, and an
+        error under ``method=Method.EXACT``.
+        """
+        if self.method == Method.SMAPS:
+            return None
+        if self.fallback is None and self._walks and not self._walked:
+            if self.method == Method.EXACT:
+                raise CapplanError(
+                    "exact page accounting failed: no exact page walk was usable "
+                    "(the parent exited or changed during it)"
+                )
+            self.fallback = pages.parent_lost()
+        return self.fallback
 
     def snapshot(self, index: int, exact: bool = False) -> Snapshot:
         """Select the workload and read every member once; walk its pages if ``exact``."""
@@ -137,10 +172,11 @@ class Sampler:
                 processes.append(result)
         read_seconds = time.perf_counter() - began
         page_counts = None
-        if exact and self.exact != "off" and self.exact_unavailable is None and processes:
+        if exact and self.method != Method.SMAPS and self.fallback is None and processes:
             large = [] if self.deep else gentle.too_large(processes)
             if large:
-                self._exact_failed(gentle.TooLarge(large, f"capplan estimate {self.selector}"))
+                rerun = f"capplan estimate {self.selector}"
+                self._exact_failed(ExactUnavailable(gentle.refused(large, rerun)))
             else:
                 processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
@@ -166,30 +202,19 @@ class Sampler:
     def _walk_pages(
         self, processes: list[ProcessMemory], skipped: list[Skipped]
     ) -> tuple[list[ProcessMemory], PageCounts | None]:
-        """The exact walk over the processes just read, parents first, workers in fork order.
-
-        A process that exits or changes during the walk leaves the snapshot (and is counted
-        as skipped), so the smaps figures and the pages describe the same processes. If a
-        parent is lost, the walk has no base: the snapshot keeps its smaps figures only.
-        """
-        ordered = sorted(processes, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
-        parents = sum(p.role == "parent" for p in ordered)
+        """The exact walk (``pages.walk_workload``); lost processes join ``skipped``. If a
+        parent is lost, the snapshot keeps its smaps figures only."""
+        self._walks += 1
         try:
-            walk = pages.measure([(p.pid, p.start_ticks) for p in ordered], parents, self.root)
+            result = pages.walk_workload(processes, self.root)
         except ExactUnavailable as err:
             self._exact_failed(err)
             return processes, None
-        lost = dict(walk.skipped)
-        if not lost:
-            return processes, walk.counts
-        for process in ordered:
-            if process.pid in lost:
-                reason = lost[process.pid]
-                skipped.append(Skipped(pid=process.pid, name=process.name, reason=reason))  # type: ignore[arg-type]
-        kept = [p for p in processes if p.pid not in lost]
-        if walk.counts.parent_count < parents:
-            return kept, None
-        return kept, walk.counts
+        skipped.extend(result.skipped)
+        if result.walk is None:
+            return list(result.processes), None
+        self._walked += 1
+        return list(result.processes), result.walk.counts
 
     def _slab(self, threads: int, mappings: int, writable_private: int) -> int:
         """``slab_estimate``, cached: the workers of a pool share a handful of shapes."""
@@ -218,9 +243,10 @@ class Sampler:
                 self._maps_cache[key] = maps
         except ZombieProcess:
             return Skipped(pid=pid, name=name, reason="zombie")
-        except NoSuchProcess as err:
-            reason = "kernel thread" if "kernel thread" in err.message else "vanished"
-            return Skipped(pid=pid, name=name, reason=reason)  # type: ignore[arg-type]
+        except KernelThread:
+            return Skipped(pid=pid, name=name, reason="kernel thread")
+        except NoSuchProcess:
+            return Skipped(pid=pid, name=name, reason="vanished")
         mappings, writable_private, regions = maps
         threads = max(status.threads, 1)
         return ProcessMemory(
@@ -252,17 +278,17 @@ def collect(
     root: Path = DEFAULT_ROOT,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
-    exact: ExactMode = "off",
+    method: Method | None = Method.SMAPS,
     exact_every: int | None = None,
 ) -> tuple[Snapshot, ...]:
     """``samples`` snapshots ``interval`` seconds apart (the first one immediately).
 
-    With ``exact`` other than "off", the samples in ``exact_indices(samples, exact_every)``
+    Unless the method is SMAPS, the samples in ``exact_indices(samples, exact_every)``
     also take an exact page walk (``Snapshot.pages``).
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    sampler = sampler or Sampler(selector, root, exact=exact)
+    sampler = sampler or Sampler(selector, root, method=method)
     walks = exact_indices(samples, exact_every)
     snapshots: list[Snapshot] = []
     next_at = time.monotonic()

@@ -46,7 +46,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from capacity.model.fitting import SamplePoints
-from capacity.records import Breakdown, ProcessMemory, Snapshot
+from capacity.records import Breakdown, Method, ProcessMemory, Snapshot
 
 # The cgroup may lower the slab estimate (never below a fifth of it) but never raise it.
 CALIBRATION_LIMITS = (0.2, 1.0)
@@ -132,6 +132,15 @@ def shared_once(processes: Sequence[ProcessMemory]) -> int:
 
 def fork_order(processes: Sequence[ProcessMemory]) -> list[ProcessMemory]:
     return sorted(processes, key=lambda p: (p.start_ticks, p.pid))
+
+
+def points_for(
+    method: Method, snapshots: Sequence[Snapshot], slab_factor: float = 1.0
+) -> list[SamplePoints]:
+    """The fit's points as ``method`` counts them: the one choice estimate and inspect share."""
+    if method == Method.EXACT:
+        return exact_points(snapshots, slab_factor)
+    return smaps_points(snapshots, slab_factor)
 
 
 def smaps_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> list[SamplePoints]:

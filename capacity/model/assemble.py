@@ -8,7 +8,6 @@ the same way.
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import shlex
 import statistics
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from capacity.model.fitting import (
 from capacity.records import (
     Environment,
     Estimate,
+    ExactFallback,
     Launch,
     LaunchStep,
     LoadRun,
@@ -37,6 +37,7 @@ from capacity.records import (
     Timing,
     Workload,
 )
+from capacity.units import parse_size, parse_size_or_percent
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +52,21 @@ class BudgetOptions:
     reserve_bytes: int | None = None
     reserve_fraction: float | None = None
     reserve_text: str | None = None
+
+    @classmethod
+    def parse(cls, memory: str | None = None, reserve: str | None = None) -> BudgetOptions:
+        """``--memory SIZE`` and ``--reserve SIZE|PCT`` as typed: the one place they are
+        read (units.SizeError on bad input)."""
+        reserve_bytes, reserve_fraction = (
+            parse_size_or_percent(reserve) if reserve else (None, None)
+        )
+        return cls(
+            memory=parse_size(memory) if memory else None,
+            memory_text=memory,
+            reserve_bytes=reserve_bytes,
+            reserve_fraction=reserve_fraction,
+            reserve_text=reserve,
+        )
 
 
 def describe_workload(
@@ -91,7 +107,7 @@ def build_estimate(
     samples_requested: int,
     under_load: bool = False,
     method: Method | None = None,
-    exact_fallback: str | None = None,
+    exact_fallback: ExactFallback | None = None,
     loads: Sequence[LoadRun] = (),
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
@@ -107,24 +123,23 @@ def build_estimate(
     slab_factor = accounting.slab_calibration(snapshots)
     factor = 1.0 if slab_factor is None else slab_factor
     if method is None:
-        method = "exact" if accounting.exact_snapshots(snapshots) else "smaps"
-    if method == "exact":
+        method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
+    points = accounting.points_for(method, snapshots, factor)
+    if method == Method.EXACT:
         if not accounting.exact_snapshots(snapshots):
             raise ModelError(
                 "no sample carries an exact page walk",
                 hint="measure with --method exact as root, or use --method smaps",
             )
-        points = accounting.exact_points(snapshots, factor)
         breakdown = accounting.exact_breakdown(snapshots, slab_factor)
         reclaimable = accounting.exact_reclaimable_once(snapshots, slab_factor)
     else:
-        points = accounting.smaps_points(snapshots, factor)
         breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
         reclaimable = accounting.reclaimable_once(snapshots, slab_factor)
     model = dataclasses.replace(
         fit(points, method, breakdown),
         reclaimable_bytes=reclaimable,
-        layout_allowance_bytes=accounting.layout_allowance(snapshots, mmap.PAGESIZE),
+        layout_allowance_bytes=accounting.layout_allowance(snapshots, environment.page_size),
         systematic_sd_bytes=systematic_sd(breakdown),
     )
 
@@ -244,7 +259,7 @@ def build_launch_estimate(
     model = fit_independent(
         counts,
         process_totals,
-        "smaps",
+        Method.SMAPS,
         breakdown,
         instance_sd=statistics.stdev(spread) if len(spread) > 1 else None,
         resolution_sd=process_resolution,
@@ -253,7 +268,7 @@ def build_launch_estimate(
         adjustment = model.per_instance_bytes - round(slope_of(counts, raw_process_totals))
         measured_drift = dataclasses.replace(measured_drift, adjustment_bytes=adjustment)
 
-    system_method: Method = "cgroup" if launch.system_source == "cgroup" else "memavailable"
+    system_method = Method.CGROUP if launch.system_source == "cgroup" else Method.MEMAVAILABLE
     system_spread = [m.cgroup_bytes for m in last_step.members if m.cgroup_bytes is not None]
     system_model = None
     system_error = None
@@ -290,7 +305,7 @@ def build_launch_estimate(
         )
         for s in steps
     ]
-    checks = [quadratic_check(counts, own, "smaps", at, process_resolution)]
+    checks = [quadratic_check(counts, own, Method.SMAPS, at, process_resolution)]
     if system_model is not None:
         checks.append(quadratic_check(counts, system_totals, system_method, at, system_resolution))
     difference = (

@@ -12,12 +12,12 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 
-from capacity.measure import gentle
 from capacity.model.drift import sampling_advice
 from capacity.records import (
     Budget,
     Drift,
     Environment,
+    ExactFallback,
     Launch,
     LoadRun,
     ModelFit,
@@ -26,6 +26,19 @@ from capacity.records import (
     Warning,
 )
 from capacity.units import format_bytes
+
+
+def fallback_warning(fallback: ExactFallback, rerun: str, message: str) -> Warning:
+    """EXACT_FALLBACK, for estimate and inspect alike: the hint follows the cause (the
+    measurement's own, e.g. ``--deep`` for a workload over the thresholds, else root)."""
+    return Warning(
+        code="EXACT_FALLBACK",
+        message=message,
+        hint=fallback.hint
+        or f"run as root for exact page accounting (sudo {rerun}), "
+        "or pass --method smaps to choose smaps and silence this",
+    )
+
 
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
 
@@ -40,20 +53,15 @@ def diagnose(
     selector: str,
     samples_requested: int,
     under_load: bool = False,
-    exact_fallback: str | None = None,
+    exact_fallback: ExactFallback | None = None,
 ) -> list[Warning]:
     warnings: list[Warning] = []
     rerun = f"capplan estimate {selector}"
 
     if exact_fallback is not None:
         warnings.append(
-            Warning(
-                code="EXACT_FALLBACK",
-                message=f"fell back to the smaps method: {exact_fallback}",
-                hint=gentle.deep_hint(rerun)
-                if gentle.is_refusal(exact_fallback)
-                else f"run as root for exact page accounting (sudo {rerun}), "
-                "or pass --method smaps to choose smaps and silence this",
+            fallback_warning(
+                exact_fallback, rerun, f"fell back to the smaps method: {exact_fallback.reason}"
             )
         )
 

@@ -25,10 +25,10 @@ LAYERS: dict[str, set[str]] = {
     "measure": {"bottom"},
     "model": {"bottom"},
     "render": {"bottom", "model"},
-    "app": {"bottom", "measure", "model"},
+    "app": {"bottom", "measure", "model", "render"},
     "cli": {"bottom", "measure", "model", "render", "app"},
 }
-TOP = {"cli", "__main__"}
+TOP = {"cli", "cli_options", "__main__"}
 
 
 def module_name(path: Path) -> str:
