@@ -94,9 +94,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root: the exact tier needs pagemap frame numbers", file=sys.stderr)
         return 2
-    reason = pages.exact_unavailable_reason()
-    if reason:
-        print(f"exact tier unavailable: {reason}", file=sys.stderr)
+    fallback = pages.exact_unavailable()
+    if fallback:
+        print(f"exact tier unavailable: {fallback.reason}", file=sys.stderr)
         return 2
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     with contextlib.suppress(KeyboardInterrupt):

@@ -904,7 +904,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     versions = ensure_tools()
-    exact = pages.exact_unavailable_reason() is None
+    exact = pages.exact_unavailable() is None
     facts = host_facts()
     start_load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print("capplan measurement cost")

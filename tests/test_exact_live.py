@@ -24,12 +24,13 @@ from capacity import modelfile
 from capacity.measure import pages, sampler
 from capacity.measure.procfs import read_rollup, read_stat
 from capacity.measure.workload import Selector
+from capacity.records import Method
 
 pytestmark = [
     needs_root,
     pytest.mark.skipif(
-        pages.exact_unavailable_reason() is not None,
-        reason=f"exact tier unavailable: {pages.exact_unavailable_reason()}",
+        pages.exact_unavailable() is not None,
+        reason=f"exact tier unavailable: {pages.exact_unavailable()}",
     ),
 ]
 
@@ -121,8 +122,8 @@ def test_sharing_classes_on_the_demo() -> None:
 def test_walks_run_on_the_first_and_last_sample_only() -> None:
     with start_demo("--shared", "4M", "--private", "1M", "--workers", "2") as w:
         selector = Selector(pid=w.parent)
-        snapshots = sampler.collect(selector, 3, 0.0, exact="require")
-        every = sampler.collect(selector, 3, 0.0, exact="require", exact_every=1)
+        snapshots = sampler.collect(selector, 3, 0.0, method=Method.EXACT)
+        every = sampler.collect(selector, 3, 0.0, method=Method.EXACT, exact_every=1)
         none = sampler.collect(selector, 2, 0.0)
     assert [s.pages is not None for s in snapshots] == [True, False, True]
     assert [s.pages is not None for s in every] == [True, True, True]

@@ -18,11 +18,11 @@ from capacity.measure import gentle, pages, sampler
 from capacity.measure.environment import read_environment
 from capacity.measure.workload import Selector
 from capacity.model import assemble
-from capacity.records import MemoryRollup, ProcessMemory
+from capacity.records import FallbackCause, MemoryRollup, Method, ProcessMemory
 
 exact_available = pytest.mark.skipif(
-    pages.exact_unavailable_reason() is not None,
-    reason=f"exact tier unavailable: {pages.exact_unavailable_reason()}",
+    pages.exact_unavailable() is not None,
+    reason=f"exact tier unavailable: {pages.exact_unavailable()}",
 )
 
 
@@ -49,13 +49,12 @@ def test_too_large_takes_either_threshold_and_sorts_largest_first() -> None:
     assert gentle.too_large([small, unknown]) == []
     assert gentle.too_large([small, many, big, unknown]) == [big, many]
     reason = gentle.refusal([big, many])
-    assert gentle.is_refusal(reason)
+    assert reason.startswith("too large for a page walk without --deep")
     assert "pid 2 (w2) 4.00 GiB resident" in reason
     assert "10,001 mappings" in reason
-    assert not gentle.is_refusal("this kernel has no /proc/kpageflags")
     assert gentle.refusal([process(i, limit + i, 1) for i in range(1, 6)]).count("pid ") == 3
-    err = gentle.TooLarge([big], "capplan estimate --cmd x")
-    assert isinstance(err, ExactUnavailable)
+    err = ExactUnavailable(gentle.refused([big], "capplan estimate --cmd x"))
+    assert err.fallback.cause == FallbackCause.TOO_LARGE
     assert err.hint is not None and "capplan estimate --cmd x --deep" in err.hint
 
 
@@ -72,10 +71,11 @@ def test_exact_walk_refused_without_deep_and_run_with_it() -> None:
     with start_demo("--shared", "4M", "--private", "1M", "--workers", "3") as demo:
         selector = Selector(pid=demo.parent)
 
-        reader = sampler.Sampler(selector, exact="auto")
+        reader = sampler.Sampler(selector, method=None)
         snapshots = sampler.collect(selector, 2, 0.0, sampler=reader)
         assert all(s.pages is None for s in snapshots)
-        assert gentle.is_refusal(reader.exact_unavailable)
+        fallback = reader.exact_fallback()
+        assert fallback is not None and fallback.cause == FallbackCause.TOO_LARGE
         estimate = assemble.build_estimate(
             workload=assemble.describe_workload(str(selector), snapshots),
             snapshots=snapshots,
@@ -83,7 +83,7 @@ def test_exact_walk_refused_without_deep_and_run_with_it() -> None:
             budget_options=assemble.BudgetOptions(),
             total_seconds=0.0,
             samples_requested=2,
-            exact_fallback=reader.exact_unavailable,
+            exact_fallback=fallback,
         )
         assert estimate.model.method == "smaps"
         assert estimate.timing.exact_read_seconds == ()
@@ -92,13 +92,14 @@ def test_exact_walk_refused_without_deep_and_run_with_it() -> None:
         assert f"capplan estimate {selector} --deep" in warning.hint
         assert "root" not in warning.hint
 
-        with pytest.raises(gentle.TooLarge) as raised:
-            sampler.Sampler(selector, exact="require").snapshot(0, exact=True)
+        with pytest.raises(ExactUnavailable) as raised:
+            sampler.Sampler(selector, method=Method.EXACT).snapshot(0, exact=True)
+        assert raised.value.fallback.cause == FallbackCause.TOO_LARGE
         assert "--deep" in (raised.value.hint or "")
 
-        deep = sampler.Sampler(selector, exact="auto", deep=True)
+        deep = sampler.Sampler(selector, method=None, deep=True)
         walked = sampler.collect(selector, 2, 0.0, sampler=deep)
-        assert deep.exact_unavailable is None
+        assert deep.exact_fallback() is None
         assert all(s.pages is not None for s in walked)
 
 
@@ -106,12 +107,12 @@ def test_exact_walk_refused_without_deep_and_run_with_it() -> None:
 def test_inspect_refuses_per_mapping_reads_without_deep() -> None:
     with start_demo("--shared", "4M", "--private", "1M", "--workers", "2") as demo:
         selector = Selector(pid=demo.parent)
-        for method in ("smaps", "auto"):
+        for method in (Method.SMAPS, None):
             with pytest.raises(CapplanError) as raised:
-                inspection.inspect_workload(selector, method=method)  # type: ignore[arg-type]
+                inspection.inspect_workload(selector, method=method)
             assert "too large for a page walk without --deep" in raised.value.message
             assert f"capplan inspect {selector} --deep" in (raised.value.hint or "")
-        result = inspection.inspect_workload(selector, method="smaps", deep=True)
+        result = inspection.inspect_workload(selector, method=Method.SMAPS, deep=True)
         assert result.workload.worker_count == 2
         assert result.rows
 

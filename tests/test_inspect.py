@@ -17,7 +17,7 @@ from capacity.records import Workload
 from capacity.render import report
 
 exact_available = pytest.mark.skipif(
-    os.geteuid() != 0 or pages.exact_unavailable_reason() is not None,
+    os.geteuid() != 0 or pages.exact_unavailable() is not None,
     reason="the exact tier needs root and /proc/kpageflags",
 )
 SHARED, PRIVATE, SHM, WORKERS = 16 * MiB, 8 * MiB, 4 * MiB, 3

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from capacity import codec, modelfile, records
+from capacity.errors import ModelFileError
 
 MODEL = REPO / "models" / "demo.json"
 
@@ -229,7 +230,7 @@ def test_writes_are_atomic_and_keep_a_readable_mode(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    with pytest.raises(records.ModelFileError, match="already exists"):
+    with pytest.raises(ModelFileError, match="already exists"):
         modelfile.save_estimate(target, estimate)
     target.chmod(0o640)
     modelfile.save_estimate(target, estimate, force=True)

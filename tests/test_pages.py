@@ -19,6 +19,7 @@ import pytest
 from capacity.errors import ExactUnavailable
 from capacity.measure import pages
 from capacity.measure.procfs import Mapping
+from capacity.records import FallbackCause
 
 PRESENT = 1 << 63
 SWAPPED = 1 << 62
@@ -412,11 +413,12 @@ def test_hidden_frame_numbers_are_detected(tmp_path: Path) -> None:
 
 def test_a_kernel_without_kpageflags(host: FakeHost) -> None:
     (host.root / "proc" / "kpageflags").unlink()
-    reason = pages.exact_unavailable_reason(host.root)
-    assert reason is not None and "kpageflags" in reason
+    fallback = pages.exact_unavailable(host.root)
+    assert fallback is not None and "kpageflags" in fallback.reason
+    assert fallback.cause == FallbackCause.NO_KPAGEFLAGS
     with pytest.raises(ExactUnavailable, match="CONFIG_PROC_PAGE_MONITOR"):
         pages.measure(members(10, 11), 1, host.root, page_size=PAGE)
 
 
 def test_exact_is_available_when_both_files_open(host: FakeHost) -> None:
-    assert pages.exact_unavailable_reason(host.root) is None
+    assert pages.exact_unavailable(host.root) is None
