@@ -12,10 +12,10 @@ from typing import Literal
 from capacity.records import (
     Confidence,
     Method,
+    Notice,
     PageCounts,
     ProcessMemory,
     Skipped,
-    Warning,
     Workload,
 )
 
@@ -63,7 +63,7 @@ class Inspection:
     pages: PageCounts | None = None
     processes: tuple[ProcessMemory, ...] = ()
     skipped: tuple[Skipped, ...] = ()
-    warnings: tuple[Warning, ...] = ()
+    warnings: tuple[Notice, ...] = ()
 
 
 # --------------------------------------------------------------------------- what-if

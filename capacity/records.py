@@ -406,8 +406,9 @@ class EstimatorResult:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Warning:
-    """Something the reader should know, with the command to run next."""
+class Notice:
+    """A warning for the reader, with the command to run next (JSON: an entry of
+    ``warnings``). Not named Warning: that would shadow the builtin."""
 
     code: str
     message: str
@@ -613,7 +614,7 @@ class Estimate:
     budget: Budget
     prediction: Prediction
     estimators: dict[str, EstimatorResult]
-    warnings: tuple[Warning, ...]
+    warnings: tuple[Notice, ...]
     environment: Environment
     timing: Timing
     load: tuple[LoadRun, ...] = ()

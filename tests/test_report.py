@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from capacity import modelfile, records
-from capacity.records import Estimate, Warning
+from capacity.records import Estimate, Notice
 from capacity.render import document as report_document
 from capacity.render import report
 
@@ -86,7 +86,7 @@ def hostile(estimate: Estimate) -> Estimate:
         budget=dataclasses.replace(
             estimate.budget, source="memory limit of cgroup /<script>x</script>"
         ),
-        warnings=(Warning(code="TEST", message=HOSTILE, hint=f"run `{HOSTILE}` | now"),),
+        warnings=(Notice(code="TEST", message=HOSTILE, hint=f"run `{HOSTILE}` | now"),),
     )
 
 

@@ -39,7 +39,7 @@ from capacity.model import accounting
 from capacity.model.assemble import BudgetOptions
 from capacity.model.diagnostics import fallback_warning
 from capacity.model.fitting import fit, make_budget, predict
-from capacity.records import Method, ProcessMemory, Skipped, Snapshot, Warning, Workload
+from capacity.records import Method, Notice, ProcessMemory, Skipped, Snapshot, Workload
 
 RowKey = tuple[str, str, str]  # kind, name, path
 
@@ -337,7 +337,7 @@ def inspect_workload(
         warnings.append(fallback_warning(fallback, f"capplan inspect {selector}", note))
     if skipped:
         warnings.append(
-            Warning(
+            Notice(
                 code="SKIPPED_PROCESSES",
                 message=f"skipped while reading: {len(skipped)} processes exited or changed",
                 hint=f"if the workload was restarting, inspect it once it is steady: "

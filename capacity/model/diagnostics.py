@@ -21,17 +21,17 @@ from capacity.records import (
     Launch,
     LoadRun,
     ModelFit,
+    Notice,
     Prediction,
     Snapshot,
-    Warning,
 )
 from capacity.units import format_bytes
 
 
-def fallback_warning(fallback: ExactFallback, rerun: str, message: str) -> Warning:
+def fallback_warning(fallback: ExactFallback, rerun: str, message: str) -> Notice:
     """EXACT_FALLBACK, for estimate and inspect alike: the hint follows the cause (the
     measurement's own, e.g. ``--deep`` for a workload over the thresholds, else root)."""
-    return Warning(
+    return Notice(
         code="EXACT_FALLBACK",
         message=message,
         hint=fallback.hint
@@ -54,8 +54,8 @@ def diagnose(
     samples_requested: int,
     under_load: bool = False,
     exact_fallback: ExactFallback | None = None,
-) -> list[Warning]:
-    warnings: list[Warning] = []
+) -> list[Notice]:
+    warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
 
     if exact_fallback is not None:
@@ -69,7 +69,7 @@ def diagnose(
     if skipped:
         listing = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
         warnings.append(
-            Warning(
+            Notice(
                 code="SKIPPED_PROCESSES",
                 message=f"skipped while reading: {listing} (counted, not measured)",
                 hint=f"if the workload was restarting, measure it once it is steady: {rerun}",
@@ -78,7 +78,7 @@ def diagnose(
 
     if model.confidence == "low":
         warnings.append(
-            Warning(
+            Notice(
                 code="LOW_CONFIDENCE",
                 message="low confidence: " + "; ".join(model.confidence_reasons),
                 hint=f"measure more workers or more samples: {rerun} --samples {max(samples_requested * 2, 10)}",
@@ -91,7 +91,7 @@ def diagnose(
     ):
         share = model.worker_sd_bytes / model.per_instance_bytes
         warnings.append(
-            Warning(
+            Notice(
                 code="HIGH_SPREAD",
                 message=(
                     f"workers differ: standard deviation {format_bytes(model.worker_sd_bytes)} "
@@ -104,7 +104,7 @@ def diagnose(
 
     if model.breakdown is not None and model.breakdown.kernel_source == "estimate":
         warnings.append(
-            Warning(
+            Notice(
                 code="KERNEL_ESTIMATED",
                 message=(
                     "kernel memory per worker is partly estimated: page tables are read, "
@@ -120,7 +120,7 @@ def diagnose(
     )
     if swapped > 0:
         warnings.append(
-            Warning(
+            Notice(
                 code="SWAP_IN_USE",
                 message=f"{format_bytes(swapped)} of the workload is in swap: RAM figures leave it out",
                 hint="measure when the host is not swapping, or size with swap disabled (swapoff -a)",
@@ -129,7 +129,7 @@ def diagnose(
 
     if environment.thp_enabled == "always":
         warnings.append(
-            Warning(
+            Notice(
                 code="THP_ALWAYS",
                 message="transparent huge pages are 'always': one write after fork may copy 2 MiB",
                 hint="measure under real load, where copy-on-write of huge pages shows",
@@ -138,7 +138,7 @@ def diagnose(
 
     if any(p.source == "smaps" for snap in snapshots for p in snap.processes):
         warnings.append(
-            Warning(
+            Notice(
                 code="NO_SMAPS_ROLLUP",
                 message="this kernel has no smaps_rollup (before 4.14): PSS summed from smaps "
                 "is truncated per mapping and reads low",
@@ -150,7 +150,7 @@ def diagnose(
         shared = model.breakdown.fixed_shared_bytes if model.breakdown else 0
         if shared > model.per_instance_bytes:
             warnings.append(
-                Warning(
+                Notice(
                     code="COW_DRIFT_LIKELY",
                     message=(
                         "measured without load: workers share "
@@ -164,7 +164,7 @@ def diagnose(
 
     if prediction.room_bytes <= 0:
         warnings.append(
-            Warning(
+            Notice(
                 code="NO_ROOM",
                 message="the fixed cost alone does not fit the budget after the reserve",
                 hint="give the target host's size with --memory, or a smaller --reserve",
@@ -173,7 +173,7 @@ def diagnose(
 
     if budget.source.startswith("memory limit of cgroup"):
         warnings.append(
-            Warning(
+            Notice(
                 code="BUDGET_FROM_CGROUP",
                 message=f"the budget is the cgroup's memory limit ({format_bytes(budget.total_bytes)}), "
                 "smaller than the host",
@@ -202,8 +202,8 @@ def diagnose_load_and_drift(
     snapshots: Sequence[Snapshot],
     *,
     selector: str,
-) -> list[Warning]:
-    warnings: list[Warning] = []
+) -> list[Notice]:
+    warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
     last_at = snapshots[-1].taken_at if snapshots else 0.0
     first_at = snapshots[0].taken_at if snapshots else 0.0
@@ -217,7 +217,7 @@ def diagnose_load_and_drift(
                 else f"exited with status {run.exit_status}"
             )
             warnings.append(
-                Warning(
+                Notice(
                     code="LOAD_FAILED",
                     message=f"the load generator{which} {status} after "
                     f"{run.ended_at - run.started_at:.1f} s"
@@ -229,7 +229,7 @@ def diagnose_load_and_drift(
         elif run.ended_at is not None and run.ended_at < last_at:
             idle = sum(1 for s in snapshots if s.taken_at > run.ended_at)
             warnings.append(
-                Warning(
+                Notice(
                     code="LOAD_ENDED_EARLY",
                     message=f"the load generator{which} finished "
                     f"{run.ended_at - first_at:.1f} s after the first sample: the last "
@@ -243,7 +243,7 @@ def diagnose_load_and_drift(
         more = drift.sample_more_seconds or 0.0
         samples, every = sampling_for(drift.duration_seconds + more, interval)
         warnings.append(
-            Warning(
+            Notice(
                 code="DRIFT_NO_PLATEAU",
                 message=(
                     f"each {unit} grew by {format_bytes(drift.growth_per_minute_bytes)}/min "
@@ -265,13 +265,13 @@ def diagnose_launch(
     selector: str,
     no_cgroup_reason: str | None,
     system_error: str | None,
-) -> list[Warning]:
-    warnings: list[Warning] = []
+) -> list[Notice]:
+    warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
     more = f"{rerun.rsplit(' --instances', 1)[0]} --instances {max(2 * launch.instances, 8)}"
     if model.confidence == "low":
         warnings.append(
-            Warning(
+            Notice(
                 code="LOW_CONFIDENCE",
                 message="low confidence: " + "; ".join(model.confidence_reasons),
                 hint=f"measure more instance counts: {more}",
@@ -279,7 +279,7 @@ def diagnose_launch(
         )
     if no_cgroup_reason is not None:
         warnings.append(
-            Warning(
+            Notice(
                 code="NO_CGROUP",
                 message=f"no cgroup could be created ({no_cgroup_reason}): the system-side "
                 "total is the host's MemAvailable delta, which also moves with everything "
@@ -290,7 +290,7 @@ def diagnose_launch(
         )
     if system_error is not None:
         warnings.append(
-            Warning(
+            Notice(
                 code="SYSTEM_FIT_FAILED",
                 message=f"the system-side totals give no line: {system_error}",
                 hint="a quiet host (or a cgroup, as root) gives usable system-side figures",
@@ -308,7 +308,7 @@ def diagnose_launch(
                 if abs(value) >= 0.05 * abs(difference)
             )
             warnings.append(
-                Warning(
+                Notice(
                     code="FITS_DIFFER",
                     message=(
                         f"{source} {format_bytes(system.per_instance_bytes)} per instance, "
@@ -324,7 +324,7 @@ def diagnose_launch(
     for check in launch.quadratic:
         if check.significant:
             warnings.append(
-                Warning(
+                Notice(
                     code="NOT_LINEAR",
                     message=(
                         f"total(N) ({check.method}) curves: a quadratic term adds "
