@@ -9,27 +9,21 @@ level, so that ``capplan --help`` stays fast (issue 7).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
+from capacity import cli_options as opt
 from capacity.errors import CapplanError
+from capacity.render.progress import progress_bar
 from capacity.units import (
-    SizeError,
-    parse_percent,
-    parse_size,
     parse_size_list,
-    parse_size_or_percent,
 )
 
 if TYPE_CHECKING:  # annotations only: the modules are imported inside the commands
-    from capacity.app.estimate import Progress
     from capacity.measure.workload import Selector
     from capacity.records import Method
 
@@ -52,139 +46,6 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
-    text = "text"
-    json = "json"
-
-
-class EstimateFormat(str, Enum):
-    text = "text"
-    json = "json"
-    openmetrics = "openmetrics"
-
-
-class MethodOption(str, Enum):
-    smaps = "smaps"
-    exact = "exact"
-
-
-MethodFlag = Annotated[
-    MethodOption | None,
-    typer.Option(
-        "--method",
-        help="exact: count distinct physical pages (pagemap + kpagecount, needs root). "
-        "smaps: per-process page counts. Default: exact where available, else smaps "
-        "(with a warning that says why).",
-    ),
-]
-
-
-DeepFlag = Annotated[
-    bool,
-    typer.Option(
-        "--deep",
-        help="Also walk processes over 4 GiB resident or 10,000 mappings page by page "
-        "(exact method, inspect's per-mapping read). Without it they are read from "
-        "smaps_rollup only: a walk holds the process's memory-map lock and can stall it.",
-    ),
-]
-
-
-def _checked_by(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
-    """A typer callback that rejects what ``parse`` cannot read as a usage error (exit 2),
-    and passes the text on: commands parse it again where they use it."""
-
-    def check(value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse(value)
-            except SizeError as err:
-                raise typer.BadParameter(str(err)) from None
-        return value
-
-    return check
-
-
-_size_option = _checked_by(parse_size)
-_reserve_option = _checked_by(parse_size_or_percent)
-_size_list_option = _checked_by(parse_size_list)
-_percent_option = _checked_by(parse_percent)
-
-
-CmdOption = Annotated[
-    str | None,
-    typer.Option(
-        "--cmd",
-        metavar="NAME",
-        help="Every process named NAME (comm, argv[0] or executable), as ps -C.",
-    ),
-]
-PidOption = Annotated[
-    int | None,
-    typer.Option("--pid", metavar="PID", help="That process and all its descendants."),
-]
-RootOption = Annotated[
-    Path,
-    typer.Option(
-        "--root",
-        metavar="DIR",
-        help="Read /proc and /sys under DIR instead of / (a captured host tree).",
-        exists=True,
-        file_okay=False,
-    ),
-]
-MemoryOption = Annotated[
-    str | None,
-    typer.Option(
-        "--memory",
-        metavar="SIZE",
-        callback=_size_option,
-        help="Size for a host with SIZE of memory (512M, 16G, 16GiB, bytes) instead of this one.",
-    ),
-]
-ReserveOption = Annotated[
-    str | None,
-    typer.Option(
-        "--reserve",
-        metavar="SIZE|PCT",
-        callback=_reserve_option,
-        help="Memory kept for everything else (2G or 10%). Default: what the rest of this host uses now.",
-    ),
-]
-
-
-def _progress(enabled: bool) -> Progress:
-    """A rich progress bar on stderr, quiet when stderr is not a terminal."""
-
-    @contextlib.contextmanager
-    def bar(total: int, label: str) -> Iterator[Callable[[int, int], None]]:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            # isatty, not console.is_terminal: rich answers yes under FORCE_COLOR or
-            # TTY_COMPATIBLE (set by many CI systems), and a bar in a captured log is noise.
-            disable=not (enabled and sys.stderr.isatty()),
-        )
-        with progress:
-            task = progress.add_task(label, total=total)
-            yield lambda done, _total: progress.update(task, completed=done)
-
-    return bar
-
-
 @app.callback()
 def _root() -> None:
     """How many workers of this program fit in this machine's memory, and how sure are we?"""
@@ -192,88 +53,26 @@ def _root() -> None:
 
 @app.command()
 def estimate(
-    cmd: CmdOption = None,
-    pid: PidOption = None,
-    demo: Annotated[
-        bool, typer.Option("--demo", help="Start the embedded demo workload, measure it, stop it.")
-    ] = False,
-    samples: Annotated[
-        int, typer.Option("--samples", metavar="K", min=1, help="Snapshots to take.")
-    ] = 5,
-    interval: Annotated[
-        float, typer.Option("--interval", metavar="S", min=0.0, help="Seconds between snapshots.")
-    ] = 1.0,
-    memory: MemoryOption = None,
-    reserve: ReserveOption = None,
-    output_format: Annotated[
-        EstimateFormat, typer.Option("--format", help="Output format.")
-    ] = EstimateFormat.text,
-    save: Annotated[
-        Path | None,
-        typer.Option(
-            "--save", metavar="FILE", help="Write the model (JSON) to FILE, e.g. models/NAME.json."
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing --save file.")
-    ] = False,
-    root: RootOption = Path("/"),
-    method: MethodFlag = None,
-    launch: Annotated[
-        str | None,
-        typer.Option(
-            "--launch",
-            metavar="COMMAND",
-            help="Start COMMAND once per step, up to --instances copies, and measure each "
-            "step. {i} is the instance number, {port} a free loopback port per instance.",
-        ),
-    ] = None,
-    instances: Annotated[
-        int,
-        typer.Option("--instances", metavar="N", help="--launch: how many copies to start."),
-    ] = 4,
-    shell: Annotated[
-        bool,
-        typer.Option(
-            "--shell", help="Run --launch and --load with /bin/sh -c, not split by shlex."
-        ),
-    ] = False,
-    settle: Annotated[
-        float | None,
-        typer.Option(
-            "--settle",
-            metavar="SECONDS",
-            help="--launch: wait this long after each start (default: until its memory "
-            "stops changing).",
-        ),
-    ] = None,
-    settle_timeout: Annotated[
-        float,
-        typer.Option(
-            "--settle-timeout",
-            metavar="SECONDS",
-            help="--launch: give up on an instance that has not settled after this long.",
-        ),
-    ] = 60.0,
-    load: Annotated[
-        str | None,
-        typer.Option(
-            "--load",
-            metavar="COMMAND",
-            help="Run this load generator while sampling (with --launch: one per instance, "
-            "{port} is its port), e.g. 'ab -n 20000 -c 16 http://127.0.0.1:8080/'.",
-        ),
-    ] = None,
-    warmup: Annotated[
-        float,
-        typer.Option(
-            "--warmup",
-            metavar="SECONDS",
-            min=0.0,
-            help="Seconds between starting the load and the first sample.",
-        ),
-    ] = 0.0,
-    deep: DeepFlag = False,
+    cmd: opt.CmdOption = None,
+    pid: opt.PidOption = None,
+    demo: opt.EstimateDemo = False,
+    samples: opt.EstimateSamples = 5,
+    interval: opt.EstimateInterval = 1.0,
+    memory: opt.MemoryOption = None,
+    reserve: opt.ReserveOption = None,
+    output_format: opt.EstimateOutputFormat = opt.EstimateFormat.text,
+    save: opt.EstimateSave = None,
+    force: opt.EstimateForce = False,
+    root: opt.RootOption = Path("/"),
+    method: opt.MethodFlag = None,
+    launch: opt.EstimateLaunch = None,
+    instances: opt.EstimateInstances = 4,
+    shell: opt.EstimateShell = False,
+    settle: opt.EstimateSettle = None,
+    settle_timeout: opt.EstimateSettleTimeout = 60.0,
+    load: opt.EstimateLoad = None,
+    warmup: opt.EstimateWarmup = 0.0,
+    deep: opt.DeepFlag = False,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -290,6 +89,7 @@ def estimate(
         capplan estimate --demo --save models/demo.json
     """
     from capacity import modelfile
+    from capacity import output as files
     from capacity.app.estimate import EstimateOptions, run_estimate
     from capacity.measure.launch import LaunchOptions
     from capacity.model.assemble import BudgetOptions
@@ -310,7 +110,7 @@ def estimate(
             param_hint="--root",
         )
     if save is not None:
-        _check_save_target(save, force)
+        files.check_target(save, force)
     if launch is not None and method is not None:
         raise typer.BadParameter(
             "--launch measures each instance's process tree with smaps and the cgroup; "
@@ -346,7 +146,7 @@ def estimate(
             deep=deep,
             command_line=_command_line(),
         ),
-        progress=_progress(output_format == EstimateFormat.text),
+        progress=progress_bar(output_format == opt.EstimateFormat.text),
     )
     rendered = report.RENDERERS[output_format.value](result)
     if save is not None:
@@ -371,7 +171,7 @@ def _selector(cmd: str | None, pid: int | None) -> Selector | None:
     return Selector(cmd=cmd, pid=pid) if cmd is not None or pid is not None else None
 
 
-def _method(option: MethodOption | None) -> Method | None:
+def _method(option: opt.MethodOption | None) -> Method | None:
     from capacity.records import Method
 
     return None if option is None else Method(option.value)
@@ -382,41 +182,18 @@ def _command_line() -> tuple[str, ...]:
     return ("capplan", *sys.argv[1:])
 
 
-def _check_save_target(save: Path, force: bool) -> None:
-    """Refuse a --save FILE that cannot be written before measuring, not after."""
-    if save.exists() and not force:
-        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
-    if save.is_dir():
-        raise CapplanError(f"{save} is a directory", hint="give a file name: models/NAME.json")
-    existing = save.absolute().parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise CapplanError(
-            f"cannot write {save}: {existing} is not a writable directory",
-            hint="choose a file under a directory you can write, e.g. models/NAME.json",
-        )
-
-
 @app.command()
 def inspect(
-    cmd: CmdOption = None,
-    pid: PidOption = None,
-    demo: Annotated[
-        bool, typer.Option("--demo", help="Start the embedded demo workload, inspect it, stop it.")
-    ] = False,
-    per_process: Annotated[
-        bool,
-        typer.Option(
-            "--per-process", help="Add the per-process table (RSS, PSS, USS, shared, swap, ...)."
-        ),
-    ] = False,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
-    method: MethodFlag = None,
-    memory: MemoryOption = None,
-    reserve: ReserveOption = None,
-    root: RootOption = Path("/"),
-    deep: DeepFlag = False,
+    cmd: opt.CmdOption = None,
+    pid: opt.PidOption = None,
+    demo: opt.InspectDemo = False,
+    per_process: opt.InspectPerProcess = False,
+    output_format: opt.InspectOutputFormat = opt.Format.text,
+    method: opt.MethodFlag = None,
+    memory: opt.MemoryOption = None,
+    reserve: opt.ReserveOption = None,
+    root: opt.RootOption = Path("/"),
+    deep: opt.DeepFlag = False,
 ) -> None:
     """Show where a workload's memory goes: a row per library, file, heap, stack, shmem...
 
@@ -453,47 +230,13 @@ def inspect(
     _write(report.INSPECT_RENDERERS[output_format.value](result))
 
 
-ModelArgument = Annotated[
-    Path,
-    typer.Argument(
-        metavar="MODEL", help="A model file saved by capplan estimate --save (models/NAME.json)."
-    ),
-]
-
-
 @app.command()
 def predict(
-    model: ModelArgument,
-    memory: Annotated[
-        str | None,
-        typer.Option(
-            "--memory",
-            metavar="SIZES",
-            callback=_size_list_option,
-            help="Host sizes to predict for, comma-separated (8G,16G,32G). "
-            "Default: the model's own budget.",
-        ),
-    ] = None,
-    reserve: Annotated[
-        str | None,
-        typer.Option(
-            "--reserve",
-            metavar="SIZE|PCT",
-            callback=_reserve_option,
-            help="Memory kept for everything else on each host (2G or 10%). Default: the "
-            "reserve measured with the model, in bytes (or its share, if saved as one).",
-        ),
-    ] = None,
-    instances: Annotated[
-        int | None,
-        typer.Option(
-            "--instances",
-            metavar="N",
-            min=0,
-            help="The reverse question: how much memory N workers need, with its interval.",
-        ),
-    ] = None,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    model: opt.ModelArgument,
+    memory: opt.PredictMemory = None,
+    reserve: opt.PredictReserve = None,
+    instances: opt.PredictInstances = None,
+    output_format: opt.PredictOutputFormat = opt.Format.text,
 ) -> None:
     """Predict from a saved model for other host sizes or worker counts, without measuring.
 
@@ -507,7 +250,6 @@ def predict(
     from capacity.model import whatif
     from capacity.model.assemble import BudgetOptions
     from capacity.render import predict as report_predict
-    from capacity.units import parse_size_list
 
     estimate = modelfile.load_estimate(model)
     kept = BudgetOptions.parse(reserve=reserve)
@@ -520,50 +262,15 @@ def predict(
         reserve_fraction=kept.reserve_fraction,
         reserve_text=reserve,
     )
-    render = report_predict.render_whatif_json if output_format == Format.json else None
+    render = report_predict.render_whatif_json if output_format == opt.Format.json else None
     _write((render or report_predict.render_whatif_text)(result))
-
-
-class ReportFormat(str, Enum):
-    markdown = "markdown"
-    html = "html"
-    openmetrics = "openmetrics"
-    text = "text"
-    json = "json"
-
-
-_SUFFIX_FORMATS = {
-    ".md": ReportFormat.markdown,
-    ".markdown": ReportFormat.markdown,
-    ".html": ReportFormat.html,
-    ".htm": ReportFormat.html,
-    ".prom": ReportFormat.openmetrics,
-    ".om": ReportFormat.openmetrics,
-    ".txt": ReportFormat.text,
-    ".json": ReportFormat.json,
-}
 
 
 @app.command("report")
 def report_command(
-    model: ModelArgument,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE",
-            help="Write to FILE (written atomically; a Markdown report gets its plot as "
-            "FILE's name with .png beside it). Default: stdout.",
-        ),
-    ] = None,
-    output_format: Annotated[
-        ReportFormat | None,
-        typer.Option(
-            "--format",
-            help="Output format. Default: from FILE's suffix (.md, .html, .prom), else markdown.",
-        ),
-    ] = None,
+    model: opt.ModelArgument,
+    output: opt.ReportOutput = None,
+    output_format: opt.ReportOutputFormat = None,
 ) -> None:
     """Render a saved model as a report (Markdown, HTML) or as OpenMetrics for Prometheus.
 
@@ -577,114 +284,41 @@ def report_command(
     """
     from capacity import modelfile
     from capacity import output as files
+    from capacity.app.report import format_for, render_report
 
-    to_stdout = output is None or str(output) == "-"
-    if output_format is None:
-        if to_stdout or output is None:
-            output_format = ReportFormat.markdown
-        else:
-            suffix = output.suffix.lower()
-            if suffix not in _SUFFIX_FORMATS:
-                raise CapplanError(
-                    f"cannot tell the format from {output}",
-                    hint="name the file .md, .html or .prom, or pass --format",
-                )
-            output_format = _SUFFIX_FORMATS[suffix]
+    if output is not None and str(output) == "-":
+        output = None
+    fmt = format_for(output, output_format.value if output_format else None)
     estimate = modelfile.load_estimate(model)
-    png: bytes | None = None
-    png_path: Path | None = None
-    if output_format in (ReportFormat.markdown, ReportFormat.html):
-        from capacity.render import document as report_document
-
-        if output_format == ReportFormat.markdown and not to_stdout and output is not None:
-            png_path = output.with_suffix(".png")
-        text, png = report_document.render(
-            estimate,
-            output_format.value,
-            source=str(model),
-            png_name=png_path.name if png_path is not None else None,
-        )
-    else:
-        from capacity.render import report
-
-        text = report.RENDERERS[output_format.value](estimate)
-    if to_stdout or output is None:
-        _write(text)
+    rendered = render_report(estimate, fmt, source=str(model), output=output)
+    if output is None:
+        _write(rendered.text)
         return
     try:
-        if png is not None and png_path is not None:
-            files.write_bytes_atomic(png_path, png)
-        files.write_atomic(output, text, force=True)
+        if rendered.png is not None and rendered.png_path is not None:
+            files.write_bytes_atomic(rendered.png_path, rendered.png)
+        files.write_atomic(output, rendered.text, force=True)
     except OSError as err:
         raise CapplanError(f"cannot write {output}: {err.strerror}") from None
-    typer.echo(f"Wrote {output}" + (f" and {png_path}" if png is not None else ""), err=True)
+    also = f" and {rendered.png_path}" if rendered.png_path is not None else ""
+    typer.echo(f"Wrote {output}{also}", err=True)
 
 
 @app.command("check")
 def check_command(
-    baseline: Annotated[
-        Path,
-        typer.Argument(metavar="BASELINE", help="The baseline model (models/NAME.json)."),
-    ],
-    cmd: CmdOption = None,
-    pid: PidOption = None,
-    demo: Annotated[
-        bool,
-        typer.Option(
-            "--demo", help="Start the embedded demo workload (with the baseline's sizes)."
-        ),
-    ] = False,
-    current: Annotated[
-        Path | None,
-        typer.Option(
-            "--current",
-            metavar="FILE",
-            help="Compare with this saved model instead of measuring now.",
-        ),
-    ] = None,
-    max_increase: Annotated[
-        str | None,
-        typer.Option(
-            "--max-increase",
-            metavar="PCT",
-            callback=_percent_option,
-            help="Largest increase that still passes, as a share of the baseline "
-            "(default 5% when --max-increase-bytes is not given either).",
-        ),
-    ] = None,
-    max_increase_bytes: Annotated[
-        str | None,
-        typer.Option(
-            "--max-increase-bytes",
-            metavar="SIZE",
-            callback=_size_option,
-            help="Largest increase that still passes, in bytes (256K). With --max-increase "
-            "too, a change must exceed both to fail.",
-        ),
-    ] = None,
-    samples: Annotated[
-        int | None,
-        typer.Option("--samples", min=1, help="Snapshots to take. Default: the baseline's."),
-    ] = None,
-    interval: Annotated[
-        float | None,
-        typer.Option(
-            "--interval", min=0.0, help="Seconds between snapshots. Default: the baseline's."
-        ),
-    ] = None,
-    allow_env_change: Annotated[
-        bool,
-        typer.Option(
-            "--allow-env-change",
-            help="Compare even when the method, THP mode or schema differ from the baseline.",
-        ),
-    ] = False,
-    output_format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
-    junit: Annotated[
-        Path | None,
-        typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
-    ] = None,
-    root: RootOption = Path("/"),
+    baseline: opt.CheckBaseline,
+    cmd: opt.CmdOption = None,
+    pid: opt.PidOption = None,
+    demo: opt.CheckDemo = False,
+    current: opt.CheckCurrent = None,
+    max_increase: opt.CheckMaxIncrease = None,
+    max_increase_bytes: opt.CheckMaxIncreaseBytes = None,
+    samples: opt.CheckSamples = None,
+    interval: opt.CheckInterval = None,
+    allow_env_change: opt.CheckAllowEnvChange = False,
+    output_format: opt.CheckOutputFormat = opt.Format.text,
+    junit: opt.CheckJunit = None,
+    root: opt.RootOption = Path("/"),
 ) -> None:
     """Measure again and fail when the workload got heavier than its baseline (the CI gate).
 
@@ -732,7 +366,7 @@ def check_command(
             interval=interval,
             root=root,
             command_line=_command_line(),
-            progress=_progress(output_format == Format.text),
+            progress=progress_bar(output_format == opt.Format.text),
         )
         current_source = "measured now"
     verdict = check.compare(
@@ -743,7 +377,7 @@ def check_command(
         current_source=current_source,
         allow_env_change=allow_env_change,
     )
-    if output_format == Format.json:
+    if output_format == opt.Format.json:
         _write(report_check.render_verdict_json(verdict))
     else:
         _write(report_check.render_verdict_text(verdict))

@@ -9,7 +9,10 @@ forbidden one would make the sum silently wrong and is fatal.
 
 from __future__ import annotations
 
-from capacity.records import ExactFallback, FallbackCause
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # records defines every dataclass: too slow an import for ``--help``
+    from capacity.records import ExactFallback, FallbackCause
 
 
 class CapplanError(Exception):
@@ -146,6 +149,8 @@ class ExactUnavailable(CapplanError):
     def because(
         cls, cause: FallbackCause, reason: str, hint: str | None = None
     ) -> ExactUnavailable:
+        from capacity.records import ExactFallback
+
         return cls(ExactFallback(cause=cause, reason=reason, hint=hint))
 
 

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from capacity.errors import ModelFileError
+from capacity.errors import CapplanError, ModelFileError
 
 
 def write_atomic(path: Path, text: str, *, force: bool = True) -> None:
@@ -69,3 +69,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def check_target(save: Path, force: bool) -> None:
+    """Refuse a --save FILE that cannot be written before measuring, not after."""
+    if save.exists() and not force:
+        raise CapplanError(f"{save} already exists", hint="pass --force to replace it")
+    if save.is_dir():
+        raise CapplanError(f"{save} is a directory", hint="give a file name: models/NAME.json")
+    existing = save.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CapplanError(
+            f"cannot write {save}: {existing} is not a writable directory",
+            hint="choose a file under a directory you can write, e.g. models/NAME.json",
+        )

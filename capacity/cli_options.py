@@ -1,0 +1,357 @@
+"""The typer declarations of capplan's options: types, help texts, bounds and validators.
+
+``capacity.cli`` declares the commands with these; keeping them here leaves cli.py to the
+commands, the selection rule and the exit codes. Every numeric option is bounded (a
+sampling run of a million samples, or an interval of ``inf``, is a typing mistake, not a
+request), and sizes are checked by the same parsers the commands use, so bad input is a
+usage error (exit 2) before anything is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from capacity.units import (
+    SizeError,
+    parse_percent,
+    parse_size,
+    parse_size_list,
+    parse_size_or_percent,
+)
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class EstimateFormat(str, Enum):
+    text = "text"
+    json = "json"
+    openmetrics = "openmetrics"
+
+
+class MethodOption(str, Enum):
+    smaps = "smaps"
+    exact = "exact"
+
+
+MethodFlag = Annotated[
+    MethodOption | None,
+    typer.Option(
+        "--method",
+        help="exact: count distinct physical pages (pagemap + kpagecount, needs root). "
+        "smaps: per-process page counts. Default: exact where available, else smaps "
+        "(with a warning that says why).",
+    ),
+]
+
+
+DeepFlag = Annotated[
+    bool,
+    typer.Option(
+        "--deep",
+        help="Also walk processes over 4 GiB resident or 10,000 mappings page by page "
+        "(exact method, inspect's per-mapping read). Without it they are read from "
+        "smaps_rollup only: a walk holds the process's memory-map lock and can stall it.",
+    ),
+]
+
+
+def _checked_by(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """A typer callback that rejects what ``parse`` cannot read as a usage error (exit 2),
+    and passes the text on: commands parse it again where they use it."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except SizeError as err:
+                raise typer.BadParameter(str(err)) from None
+        return value
+
+    return check
+
+
+_size_option = _checked_by(parse_size)
+_reserve_option = _checked_by(parse_size_or_percent)
+_size_list_option = _checked_by(parse_size_list)
+_percent_option = _checked_by(parse_percent)
+
+
+CmdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cmd",
+        metavar="NAME",
+        help="Every process named NAME (comm, argv[0] or executable), as ps -C.",
+    ),
+]
+PidOption = Annotated[
+    int | None,
+    typer.Option("--pid", metavar="PID", help="That process and all its descendants."),
+]
+RootOption = Annotated[
+    Path,
+    typer.Option(
+        "--root",
+        metavar="DIR",
+        help="Read /proc and /sys under DIR instead of / (a captured host tree).",
+        exists=True,
+        file_okay=False,
+    ),
+]
+MemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        metavar="SIZE",
+        callback=_size_option,
+        help="Size for a host with SIZE of memory (512M, 16G, 16GiB, bytes) instead of this one.",
+    ),
+]
+ReserveOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve",
+        metavar="SIZE|PCT",
+        callback=_reserve_option,
+        help="Memory kept for everything else (2G or 10%). Default: what the rest of this host uses now.",
+    ),
+]
+
+
+ModelArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="MODEL", help="A model file saved by capplan estimate --save (models/NAME.json)."
+    ),
+]
+
+
+class ReportFormat(str, Enum):
+    markdown = "markdown"
+    html = "html"
+    openmetrics = "openmetrics"
+    text = "text"
+    json = "json"
+
+
+EstimateDemo = Annotated[
+    bool, typer.Option("--demo", help="Start the embedded demo workload, measure it, stop it.")
+]
+
+EstimateSamples = Annotated[
+    int, typer.Option("--samples", metavar="K", min=1, help="Snapshots to take.")
+]
+
+EstimateInterval = Annotated[
+    float, typer.Option("--interval", metavar="S", min=0.0, help="Seconds between snapshots.")
+]
+
+EstimateOutputFormat = Annotated[EstimateFormat, typer.Option("--format", help="Output format.")]
+
+EstimateSave = Annotated[
+    Path | None,
+    typer.Option(
+        "--save", metavar="FILE", help="Write the model (JSON) to FILE, e.g. models/NAME.json."
+    ),
+]
+
+EstimateForce = Annotated[bool, typer.Option("--force", help="Replace an existing --save file.")]
+
+EstimateLaunch = Annotated[
+    str | None,
+    typer.Option(
+        "--launch",
+        metavar="COMMAND",
+        help="Start COMMAND once per step, up to --instances copies, and measure each "
+        "step. {i} is the instance number, {port} a free loopback port per instance.",
+    ),
+]
+
+EstimateInstances = Annotated[
+    int,
+    typer.Option("--instances", metavar="N", help="--launch: how many copies to start."),
+]
+
+EstimateShell = Annotated[
+    bool,
+    typer.Option("--shell", help="Run --launch and --load with /bin/sh -c, not split by shlex."),
+]
+
+EstimateSettle = Annotated[
+    float | None,
+    typer.Option(
+        "--settle",
+        metavar="SECONDS",
+        help="--launch: wait this long after each start (default: until its memory "
+        "stops changing).",
+    ),
+]
+
+EstimateSettleTimeout = Annotated[
+    float,
+    typer.Option(
+        "--settle-timeout",
+        metavar="SECONDS",
+        help="--launch: give up on an instance that has not settled after this long.",
+    ),
+]
+
+EstimateLoad = Annotated[
+    str | None,
+    typer.Option(
+        "--load",
+        metavar="COMMAND",
+        help="Run this load generator while sampling (with --launch: one per instance, "
+        "{port} is its port), e.g. 'ab -n 20000 -c 16 http://127.0.0.1:8080/'.",
+    ),
+]
+
+EstimateWarmup = Annotated[
+    float,
+    typer.Option(
+        "--warmup",
+        metavar="SECONDS",
+        min=0.0,
+        help="Seconds between starting the load and the first sample.",
+    ),
+]
+
+InspectDemo = Annotated[
+    bool, typer.Option("--demo", help="Start the embedded demo workload, inspect it, stop it.")
+]
+
+InspectPerProcess = Annotated[
+    bool,
+    typer.Option(
+        "--per-process", help="Add the per-process table (RSS, PSS, USS, shared, swap, ...)."
+    ),
+]
+
+InspectOutputFormat = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+PredictMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        metavar="SIZES",
+        callback=_size_list_option,
+        help="Host sizes to predict for, comma-separated (8G,16G,32G). "
+        "Default: the model's own budget.",
+    ),
+]
+
+PredictReserve = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve",
+        metavar="SIZE|PCT",
+        callback=_reserve_option,
+        help="Memory kept for everything else on each host (2G or 10%). Default: the "
+        "reserve measured with the model, in bytes (or its share, if saved as one).",
+    ),
+]
+
+PredictInstances = Annotated[
+    int | None,
+    typer.Option(
+        "--instances",
+        metavar="N",
+        min=0,
+        help="The reverse question: how much memory N workers need, with its interval.",
+    ),
+]
+
+PredictOutputFormat = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+ReportOutput = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE (written atomically; a Markdown report gets its plot as "
+        "FILE's name with .png beside it). Default: stdout.",
+    ),
+]
+
+ReportOutputFormat = Annotated[
+    ReportFormat | None,
+    typer.Option(
+        "--format",
+        help="Output format. Default: from FILE's suffix (.md, .html, .prom), else markdown.",
+    ),
+]
+
+CheckBaseline = Annotated[
+    Path,
+    typer.Argument(metavar="BASELINE", help="The baseline model (models/NAME.json)."),
+]
+
+CheckDemo = Annotated[
+    bool,
+    typer.Option("--demo", help="Start the embedded demo workload (with the baseline's sizes)."),
+]
+
+CheckCurrent = Annotated[
+    Path | None,
+    typer.Option(
+        "--current",
+        metavar="FILE",
+        help="Compare with this saved model instead of measuring now.",
+    ),
+]
+
+CheckMaxIncrease = Annotated[
+    str | None,
+    typer.Option(
+        "--max-increase",
+        metavar="PCT",
+        callback=_percent_option,
+        help="Largest increase that still passes, as a share of the baseline "
+        "(default 5% when --max-increase-bytes is not given either).",
+    ),
+]
+
+CheckMaxIncreaseBytes = Annotated[
+    str | None,
+    typer.Option(
+        "--max-increase-bytes",
+        metavar="SIZE",
+        callback=_size_option,
+        help="Largest increase that still passes, in bytes (256K). With --max-increase "
+        "too, a change must exceed both to fail.",
+    ),
+]
+
+CheckSamples = Annotated[
+    int | None,
+    typer.Option("--samples", min=1, help="Snapshots to take. Default: the baseline's."),
+]
+
+CheckInterval = Annotated[
+    float | None,
+    typer.Option("--interval", min=0.0, help="Seconds between snapshots. Default: the baseline's."),
+]
+
+CheckAllowEnvChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-env-change",
+        help="Compare even when the method, THP mode or schema differ from the baseline.",
+    ),
+]
+
+CheckOutputFormat = Annotated[Format, typer.Option("--format", help="Output format.")]
+
+CheckJunit = Annotated[
+    Path | None,
+    typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
+]
