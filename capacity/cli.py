@@ -211,7 +211,7 @@ def inspect(
     """
     from capacity.app.inspect import run_inspect
     from capacity.model.assemble import BudgetOptions
-    from capacity.render import report
+    from capacity.render import inspect
 
     _one_of({"--cmd NAME": cmd is not None, "--pid PID": pid is not None, "--demo": demo})
     if demo and root != Path("/"):
@@ -227,7 +227,7 @@ def inspect(
         budget=BudgetOptions.parse(memory, reserve),
         deep=deep,
     )
-    _write(report.INSPECT_RENDERERS[output_format.value](result))
+    _write(inspect.INSPECT_RENDERERS[output_format.value](result))
 
 
 @app.command()
@@ -410,7 +410,7 @@ def _write(text: str) -> None:
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    from capacity.render.report import terminal_safe
+    from capacity.render.escape import terminal_safe
 
     sys.stderr.write(f"Error: {terminal_safe(message)}\n")
     if hint:

@@ -14,7 +14,7 @@ from capacity.answers import Inspection, MappingRow
 from capacity.measure import pages
 from capacity.measure.procfs import Mapping, read_maps
 from capacity.records import Workload
-from capacity.render import report
+from capacity.render import inspect
 
 exact_available = pytest.mark.skipif(
     os.geteuid() != 0 or pages.exact_unavailable() is not None,
@@ -179,10 +179,10 @@ def test_host_text_is_stripped_of_control_characters() -> None:
         rows=(row,),
         total=row,
     )
-    text = report.render_inspect_text(inspection)
+    text = inspect.render_inspect_text(inspection)
     assert "\x1b" not in text and "\x07" not in text
     assert "lib[31mred.so" in text
-    assert json.loads(report.render_inspect_json(inspection))["rows"][0]["name"] == evil
+    assert json.loads(inspect.render_inspect_json(inspection))["rows"][0]["name"] == evil
 
 
 def test_row_kinds() -> None:

@@ -23,7 +23,7 @@ from conftest import REPO, run_cli
 from capacity import modelfile, records
 from capacity.records import Estimate, Notice
 from capacity.render import document as report_document
-from capacity.render import report
+from capacity.render import openmetrics
 
 MODEL = REPO / "models" / "demo.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -365,7 +365,7 @@ def test_openmetrics_report_parses_and_matches_the_model(tmp_path: Path, base: E
 def test_openmetrics_label_values_are_escaped(base: Estimate) -> None:
     name = 'we"ird\\name\nwith\x1b[0m escape'
     estimate = dataclasses.replace(base, workload=dataclasses.replace(base.workload, name=name))
-    parsed = families(report.render_openmetrics(estimate))
+    parsed = families(openmetrics.render_openmetrics(estimate))
     label = parsed["capplan_worker_memory_bytes"][0][0]["workload"]
     assert label == 'we"ird\\name\nwith[0m escape'  # escaped and unescaped exactly; ESC gone
 

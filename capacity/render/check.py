@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from capacity.answers import Comparison, Verdict
 from capacity.codec import dumps
-from capacity.render.report import terminal_safe
+from capacity.render.escape import terminal_safe
 from capacity.units import format_bytes, format_in, pick_unit
 
 LABELS = {"per_instance": "per worker", "fixed": "fixed"}

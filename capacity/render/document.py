@@ -4,7 +4,7 @@ The report is built once as a list of blocks (headings, paragraphs, tables, code
 and written by one emitter per format, so the two formats cannot drift apart and every
 piece of text is escaped in one place. Text is either ours (``str``: fixed wording and
 numbers) or the host's (``Host``: process names, command lines, paths, versions), and the
-emitters escape the host's with ``report.markdown_escape`` or ``report.html_escape``.
+emitters escape the host's with ``escape.markdown_escape`` or ``escape.html_escape``.
 
 Order, as a reviewer reads: the answer and how sure it is, the plot, the budget arithmetic,
 the fit, the usual rules beside it, where the memory goes, drift, warnings, environment.
@@ -15,87 +15,36 @@ per-mapping data) are rendered generically when present, so adding one needs no 
 from __future__ import annotations
 
 import dataclasses
-import html
 import statistics
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 from capacity.codec import to_jsonable
 from capacity.model import suggest
-from capacity.model.drift import sampling_advice
 from capacity.model.fitting import memory_for
 from capacity.records import Estimate, ProcessMemory
+from capacity.render.blocks import (
+    Block,
+    Bullets,
+    Cell,
+    Code,
+    CodeBlock,
+    Figure,
+    Heading,
+    Host,
+    Para,
+    Span,
+    Strong,
+    Table,
+    to_html,
+    to_markdown,
+)
+from capacity.render.document_runs import _launch, _load_and_drift
 from capacity.render.plot import INSTALL_HINT, PlotUnavailable, render_png, render_svg
-from capacity.render.report import MAX_PROCESS_ROWS, html_escape, markdown_inline_escape
+from capacity.render.report import MAX_PROCESS_ROWS
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 # --------------------------------------------------------------------------- blocks
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Host:
-    """Text read from the measured host: escaped by every emitter."""
-
-    text: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Strong:
-    text: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Code:
-    """A short generated snippet (a directive), shown in a monospace font."""
-
-    text: str
-
-
-Span = str | Host | Strong | Code
-Cell = Span | tuple[Span, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Heading:
-    level: int
-    spans: tuple[Span, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Para:
-    spans: tuple[Span, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Bullets:
-    items: tuple[tuple[Span, ...], ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Table:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    align: tuple[Literal["left", "right"], ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CodeBlock:
-    """Generated configuration lines; never host text."""
-
-    lines: tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Figure:
-    """The plot: a PNG file next to the Markdown, an inline SVG, or why there is none."""
-
-    png_name: str | None = None
-    svg: str | None = None
-    missing: tuple[Span, ...] = ()
-
-
-Block = Heading | Para | Bullets | Table | CodeBlock | Figure
 
 
 # --------------------------------------------------------------------------- building
@@ -468,167 +417,6 @@ def _scalar(key: str, value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _launch(estimate: Estimate) -> list[Block]:
-    """Launch mode: total(N) at every step, measured from both sides, and the line checks."""
-    launch = estimate.launch
-    if launch is None:
-        return []
-    where: list[Span] = (
-        ["all instances ran in capplan's cgroup ", Host(launch.cgroup_path or "?")]
-        if launch.system_source == "cgroup"
-        else ["no cgroup could be created: the system side is the host's MemAvailable drop"]
-    )
-    blocks: list[Block] = [
-        Heading(2, ("Launched instances",)),
-        Para(
-            (
-                f"{launch.instances} instances of ",
-                Host(launch.command),
-                " (with /bin/sh -c)" if launch.shell else "",
-                f", started one at a time; each settled {launch.settle}; ",
-                *where,
-                ".",
-            )
-        ),
-    ]
-    values = [float(s.process_total_bytes) for s in launch.steps] + [
-        float(s.system_total_bytes) for s in launch.steps
-    ]
-    unit = pick_unit(values)
-    system_title = "cgroup" if launch.system_source == "cgroup" else "MemAvailable drop"
-    blocks.append(
-        Table(
-            (
-                "N",
-                f"total(N), smaps ({unit[0]})",
-                f"total(N), {system_title} ({unit[0]})",
-                "settled (s)",
-            ),
-            tuple(
-                (
-                    str(step.instances),
-                    format_in(step.process_total_bytes, unit),
-                    format_in(step.system_total_bytes, unit),
-                    f"{step.settle_seconds:.1f}",
-                )
-                for step in launch.steps
-            ),
-            ("right", "right", "right", "right"),
-        )
-    )
-    items: list[tuple[Span, ...]] = []
-    system = launch.system_model
-    if system is not None:
-        share = (
-            system.per_instance_bytes / estimate.model.per_instance_bytes - 1
-            if estimate.model.per_instance_bytes
-            else 0.0
-        )
-        made_of = ", ".join(
-            f"{name} {'+' if value >= 0 else '-'}{format_bytes(abs(value))}"
-            for name, value in launch.difference.items()
-        )
-        items.append(
-            (
-                f"System side: {format_bytes(system.per_instance_bytes)} per instance "
-                f"(95% CI {format_interval(*system.per_instance_ci95)}), R² {system.r2:.4f}; "
-                f"{share:+.1%} against the process side"
-                + (f", made of: {made_of}" if made_of else ""),
-            )
-        )
-    for check in launch.quadratic:
-        if check.p_value is None:
-            items.append((f"Line check ({check.method}): {check.note}",))
-            continue
-        verdict = "significant" if check.significant else "not significant"
-        items.append(
-            (
-                f"Line check ({check.method}): a quadratic term adds "
-                f"{format_bytes(check.contribution_bytes)} at N = {check.at_instances:,} "
-                f"({check.share:+.0%} of the line), p = {check.p_value:.2g}: {verdict}",
-            )
-        )
-    if items:
-        blocks.append(Bullets(tuple(items)))
-    return blocks
-
-
-def _load_and_drift(estimate: Estimate) -> list[Block]:
-    """The load generators that ran, and how the workers' private memory moved under them."""
-    blocks: list[Block] = []
-    d = estimate.drift
-    if estimate.load or d is not None:
-        blocks.append(Heading(2, ("Load and copy-on-write drift",)))
-    if estimate.load:
-        rows = []
-        for run in estimate.load:
-            shown = run.command[2:] if run.shell else run.command
-            if run.ended_at is not None:
-                what = f"finished after {run.ended_at - run.started_at:.1f} s, status {run.exit_status}"
-            else:
-                what = "ran through the sampling (stopped by capplan)"
-            rows.append(
-                (
-                    Host(" ".join(shown)),
-                    "" if run.instance is None else str(run.instance),
-                    "" if run.requests is None else f"{run.requests:,}",
-                    what,
-                )
-            )
-        blocks.append(
-            Table(
-                ("load generator", "instance", "requests", "outcome"),
-                tuple(rows),
-                ("left", "right", "right", "left"),
-            )
-        )
-    elif d is not None:
-        blocks.append(Para(("Measured without a load generator (no --load).",)))
-    if d is None:
-        return blocks
-    items: list[tuple[Span, ...]] = [
-        (
-            f"{d.tracked} {d.unit}s followed over {d.samples} samples ({d.duration_seconds:.1f} s): "
-            f"private memory per {d.unit} {format_bytes(d.first_bytes)} at the first sample, "
-            f"{format_bytes(d.last_bytes)} at the last, {format_bytes(d.growth_per_minute_bytes)}/min"
-            + (f" (p = {d.growth_p_value:.2g})" if d.growth_p_value is not None else "")
-            + ".",
-        )
-    ]
-    if d.growth_per_request_bytes is not None and d.requests_in_window:
-        items.append(
-            (
-                f"{format_bytes(d.growth_per_request_bytes)} per request "
-                f"({d.requests_in_window:,.0f} requests while sampling).",
-            )
-        )
-    if not d.growing:
-        items.append((Strong("No drift"), ": ", Host(d.note)))
-    elif d.plateau:
-        plateau = format_bytes(d.plateau_bytes) if d.plateau_bytes is not None else "?"
-        items.append(
-            (
-                Strong("Plateau reached"),
-                ": ",
-                Host(d.note),
-                f"; the prediction uses the plateau ({plateau} private per {d.unit}).",
-            )
-        )
-    else:
-        items.append(
-            (
-                Strong("No plateau"),
-                ": ",
-                Host(d.note),
-                "; the per-worker cost is a lower bound, so the worker counts are upper bounds.",
-            )
-        )
-        if d.sample_more_seconds is not None:
-            items.append((Host(sampling_advice(d)),))
-    blocks.append(Bullets(tuple(items)))
-    return blocks
-
-
 def _extras(estimate: Estimate) -> list[Block]:
     blocks: list[Block] = []
     for name in _extra_fields(estimate):
@@ -776,133 +564,7 @@ def build(estimate: Estimate, *, source: str, figure: Figure) -> list[Block]:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _md_span(span: Span) -> str:
-    if isinstance(span, Host):
-        # Host text is never the first thing on a line here (headings, paragraphs, bullets
-        # and cells all start with our own text or markup), so inline escaping is enough.
-        return markdown_inline_escape(span.text)
-    if isinstance(span, Strong):
-        return f"**{span.text}**"
-    if isinstance(span, Code):
-        return f"`{span.text}`"
-    return span
-
-
-def _md_cell(cell: Cell) -> str:
-    spans = cell if isinstance(cell, tuple) else (cell,)
-    # Our own text never holds a pipe; host text has it escaped already.
-    return "".join(_md_span(s) for s in spans).replace(" | ", " \\| ") or " "
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    out: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append("#" * block.level + " " + "".join(_md_span(s) for s in block.spans))
-        elif isinstance(block, Para):
-            out.append("".join(_md_span(s) for s in block.spans))
-        elif isinstance(block, Bullets):
-            out.append("\n".join("* " + "".join(_md_span(s) for s in item) for item in block.items))
-        elif isinstance(block, Table):
-            lines = ["| " + " | ".join(h or " " for h in block.headers) + " |"]
-            lines.append(
-                "|" + "|".join("---:" if a == "right" else ":---" for a in block.align) + "|"
-            )
-            for row in block.rows:
-                lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-            out.append("\n".join(lines))
-        elif isinstance(block, CodeBlock):
-            out.append("```\n" + "\n".join(block.lines) + "\n```")
-        elif isinstance(block, Figure):
-            if block.png_name is not None:
-                target = urllib.parse.quote(block.png_name)
-                out.append(
-                    f"![Memory against worker count: measured points, fit, 95% prediction "
-                    f"bounds and the budget]({target})"
-                )
-            else:
-                out.append("".join(_md_span(s) for s in block.missing))
-    return "\n\n".join(out) + "\n"
-
-
 # --------------------------------------------------------------------------- HTML
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
-       color: #1a1a1a; line-height: 1.45; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem;
-       border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.92rem; }
-th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; vertical-align: top; }
-th { background: #f4f4f4; } td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; }
-.figure svg { max-width: 100%; height: auto; } .note { font-style: italic; }
-"""
-
-
-def _html_span(span: Span) -> str:
-    if isinstance(span, Host):
-        return html_escape(span.text)
-    if isinstance(span, Strong):
-        return f"<strong>{html.escape(span.text)}</strong>"
-    if isinstance(span, Code):
-        return f"<code>{html.escape(span.text)}</code>"
-    return html.escape(span)
-
-
-def _html_cell(cell: Cell) -> str:
-    spans = cell if isinstance(cell, tuple) else (cell,)
-    return "".join(_html_span(s) for s in spans)
-
-
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{html_escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-    ]
-    for block in blocks:
-        if isinstance(block, Heading):
-            tag = f"h{block.level}"
-            out.append(f"<{tag}>" + "".join(_html_span(s) for s in block.spans) + f"</{tag}>")
-        elif isinstance(block, Para):
-            out.append("<p>" + "".join(_html_span(s) for s in block.spans) + "</p>")
-        elif isinstance(block, Bullets):
-            items = "".join(
-                "<li>" + "".join(_html_span(s) for s in item) + "</li>" for item in block.items
-            )
-            out.append(f"<ul>{items}</ul>")
-        elif isinstance(block, Table):
-            cls = ['class="r"' if a == "right" else "" for a in block.align]
-            head = "".join(
-                f"<th {c}>{html.escape(h)}</th>" for h, c in zip(block.headers, cls, strict=False)
-            )
-            body = "".join(
-                "<tr>"
-                + "".join(
-                    f"<td {c}>{_html_cell(cell)}</td>" for cell, c in zip(row, cls, strict=False)
-                )
-                + "</tr>"
-                for row in block.rows
-            )
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif isinstance(block, CodeBlock):
-            out.append("<pre><code>" + html.escape("\n".join(block.lines)) + "</code></pre>")
-        elif isinstance(block, Figure):
-            if block.svg is not None:
-                # matplotlib's SVG, drawn from numbers only: no host text inside.
-                out.append(f'<div class="figure">{block.svg}</div>')
-            else:
-                out.append(
-                    '<p class="note">' + "".join(_html_span(s) for s in block.missing) + "</p>"
-                )
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,7 +1,7 @@
 """Renderers for ``capplan predict``: a table per host size, the reverse question, settings.
 
 Same rules as ``report``: records in, text out, host text passed through
-``report.terminal_safe`` before a terminal sees it.
+``escape.terminal_safe`` before a terminal sees it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from capacity.answers import Suggestion, WhatIf
 from capacity.codec import dumps
-from capacity.render.report import terminal_safe
+from capacity.render.escape import terminal_safe
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 

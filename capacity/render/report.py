@@ -7,55 +7,18 @@ with escape sequences), Markdown and HTML get their metacharacters escaped.
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
-from capacity.answers import Inspection, MappingRow
 from capacity.codec import dumps
 from capacity.model.drift import sampling_advice
 from capacity.records import Estimate, ModelFit, ProcessMemory
+from capacity.render.escape import terminal_safe
+from capacity.render.openmetrics import render_openmetrics
 from capacity.units import format_bytes, format_in, pick_unit
 
 MAX_PROCESS_ROWS = 24
-
-# C0 controls (but not tab/newline, handled by callers), DEL, and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
-_LINE_BREAKS = re.compile(r"[\t\n\r\v\f]+")
-_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]|~#$!])")
-
-
-def terminal_safe(text: str) -> str:
-    """Strip control characters (ESC included) so host-provided text cannot drive the terminal."""
-    return _CONTROL.sub("", text)
-
-
-def markdown_escape(text: str) -> str:
-    """Escape Markdown metacharacters and HTML so host text renders as literal text."""
-    # A line break would end a table row or a paragraph: it becomes a space.
-    cleaned = _MARKDOWN_SPECIAL.sub(r"\\\1", terminal_safe(_LINE_BREAKS.sub(" ", text)))
-    # Entities, not backslashes, for HTML: a Markdown renderer passes raw HTML through.
-    return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def markdown_inline_escape(text: str) -> str:
-    """Escape host text placed inside a line (a table cell, after a label), never starting one.
-
-    Inside a line only inline syntax can fire: emphasis, code, links, HTML, tables' pipes,
-    strikethrough, math and trailing heading marks. Block markers (``-``, ``+``, ``1.``)
-    matter only at the start of a line, so they stay as they are and the Markdown source
-    stays readable (``2026-11-25``, not ``2026\\-11\\-25``). Use ``markdown_escape`` where the
-    text may start a line.
-    """
-    cleaned = _MARKDOWN_INLINE.sub(r"\\\1", terminal_safe(_LINE_BREAKS.sub(" ", text)))
-    return cleaned.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def html_escape(text: str) -> str:
-    return html.escape(terminal_safe(text), quote=True)
 
 
 # --------------------------------------------------------------------------- text
@@ -88,7 +51,7 @@ ESTIMATE_COLUMNS: tuple[ProcessColumn, ...] = (
 )
 
 
-def _process_table(
+def process_table(
     processes: Sequence[ProcessMemory],
     escape: Callable[[str], str],
     columns: Sequence[ProcessColumn] = ESTIMATE_COLUMNS,
@@ -211,7 +174,7 @@ def render_text(estimate: Estimate) -> str:
     out: list[str] = [
         f"Workload {escape(e.workload.selector)}: {heading}, {len(e.samples)} samples",
         "",
-        _process_table(last.processes, escape),
+        process_table(last.processes, escape),
         "",
         *(_launch_lines(e, escape) if e.launch is not None else []),
         *_model_lines(model, "instance" if e.launch is not None else "worker"),
@@ -437,113 +400,6 @@ def render_json(estimate: Estimate) -> str:
 
 # --------------------------------------------------------------------------- OpenMetrics
 
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-
-
-def openmetrics_label(text: str) -> str:
-    """A label value as the OpenMetrics spec escapes it: ``\\``, ``\"`` and ``\\n``.
-
-    Other control characters are legal there but no dashboard wants them: they go.
-    """
-    cleaned = _CONTROL_BUT_NEWLINE.sub("", text)
-    return cleaned.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def render_openmetrics(estimate: Estimate) -> str:
-    """Gauges for node_exporter's textfile collector, labelled by workload and host.
-
-    Only gauges, no timestamps and no OpenMetrics-only types: the textfile collector reads
-    the Prometheus text format, which takes ``# UNIT`` and ``# EOF`` as comments, so one
-    file serves both parsers. The measurement time is a gauge of its own, because the
-    textfile collector refuses samples that carry a timestamp.
-    """
-    import datetime
-
-    e = estimate
-    labels = (
-        f'workload="{openmetrics_label(e.workload.name)}",'
-        f'host="{openmetrics_label(e.environment.hostname)}"'
-    )
-    try:
-        measured = datetime.datetime.fromisoformat(e.environment.time).timestamp()
-    except ValueError:
-        measured = None
-    model, budget, prediction = e.model, e.budget, e.prediction
-    conservative = prediction.max_instances_conservative
-    max_workers: list[tuple[str, float]] = [(',estimate="point"', prediction.max_instances)]
-    if conservative is not None:
-        max_workers.append((',estimate="conservative"', conservative))
-    families: list[tuple[str, str, str | None, list[tuple[str, float]]]] = [
-        (
-            "capplan_worker_memory_bytes",
-            "What one more worker costs: its private pages plus kernel memory (fitted slope).",
-            "bytes",
-            [("", model.per_instance_bytes)],
-        ),
-        (
-            "capplan_worker_memory_ci95_lower_bytes",
-            "Lower end of the 95% confidence interval of the per-worker cost.",
-            "bytes",
-            [("", model.per_instance_ci95[0])],
-        ),
-        (
-            "capplan_worker_memory_ci95_upper_bytes",
-            "Upper end of the 95% confidence interval of the per-worker cost.",
-            "bytes",
-            [("", model.per_instance_ci95[1])],
-        ),
-        (
-            "capplan_fixed_memory_bytes",
-            "What the workload pays once: parents and shared pages counted once (intercept).",
-            "bytes",
-            [("", model.fixed_bytes)],
-        ),
-        (
-            "capplan_max_workers",
-            "How many workers fit in the budget: point estimate and conservative (95%).",
-            None,
-            max_workers,
-        ),
-        (
-            "capplan_budget_bytes",
-            "Memory the workload may use before the reserve (MemTotal, cgroup limit or --memory).",
-            "bytes",
-            [("", budget.total_bytes)],
-        ),
-        (
-            "capplan_budget_reserve_bytes",
-            "Memory kept for everything else.",
-            "bytes",
-            [("", budget.reserve_bytes)],
-        ),
-        (
-            "capplan_workers_measured",
-            "Workers the model was fitted on.",
-            None,
-            [("", e.workload.worker_count)],
-        ),
-    ]
-    if measured is not None:
-        families.append(
-            (
-                "capplan_model_timestamp_seconds",
-                "When the workload was measured (Unix time).",
-                "seconds",
-                [("", measured)],
-            )
-        )
-    lines: list[str] = []
-    for name, help_text, unit, samples in families:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} gauge")
-        if unit:
-            lines.append(f"# UNIT {name} {unit}")
-        for extra, value in samples:
-            number = str(int(value)) if float(value).is_integer() else repr(float(value))
-            lines.append(f"{name}{{{labels}{extra}}} {number}")
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"
-
 
 RENDERERS: dict[str, Callable[[Estimate], str]] = {
     "text": render_text,
@@ -553,113 +409,3 @@ RENDERERS: dict[str, Callable[[Estimate], str]] = {
 
 
 # --------------------------------------------------------------------------- inspect
-
-MAX_MAPPING_ROWS = 40
-_METHOD_LABEL = {
-    "exact": "exact (pagemap + kpagecount: distinct physical pages)",
-    "smaps": "smaps (per-mapping page counts; paid once = proportional share)",
-}
-
-
-MAX_NAME = 44
-
-
-def _shorten(name: str) -> str:
-    """Keep the end of a long path, where the file name is (JSON has the whole path)."""
-    return name if len(name) <= MAX_NAME else "…" + name[-(MAX_NAME - 1) :]
-
-
-def _mapping_table(inspection: Inspection, escape: Callable[[str], str]) -> str:
-    rows = list(inspection.rows)
-    hidden = rows[MAX_MAPPING_ROWS:]
-    rows = rows[:MAX_MAPPING_ROWS]
-    shown: list[MappingRow] = [*rows, inspection.total]
-    n = inspection.max_workers
-    columns: list[tuple[str, Callable[[MappingRow], float | None]]] = [
-        ("RSS\nsum", lambda r: r.rss_bytes),
-        ("paid\nonce", lambda r: r.shared_once_bytes),
-        ("private\nmean", lambda r: r.private_mean_bytes),
-        ("private\nmax", lambda r: r.private_max_bytes),
-        ("host\nshared", lambda r: r.shared_host_bytes),
-        (f"cost at\n{n:,}", lambda r: r.cost_at_max_bytes),
-    ]
-    headers = ["kind", "mapping"]
-    formatted: list[list[str]] = []
-    for title, getter in columns:
-        values = [getter(r) for r in shown]
-        # The unit of the largest value: the top rows are the ones that matter here.
-        unit = pick_unit([max((abs(v) for v in values if v is not None), default=0)])
-        headers.append(f"{title}\n{unit[0]}")
-        formatted.append(["n/a" if v is None else format_in(v, unit) for v in values])
-    table_rows = [
-        [row.kind if row.kind != "total" else "", _shorten(escape(row.name))]
-        + [column[i] for column in formatted]
-        for i, row in enumerate(shown)
-    ]
-    if hidden:
-        table_rows.insert(
-            len(rows),
-            ["", f"... {len(hidden)} more rows (all in --format json)"] + [""] * len(columns),
-        )
-    return tabulate(
-        table_rows,
-        headers=headers,
-        tablefmt="simple",
-        disable_numparse=True,
-        colalign=("left", "left") + ("right",) * len(columns),
-    )
-
-
-def render_inspect_text(inspection: Inspection) -> str:
-    escape = terminal_safe
-    i = inspection
-    parents = ", ".join(str(pid) for pid in i.workload.parent_pids) or "none"
-    out = [
-        f"Workload {escape(i.workload.selector)} ({escape(i.workload.name)}): parent {parents}, "
-        f"{i.workload.worker_count} workers; method {_METHOD_LABEL.get(i.method, i.method)}",
-        f"Rows sorted by cost at {i.max_workers:,} workers: {escape(i.max_workers_source)}.",
-        f"private: what each worker pays alone (mean, max); cost at {i.max_workers:,} = "
-        f"paid once + {i.max_workers:,} × private mean.",
-        "host shared: also mapped by processes outside the workload; not charged.",
-        "",
-        _mapping_table(i, escape),
-    ]
-    pages = i.pages
-    if pages is not None:
-        out += [
-            "",
-            f"Distinct physical pages: {format_bytes(pages.distinct_bytes)} = anonymous "
-            f"{format_bytes(pages.anon_bytes)} + file {format_bytes(pages.file_bytes)} + shmem "
-            f"{format_bytes(pages.shmem_bytes)} (transparent huge pages {format_bytes(pages.thp_bytes)}, "
-            f"KSM {format_bytes(pages.ksm_bytes)})",
-            f"    parent only {format_bytes(pages.parent_only_bytes)}, shared with the parent "
-            f"{format_bytes(pages.shared_with_parent_bytes)}, shared among workers only "
-            f"{format_bytes(pages.shared_workers_bytes)}, private to one worker "
-            f"{format_bytes(pages.private_workers_bytes)}",
-            f"    shared with processes outside the workload {format_bytes(pages.shared_outside_bytes)} "
-            f"(not charged; the workload's PSS share {format_bytes(pages.shared_outside_pss_bytes)})",
-        ]
-        if pages.swapped_bytes:
-            out.append(f"    in swap (not counted above) {format_bytes(pages.swapped_bytes)}")
-    if i.processes:
-        out += [
-            "",
-            "Per process (smaps_rollup, as smem shows it)",
-            _process_table(i.processes, escape, SMEM_COLUMNS, limit=None),
-        ]
-    for warning in i.warnings:
-        out.append("")
-        out.append(f"Warning: {escape(warning.message)}")
-        if warning.hint:
-            out.append(f"  Hint: {escape(warning.hint)}")
-    return "\n".join(out) + "\n"
-
-
-def render_inspect_json(inspection: Inspection) -> str:
-    return dumps(inspection)
-
-
-INSPECT_RENDERERS: dict[str, Callable[[Inspection], str]] = {
-    "text": render_inspect_text,
-    "json": render_inspect_json,
-}
