@@ -138,7 +138,7 @@ class ProcessMemory:
     open_files: int | None = None
     source: Literal["smaps_rollup", "smaps"] = "smaps_rollup"
     instance: int | None = None  # launch mode: the instance whose process tree holds it
-    # Separate regions of its address space (procfs.count_address_regions): each may need one
+    # Separate regions of its address space (procparse.count_address_regions): each may need one
     # more page-table page in another instance, whose ASLR layout differs.
     address_regions: int | None = None
 

@@ -188,7 +188,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 
 def test_address_regions_are_runs_of_mappings_within_a_page_table_span() -> None:
     from capacity.measure.kernel import page_table_span
-    from capacity.measure.procfs import count_address_regions
+    from capacity.measure.procparse import count_address_regions
 
     span = page_table_span(4096)
     assert span == 2 * MiB

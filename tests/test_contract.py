@@ -26,7 +26,7 @@ import pytest
 from conftest import run_cli
 
 from capacity.errors import AccessDenied, NoSuchProcess, ZombieProcess
-from capacity.measure import procfs
+from capacity.measure import procfs, procparse
 from capacity.measure.sampler import Sampler
 from capacity.measure.workload import Selector
 from capacity.records import MemoryRollup
@@ -86,7 +86,7 @@ def test_every_live_process_reads_or_raises_a_known_error() -> None:
             procfs.read_rollup(pid)
 
 
-def _stat_or_none(pid: int) -> procfs.ProcStat | None:
+def _stat_or_none(pid: int) -> procparse.ProcStat | None:
     try:
         return procfs.read_stat(pid)
     except ALLOWED:

@@ -17,7 +17,7 @@ import pytest
 from conftest import start_demo
 
 from capacity.errors import ParseError, SelectionError
-from capacity.measure import procfs, workload
+from capacity.measure import procfs, procparse, workload
 from capacity.measure.workload import Selector, select_processes
 from capacity.records import MemoryRollup
 
@@ -37,7 +37,7 @@ def _host_files(name: str) -> list[bytes]:
 
 def _plain_rollup(data: bytes) -> MemoryRollup:
     """Line by line, as the parser did before its fast path."""
-    return MemoryRollup(**procfs._parse_kb_fields(data.splitlines(), "plain"))
+    return MemoryRollup(**procparse._parse_kb_fields(data.splitlines(), "plain"))
 
 
 def test_rollup_fast_path_equals_line_parser_on_every_process() -> None:
@@ -45,28 +45,28 @@ def test_rollup_fast_path_equals_line_parser_on_every_process() -> None:
     assert len(files) >= 2  # at least pytest and its parent
     for data in files:
         # The kernel's files take the fast path (every line after the header matches).
-        assert len(procfs._KB_LINE.findall(data)) == data.count(b"\n") - 1
-        assert procfs.parse_smaps_rollup(data) == _plain_rollup(data)
+        assert len(procparse._KB_LINE.findall(data)) == data.count(b"\n") - 1
+        assert procparse.parse_smaps_rollup(data) == _plain_rollup(data)
 
 
 def test_rollup_odd_input_takes_the_line_parser() -> None:
     header = b"00400000-7ffd00000000 ---p 00000000 00:00 0    [rollup]\n"
     good = header + b"Rss:  100 kB\nPss:  50 kB\nSwap: 3 kB\n"
-    assert procfs.parse_smaps_rollup(good) == MemoryRollup(
+    assert procparse.parse_smaps_rollup(good) == MemoryRollup(
         rss_bytes=100 * 1024, pss_bytes=50 * 1024, swap_bytes=3 * 1024
     )
     # No trailing newline, a value without a unit: the line parser reads both.
     odd = header + b"Rss:  100 kB\nPss:  50 kB\nSwap: 7"
-    assert procfs.parse_smaps_rollup(odd).swap_bytes == 7
+    assert procparse.parse_smaps_rollup(odd).swap_bytes == 7
     with pytest.raises(ParseError, match="bad value for Pss"):
-        procfs.parse_smaps_rollup(header + b"Rss: 1 kB\nPss: x kB\n")
+        procparse.parse_smaps_rollup(header + b"Rss: 1 kB\nPss: x kB\n")
     with pytest.raises(ParseError, match="missing field Pss"):
-        procfs.parse_smaps_rollup(header + b"Rss: 1 kB\n")
+        procparse.parse_smaps_rollup(header + b"Rss: 1 kB\n")
 
 
-def _plain_smaps(data: bytes) -> list[procfs.SmapsEntry]:
+def _plain_smaps(data: bytes) -> list[procparse.SmapsEntry]:
     """Line by line with ``partition``, as the parser did before issue 7."""
-    entries: list[procfs.SmapsEntry] = []
+    entries: list[procparse.SmapsEntry] = []
     current = None
     lines: list[bytes] = []
     for line in data.splitlines():
@@ -75,36 +75,36 @@ def _plain_smaps(data: bytes) -> list[procfs.SmapsEntry]:
         head = line.split(b" ", 1)[0]
         if b"-" in head and not head.endswith(b":"):
             if current is not None:
-                entries.append(procfs.SmapsEntry(mapping=current, fields=_fields(lines)))
-            current = procfs._parse_maps_line(line, "plain")
+                entries.append(procparse.SmapsEntry(mapping=current, fields=_fields(lines)))
+            current = procparse._parse_maps_line(line, "plain")
             lines = []
         else:
             lines.append(line)
     if current is not None:
-        entries.append(procfs.SmapsEntry(mapping=current, fields=_fields(lines)))
+        entries.append(procparse.SmapsEntry(mapping=current, fields=_fields(lines)))
     return entries
 
 
 def _fields(lines: list[bytes]) -> dict[str, int]:
-    return procfs._parse_kb_fields(lines, "plain")
+    return procparse._parse_kb_fields(lines, "plain")
 
 
 def test_smaps_parser_equals_line_parser_on_every_process() -> None:
     files = _host_files("smaps")
     assert len(files) >= 2
     for data in files:
-        assert procfs.parse_smaps(data) == _plain_smaps(data)
+        assert procparse.parse_smaps(data) == _plain_smaps(data)
 
 
 def test_smaps_odd_lines() -> None:
     header = b"00400000-00401000 r-xp 00000000 fe:00 12 /usr/bin/x\n"
     data = b"Rss: 4 kB\n" + header + b"Rss:  8 kB\nPss: 3\nVmFlags: rd ex\n" + header
-    assert procfs.parse_smaps(data) == _plain_smaps(data)
-    first, second = procfs.parse_smaps(data)
+    assert procparse.parse_smaps(data) == _plain_smaps(data)
+    first, second = procparse.parse_smaps(data)
     assert first.fields == {"rss_bytes": 8 * 1024, "pss_bytes": 3}
     assert second.fields == {}
     with pytest.raises(ParseError, match="bad value for Pss"):
-        procfs.parse_smaps(header + b"Pss: many kB\n")
+        procparse.parse_smaps(header + b"Pss: many kB\n")
 
 
 def _plain_status(data: bytes) -> dict[str, object]:
@@ -145,23 +145,23 @@ def test_status_fast_path_equals_line_parser_on_every_process() -> None:
     assert len(files) >= 2
     # This process's status takes the one-match path; kernel threads (if listed) do not.
     with open("/proc/self/status", "rb") as handle:
-        assert procfs._STATUS_IN_ORDER.match(handle.read())
+        assert procparse._STATUS_IN_ORDER.match(handle.read())
     for data in files:
-        parsed = procfs.parse_status(data)
+        parsed = procparse.parse_status(data)
         for field, expected in _plain_status(data).items():
             assert getattr(parsed, field) == expected, (field, data[:40])
 
 
 def test_status_missing_and_bad_fields() -> None:
     with pytest.raises(ParseError, match="missing field Name"):
-        procfs.parse_status(b"State:\tS (sleeping)\nTgid:\t1\nPid:\t1\nPPid:\t0\n")
+        procparse.parse_status(b"State:\tS (sleeping)\nTgid:\t1\nPid:\t1\nPPid:\t0\n")
     base = b"Name:\tx\nState:\tS\nTgid:\t5\nPid:\t5\nPPid:\t1\n"
-    assert procfs.parse_status(base + b"VmPTE:\t  48 kB\n").vm_pte_bytes == 48 * 1024
+    assert procparse.parse_status(base + b"VmPTE:\t  48 kB\n").vm_pte_bytes == 48 * 1024
     with pytest.raises(ParseError, match="bad value for VmPTE"):
-        procfs.parse_status(base + b"VmPTE:\tlots kB\n")
+        procparse.parse_status(base + b"VmPTE:\tlots kB\n")
     # A "Name" inside another line's value is not the Name line.
     tricky = b"Name:\ta\\nVmRSS: 9 kB\nState:\tS\nTgid:\t5\nPid:\t5\nPPid:\t1\n"
-    assert not procfs.parse_status(tricky).has_mm
+    assert not procparse.parse_status(tricky).has_mm
 
 
 def test_read_gets_whole_files(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_name_cache_gives_the_same_selection_and_skips_known_processes(
         calls: list[int] = []
         real = workload.matches_name
 
-        def counting(name: str, stat: procfs.ProcStat, pid: int, root: Path) -> bool:
+        def counting(name: str, stat: procparse.ProcStat, pid: int, root: Path) -> bool:
             calls.append(pid)
             return real(name, stat, pid, root)
 

@@ -12,7 +12,8 @@ from conftest import MiB, RunningWorkload, needs_root, run_cli, start_demo
 
 from capacity.answers import Inspection, MappingRow
 from capacity.measure import pages
-from capacity.measure.procfs import Mapping, read_maps
+from capacity.measure.procfs import read_maps
+from capacity.measure.procparse import Mapping
 from capacity.records import Workload
 from capacity.render import inspect
 

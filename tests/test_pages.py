@@ -18,7 +18,7 @@ import pytest
 
 from capacity.errors import ExactUnavailable
 from capacity.measure import pages
-from capacity.measure.procfs import Mapping
+from capacity.measure.procparse import Mapping
 from capacity.records import FallbackCause
 
 PRESENT = 1 << 63

@@ -21,7 +21,7 @@ from capacity.errors import (
     ParseError,
     ZombieProcess,
 )
-from capacity.measure import cgroup, procfs
+from capacity.measure import cgroup, procfs, procparse
 
 KiB = 1024
 
@@ -73,7 +73,7 @@ def stat_line(
 
 
 def test_parse_stat_comm_with_spaces_and_parentheses() -> None:
-    stat = procfs.parse_stat(
+    stat = procparse.parse_stat(
         stat_line(4321, "a) b (c) d", ppid=77, threads=3, start=98765, rss=432)
     )
     assert stat.pid == 4321
@@ -84,16 +84,16 @@ def test_parse_stat_comm_with_spaces_and_parentheses() -> None:
 
 
 def test_parse_stat_kernel_thread_and_zombie() -> None:
-    kthread = procfs.parse_stat(stat_line(2, "kthreadd", flags=0x00208040, ppid=0))
+    kthread = procparse.parse_stat(stat_line(2, "kthreadd", flags=0x00208040, ppid=0))
     assert kthread.is_kernel_thread
-    zombie = procfs.parse_stat(stat_line(99, "python3", state="Z"))
+    zombie = procparse.parse_stat(stat_line(99, "python3", state="Z"))
     assert zombie.state == "Z"
 
 
 @pytest.mark.parametrize("data", [b"", b"garbage", b"12 (x) S 1"])
 def test_parse_stat_rejects_other_formats(data: bytes) -> None:
     with pytest.raises(ParseError, match="not in the format of proc"):
-        procfs.parse_stat(data, "/proc/12/stat")
+        procparse.parse_stat(data, "/proc/12/stat")
 
 
 # --------------------------------------------------------------------------- status
@@ -126,7 +126,7 @@ STATUS = block(
 
 
 def test_parse_status_reads_each_field_from_its_own_line() -> None:
-    status = procfs.parse_status(STATUS)
+    status = procparse.parse_status(STATUS)
     assert (status.name, status.state, status.tgid, status.pid, status.ppid) == (
         "php-fpm8.2",
         "S",
@@ -146,13 +146,13 @@ def test_parse_status_reads_each_field_from_its_own_line() -> None:
 
 def test_parse_status_before_linux_4_5_has_no_rss_split() -> None:
     old = b"".join(line for line in STATUS.splitlines(keepends=True) if b"Rss" not in line)
-    status = procfs.parse_status(old)
+    status = procparse.parse_status(old)
     assert (status.rss_anon_bytes, status.rss_file_bytes, status.rss_shmem_bytes) == (0, 0, 0)
     assert status.vm_rss_bytes == 10004 * KiB and status.has_mm
 
 
 def test_parse_status_of_a_kernel_thread_has_no_memory() -> None:
-    status = procfs.parse_status(
+    status = procparse.parse_status(
         block(
             """
             Name:\tkworker/0:1
@@ -175,12 +175,12 @@ def test_parse_status_missing_required_field(missing: bytes) -> None:
         line for line in STATUS.splitlines(keepends=True) if not line.startswith(missing + b":")
     )
     with pytest.raises(ParseError, match=f"missing field {missing.decode()}"):
-        procfs.parse_status(data, "/proc/3001/status")
+        procparse.parse_status(data, "/proc/3001/status")
 
 
 def test_parse_status_bad_number() -> None:
     with pytest.raises(ParseError, match="bad value for VmRSS"):
-        procfs.parse_status(STATUS.replace(b"10004 kB", b"lots kB"))
+        procparse.parse_status(STATUS.replace(b"10004 kB", b"lots kB"))
 
 
 # --------------------------------------------------------------------------- smaps_rollup
@@ -215,7 +215,7 @@ ROLLUP = block(
 
 
 def test_parse_smaps_rollup_reads_each_field() -> None:
-    rollup = procfs.parse_smaps_rollup(ROLLUP)
+    rollup = procparse.parse_smaps_rollup(ROLLUP)
     assert rollup.rss_bytes == 9001 * KiB
     assert rollup.pss_bytes == 4002 * KiB  # not Pss + Pss_Anon + ... (ps_mem #68)
     assert (rollup.pss_anon_bytes, rollup.pss_file_bytes, rollup.pss_shmem_bytes) == (
@@ -240,7 +240,7 @@ def test_parse_smaps_rollup_before_linux_5_3_has_no_pss_split() -> None:
     old = b"".join(
         line for line in ROLLUP.splitlines(keepends=True) if not line.startswith(b"Pss_")
     )
-    rollup = procfs.parse_smaps_rollup(old)
+    rollup = procparse.parse_smaps_rollup(old)
     assert rollup.pss_bytes == 4002 * KiB
     assert (rollup.pss_anon_bytes, rollup.pss_file_bytes, rollup.pss_shmem_bytes) == (0, 0, 0)
 
@@ -253,7 +253,7 @@ def test_parse_smaps_rollup_without_rss_or_pss_is_an_error(missing: str) -> None
         if not line.startswith(missing.encode() + b":")
     )
     with pytest.raises(ParseError, match=f"smaps_rollup: missing field {missing}$"):
-        procfs.parse_smaps_rollup(data, "/proc/1/smaps_rollup")
+        procparse.parse_smaps_rollup(data, "/proc/1/smaps_rollup")
 
 
 # --------------------------------------------------------------------------- smaps, maps
@@ -304,7 +304,7 @@ SMAPS = block(
 
 
 def test_parse_smaps_one_entry_per_vma() -> None:
-    entries = procfs.parse_smaps(SMAPS)
+    entries = procparse.parse_smaps(SMAPS)
     assert [e.mapping.path for e in entries] == [
         "/usr/sbin/apache2",
         "",
@@ -317,7 +317,7 @@ def test_parse_smaps_one_entry_per_vma() -> None:
 
 
 def test_rollup_from_smaps_sums_every_vma() -> None:
-    rollup = procfs.rollup_from_smaps(procfs.parse_smaps(SMAPS))
+    rollup = procparse.rollup_from_smaps(procparse.parse_smaps(SMAPS))
     assert rollup.rss_bytes == (101 + 3013 + 8) * KiB
     assert rollup.pss_bytes == (31 + 2017 + 2) * KiB
     assert rollup.shared_clean_bytes == 92 * KiB
@@ -330,7 +330,7 @@ def test_rollup_from_smaps_sums_every_vma() -> None:
 
 
 def test_rollup_from_empty_smaps_is_zero() -> None:
-    rollup = procfs.rollup_from_smaps(procfs.parse_smaps(b""))
+    rollup = procparse.rollup_from_smaps(procparse.parse_smaps(b""))
     assert (rollup.rss_bytes, rollup.pss_bytes, rollup.uss_bytes) == (0, 0, 0)
 
 
@@ -348,7 +348,7 @@ MAPS = block(
 
 
 def test_parse_maps_keeps_paths_with_spaces_and_deleted() -> None:
-    maps = procfs.parse_maps(MAPS)
+    maps = procparse.parse_maps(MAPS)
     assert len(maps) == 7
     assert maps[0].path == "/usr/sbin/apache2" and maps[0].perms == "r-xp"
     assert (maps[1].offset, maps[1].dev, maps[1].inode) == (0x21000, "fd:01", 1311)
@@ -356,12 +356,12 @@ def test_parse_maps_keeps_paths_with_spaces_and_deleted() -> None:
     assert maps[3].path == ""
     assert maps[4].path == "/dev/shm/my segment (deleted)"
     assert maps[5].path == "/opt/app/lib with  two  spaces.so"
-    assert procfs.count_maps_lines(MAPS) == (7, 4)  # rw-p: 2 apache2 data, heap, anon, stack
+    assert procparse.count_maps_lines(MAPS) == (7, 4)  # rw-p: 2 apache2 data, heap, anon, stack
 
 
 def test_parse_maps_bad_line() -> None:
     with pytest.raises(ParseError, match="bad mapping line"):
-        procfs.parse_maps(b"zzzz-yyyy r-xp 0 0 0\n")
+        procparse.parse_maps(b"zzzz-yyyy r-xp 0 0 0\n")
 
 
 # --------------------------------------------------------------------------- meminfo
@@ -385,7 +385,7 @@ MEMINFO = block(
 
 
 def test_parse_meminfo() -> None:
-    host = procfs.parse_meminfo(MEMINFO)
+    host = procparse.parse_meminfo(MEMINFO)
     assert host.mem_total_bytes == 24683656 * KiB
     assert host.mem_available_bytes == 23000008 * KiB
     assert host.mem_free_bytes == 20100007 * KiB
@@ -397,13 +397,13 @@ def test_parse_meminfo() -> None:
 
 def test_parse_meminfo_before_linux_3_14_estimates_available() -> None:
     old = MEMINFO.replace(b"MemAvailable:   23000008 kB\n", b"")
-    host = procfs.parse_meminfo(old)
+    host = procparse.parse_meminfo(old)
     assert host.mem_available_bytes == (20100007 + 100009 + 2000010) * KiB
 
 
 def test_parse_meminfo_without_memtotal() -> None:
     with pytest.raises(ParseError, match="missing field MemTotal"):
-        procfs.parse_meminfo(b"MemFree: 1 kB\n")
+        procparse.parse_meminfo(b"MemFree: 1 kB\n")
 
 
 # --------------------------------------------------------------------------- cmdline
@@ -421,7 +421,7 @@ def test_parse_meminfo_without_memtotal() -> None:
     ],
 )
 def test_parse_cmdline(data: bytes, argv: tuple[str, ...]) -> None:
-    assert procfs.parse_cmdline(data) == argv
+    assert procparse.parse_cmdline(data) == argv
 
 
 # --------------------------------------------------------------------------- /proc/PID/cgroup
@@ -431,22 +431,24 @@ CGROUP_V2 = b"0::/system.slice/php8.2-fpm.service\n"
 
 
 def test_parse_proc_cgroup_v1() -> None:
-    entries = procfs.parse_proc_cgroup(CGROUP_V1)
+    entries = procparse.parse_proc_cgroup(CGROUP_V1)
     assert entries[1] == (4, ("memory",), "/system.slice/apache2.service")
     assert entries[2] == (3, ("cpu", "cpuacct"), "/system.slice")
     assert entries[3] == (1, ("name=systemd",), "/system.slice/apache2.service")
 
 
 def test_parse_proc_cgroup_v2_and_hybrid() -> None:
-    assert procfs.parse_proc_cgroup(CGROUP_V2) == [(0, (), "/system.slice/php8.2-fpm.service")]
-    hybrid = procfs.parse_proc_cgroup(CGROUP_V1 + b"0::/user.slice/session-3.scope\nnot a line\n")
+    assert procparse.parse_proc_cgroup(CGROUP_V2) == [(0, (), "/system.slice/php8.2-fpm.service")]
+    hybrid = procparse.parse_proc_cgroup(
+        CGROUP_V1 + b"0::/user.slice/session-3.scope\nnot a line\n"
+    )
     assert hybrid[-1] == (0, (), "/user.slice/session-3.scope")
     assert len(hybrid) == 5
 
 
 def test_parse_bracketed_choice() -> None:
-    assert procfs.parse_bracketed_choice(b"always [madvise] never\n") == "madvise"
-    assert procfs.parse_bracketed_choice(b"never\n") == "never"
+    assert procparse.parse_bracketed_choice(b"always [madvise] never\n") == "madvise"
+    assert procparse.parse_bracketed_choice(b"never\n") == "never"
 
 
 # --------------------------------------------------------------------------- cgroup files

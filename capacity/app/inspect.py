@@ -32,7 +32,8 @@ import numpy as np
 from capacity.answers import Inspection, MappingRow
 from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
 from capacity.measure import gentle, pages
-from capacity.measure.procfs import DEFAULT_ROOT, Mapping, SmapsEntry, read_exe, read_smaps
+from capacity.measure.procfs import DEFAULT_ROOT, read_exe, read_smaps
+from capacity.measure.procparse import Mapping, SmapsEntry
 from capacity.measure.sampler import Sampler
 from capacity.measure.workload import Selector, launched_demo
 from capacity.model import accounting

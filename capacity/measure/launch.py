@@ -43,7 +43,8 @@ from capacity.measure.loadgen import (
     start_process,
     tail,
 )
-from capacity.measure.procfs import ProcStat, read_meminfo, read_stat
+from capacity.measure.procfs import read_meminfo, read_stat
+from capacity.measure.procparse import ProcStat
 from capacity.measure.sampler import Sampler
 from capacity.measure.workload import Member, descendants, scan
 from capacity.records import InstanceMemory, Launch, LaunchStep, LoadRun, Snapshot

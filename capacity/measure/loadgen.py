@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from capacity.errors import LaunchError
-from capacity.measure.procfs import DEFAULT_ROOT, ProcStat
+from capacity.measure.procfs import DEFAULT_ROOT
+from capacity.measure.procparse import ProcStat
 from capacity.measure.workload import scan, stop_process_group
 from capacity.records import LoadRun
 

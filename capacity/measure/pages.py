@@ -45,7 +45,8 @@ import numpy as np
 import numpy.typing as npt
 
 from capacity.errors import ExactUnavailable, NoSuchProcess, ReplacedProcess, ZombieProcess
-from capacity.measure.procfs import DEFAULT_ROOT, Mapping, proc_dir, read_maps, read_stat
+from capacity.measure.procfs import DEFAULT_ROOT, proc_dir, read_maps, read_stat
+from capacity.measure.procparse import Mapping
 from capacity.records import ExactFallback, FallbackCause, PageCounts, ProcessMemory, Skipped
 
 U64 = npt.NDArray[np.uint64]

@@ -33,13 +33,13 @@ from capacity.errors import (
 )
 from capacity.measure.procfs import (
     DEFAULT_ROOT,
-    ProcStat,
     iter_pids,
     read_cmdline,
     read_exe,
     read_stat,
     read_status,
 )
+from capacity.measure.procparse import ProcStat
 
 COMM_LENGTH = 15  # TASK_COMM_LEN - 1
 
