@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from capacity.measure import pages  # noqa: E402
+from capacity.measure import pages, sharing  # noqa: E402
 from capacity.measure.procfs import read_stat  # noqa: E402
 from capacity.measure.workload import launched_demo  # noqa: E402
 
@@ -75,10 +75,10 @@ def run_case(label: str, private: str, workers: int, shared: str, repeats: int) 
         )
         print(f"    of which maps + pagemap reads:          {summary(walked)}")
         arrays = [p.frames for p in walk.processes]
-        indexed = timed(lambda: pages.index_pages(arrays, 1), repeats)
+        indexed = timed(lambda: sharing.index_pages(arrays, 1), repeats)
         print(f"    of which the index (one stable sort):   {summary(indexed)}")
         frames = walk.classification.index.frames
-        starts, _ = pages.coalesce(frames)
+        starts, _ = sharing.coalesce(frames)
         read = timed(lambda: pages.read_frames(frames), repeats)
         print(
             f"    of which kpagecount + kpageflags reads: {summary(read)}  "

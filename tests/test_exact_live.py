@@ -21,7 +21,7 @@ from conftest import MiB, needs_root, run_cli, start_demo
 from conftest import estimate_json as conftest_estimate_json
 
 from capacity import modelfile
-from capacity.measure import pages, sampler
+from capacity.measure import pages, sampler, sharing
 from capacity.measure.procfs import read_rollup, read_stat
 from capacity.measure.workload import Selector
 from capacity.records import Method
@@ -80,7 +80,7 @@ def test_exact_sum_agrees_with_pss_where_nothing_is_shared_outside() -> None:
         walk = walk_demo(w.parent, w.workers)
         rollups = [read_rollup(pid)[0] for pid in [w.parent, *w.workers]]
     counts, cls = walk.counts, walk.classification
-    anon = (cls.flags & np.uint64(1 << pages.KPF_ANON)) != 0
+    anon = (cls.flags & np.uint64(1 << sharing.KPF_ANON)) != 0
     # Which pages can be shared outside the workload? Library and executable pages are
     # (pytest and every other Python on the host map the same libc and interpreter), and
     # for those PSS charges the workload only its share, so ΣPSS and the distinct count
@@ -89,7 +89,7 @@ def test_exact_sum_agrees_with_pss_where_nothing_is_shared_outside() -> None:
     # segment) are mapped only by the parent and its forked workers. We check that first,
     # then compare on exactly those pages: PSS divides each such page among its mappers,
     # all inside the workload, so ΣPss_Anon is the number of distinct anonymous pages.
-    assert not np.any(anon & (cls.sharing == pages.OUTSIDE))
+    assert not np.any(anon & (cls.sharing == sharing.OUTSIDE))
     assert counts.anon_bytes == pytest.approx(sum(r.pss_anon_bytes for r in rollups), rel=0.02)
     assert counts.shmem_bytes == pytest.approx(sum(r.pss_shmem_bytes for r in rollups), rel=0.02)
     assert counts.shmem_bytes >= 4 * MiB

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 
 from capacity.errors import ExactUnavailable
-from capacity.measure import pages
+from capacity.measure import pages, sharing
 from capacity.measure.procparse import Mapping
 from capacity.records import FallbackCause
 
 PRESENT = 1 << 63
 SWAPPED = 1 << 62
 FILE = 1 << 61
-ANON = 1 << pages.KPF_ANON
-SWAPBACKED = 1 << pages.KPF_SWAPBACKED
-ZERO = 1 << pages.KPF_ZERO_PAGE
-THP = 1 << pages.KPF_THP
+ANON = 1 << sharing.KPF_ANON
+SWAPBACKED = 1 << sharing.KPF_SWAPBACKED
+ZERO = 1 << sharing.KPF_ZERO_PAGE
+THP = 1 << sharing.KPF_THP
 PAGE = 4096
 
 
@@ -40,31 +40,31 @@ def u64(values: list[int]) -> np.ndarray:
 
 def test_decode_keeps_present_frames_and_counts_swap() -> None:
     entries = u64([PRESENT | 7, 0, SWAPPED | 99, PRESENT | FILE | 8, PRESENT | (1 << 56) | 9])
-    decoded = pages.decode_pagemap(entries)
+    decoded = sharing.decode_pagemap(entries)
     assert decoded.frames.tolist() == [7, 8, 9]  # flag bits above 54 are not part of the PFN
     assert decoded.positions.tolist() == [0, 3, 4]
     assert decoded.swapped == 1
 
 
 def test_hidden_frames_are_present_pages_that_all_read_zero() -> None:
-    assert pages.frames_hidden(u64([0, 0, 0]))
-    assert not pages.frames_hidden(u64([0, 5]))  # a special mapping's frame 0 among real ones
-    assert not pages.frames_hidden(u64([]))  # no present page: nothing was hidden
+    assert sharing.frames_hidden(u64([0, 0, 0]))
+    assert not sharing.frames_hidden(u64([0, 5]))  # a special mapping's frame 0 among real ones
+    assert not sharing.frames_hidden(u64([]))  # no present page: nothing was hidden
 
 
 # --------------------------------------------------------------------------- frames
 
 
 def test_coalesce_merges_close_frames_and_splits_long_spans() -> None:
-    starts, lengths = pages.coalesce(u64([1, 2, 3, 1000, 1004, 5000]), max_gap=10)
+    starts, lengths = sharing.coalesce(u64([1, 2, 3, 1000, 1004, 5000]), max_gap=10)
     assert list(zip(starts.tolist(), lengths.tolist(), strict=True)) == [
         (1, 3),
         (1000, 5),
         (5000, 1),
     ]
-    starts, lengths = pages.coalesce(u64([0, 5, 9]), max_gap=10, max_span=4)
+    starts, lengths = sharing.coalesce(u64([0, 5, 9]), max_gap=10, max_span=4)
     assert list(zip(starts.tolist(), lengths.tolist(), strict=True)) == [(0, 4), (4, 4), (8, 2)]
-    starts, lengths = pages.coalesce(u64([]))
+    starts, lengths = sharing.coalesce(u64([]))
     assert len(starts) == len(lengths) == 0
 
 
@@ -77,8 +77,8 @@ def test_gather_reads_spans_and_pads_a_short_read_with_zeros() -> None:
         return table[first : first + count].tobytes()  # short past entry 99
 
     frames = u64([3, 4, 50, 98, 99, 120])
-    starts, lengths = pages.coalesce(frames, max_gap=2)
-    got = pages.gather_spans(frames, starts, lengths, read)
+    starts, lengths = sharing.coalesce(frames, max_gap=2)
+    got = sharing.gather_spans(frames, starts, lengths, read)
     assert got.tolist() == [30, 40, 500, 980, 990, 0]
     assert len(calls) == 4  # one read per span, never one per frame
 
@@ -104,15 +104,15 @@ KPAGECOUNT = {10: 5, 11: 2, 12: 2, 13: 1, 20: 1, 21: 1, 22: 1, 30: 2, 40: 2, 50:
 FLAGS = dict.fromkeys(KPAGECOUNT, ANON) | {10: 0, 50: ZERO, 13: SWAPBACKED}
 
 
-def classified() -> pages.Classification:
-    index = pages.index_pages(FRAMES, parent_count=1)
+def classified() -> sharing.Classification:
+    index = sharing.index_pages(FRAMES, parent_count=1)
     counts = u64([KPAGECOUNT[int(f)] for f in index.frames])
     flags = u64([FLAGS[int(f)] for f in index.frames])
-    return pages.classify(index, counts, flags)
+    return sharing.classify(index, counts, flags)
 
 
 def test_index_counts_mappings_and_distinct_processes() -> None:
-    index = pages.index_pages(FRAMES, parent_count=1)
+    index = sharing.index_pages(FRAMES, parent_count=1)
     assert index.frames.tolist() == [10, 11, 12, 13, 20, 21, 22, 30, 40, 50]
     assert index.inside.tolist() == [4, 2, 2, 1, 1, 1, 1, 2, 2, 1]
     assert index.parents.tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -127,35 +127,35 @@ def test_classify_by_who_maps_each_frame() -> None:
     cls = classified()
     by_frame = dict(zip(cls.index.frames.tolist(), cls.sharing.tolist(), strict=True))
     assert by_frame == {
-        10: pages.OUTSIDE,
-        11: pages.SHARED_WITH_PARENT,
-        12: pages.SHARED_WITH_PARENT,
-        13: pages.PARENT_ONLY,
-        20: pages.PRIVATE,
-        21: pages.PRIVATE,
-        22: pages.PRIVATE,
-        30: pages.SHARED_WORKERS,
-        40: pages.PRIVATE,
-        50: pages.NOT_COUNTED,
+        10: sharing.OUTSIDE,
+        11: sharing.SHARED_WITH_PARENT,
+        12: sharing.SHARED_WITH_PARENT,
+        13: sharing.PARENT_ONLY,
+        20: sharing.PRIVATE,
+        21: sharing.PRIVATE,
+        22: sharing.PRIVATE,
+        30: sharing.SHARED_WORKERS,
+        40: sharing.PRIVATE,
+        50: sharing.NOT_COUNTED,
     }
 
 
 def test_a_count_below_the_workloads_own_mappings_is_not_outside() -> None:
     # The page was unmapped between the pagemap read and the kpagecount read.
-    index = pages.index_pages([u64([1]), u64([1])], parent_count=1)
-    cls = pages.classify(index, u64([1]), u64([ANON]))
-    assert cls.sharing.tolist() == [pages.SHARED_WITH_PARENT]
+    index = sharing.index_pages([u64([1]), u64([1])], parent_count=1)
+    cls = sharing.classify(index, u64([1]), u64([ANON]))
+    assert cls.sharing.tolist() == [sharing.SHARED_WITH_PARENT]
 
 
 def test_cumulative_pages_count_each_frame_at_its_first_mapper() -> None:
     # Parent: 11 12 13 (10 is outside). W1 adds 20 21 30. W2 adds 22 (50 is the zero page).
     # W3 adds 40, mapped twice but one frame.
-    assert pages.cumulative_pages(classified()).tolist() == [3, 6, 7, 8]
+    assert sharing.cumulative_pages(classified()).tolist() == [3, 6, 7, 8]
 
 
 def test_private_pages_per_worker_leave_out_pages_workers_share() -> None:
     # W1 alone maps 20 and 21 (30 is shared with W2: paid once), W2 alone 22, W3 alone 40.
-    assert pages.private_by_worker(classified()).tolist() == [2, 1, 1]
+    assert sharing.private_by_worker(classified()).tolist() == [2, 1, 1]
 
 
 def test_exact_points_put_pages_workers_share_in_the_base() -> None:
@@ -163,7 +163,7 @@ def test_exact_points_put_pages_workers_share_in_the_base() -> None:
     from capacity.model import accounting
     from capacity.records import MemoryRollup, ProcessMemory, Snapshot
 
-    counts = pages.summarise(classified(), [100, 101, 102, 103], page_size=PAGE)
+    counts = sharing.summarise(classified(), [100, 101, 102, 103], page_size=PAGE)
 
     def process(pid: int, role: str) -> ProcessMemory:
         return ProcessMemory(
@@ -185,7 +185,7 @@ def test_exact_points_put_pages_workers_share_in_the_base() -> None:
 
 
 def test_summarise_in_bytes() -> None:
-    counts = pages.summarise(classified(), [100, 101, 102, 103], page_size=PAGE, swapped_pages=2)
+    counts = sharing.summarise(classified(), [100, 101, 102, 103], page_size=PAGE, swapped_pages=2)
     assert counts.cumulative_bytes == (3 * PAGE, 6 * PAGE, 7 * PAGE, 8 * PAGE)
     assert counts.worker_private_bytes == (2 * PAGE, PAGE, PAGE)
     assert counts.distinct_bytes == 9 * PAGE  # every frame but the zero page
@@ -209,7 +209,7 @@ def test_row_pages_split_paid_once_private_and_outside() -> None:
     # Row 0 for every parent occurrence and for frames 10 and 30; row 1 for the rest.
     every = np.concatenate(FRAMES)
     row_of = np.where(np.isin(every, [10, 11, 12, 13, 30]), 0, 1).astype(np.intp)
-    rows = pages.row_pages(cls, row_of, 2)
+    rows = sharing.row_pages(cls, row_of, 2)
     assert rows.once.tolist() == [4, 0]  # 11 12 13 30; 10 is outside
     assert rows.outside.tolist() == [1, 0]
     # Row 1 private per worker: W1 has 20 21, W2 has 22, W3 has 40 (once though mapped twice)
@@ -219,9 +219,9 @@ def test_row_pages_split_paid_once_private_and_outside() -> None:
 
 
 def test_empty_workload_classifies_to_nothing() -> None:
-    index = pages.index_pages([u64([]), u64([])], parent_count=1)
-    cls = pages.classify(index, u64([]), u64([]))
-    assert pages.cumulative_pages(cls).tolist() == [0, 0]
+    index = sharing.index_pages([u64([]), u64([])], parent_count=1)
+    cls = sharing.classify(index, u64([]), u64([]))
+    assert sharing.cumulative_pages(cls).tolist() == [0, 0]
 
 
 def test_read_plan_merges_neighbouring_mappings_and_skips_prot_none() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from capacity.answers import Inspection, MappingRow
 from capacity.errors import ExactUnavailable, ModelError, NoSuchProcess
-from capacity.measure import gentle, pages
+from capacity.measure import gentle, pages, sharing
 from capacity.measure.procfs import DEFAULT_ROOT, read_exe, read_smaps
 from capacity.measure.procparse import Mapping, SmapsEntry
 from capacity.measure.sampler import Sampler
@@ -141,7 +141,7 @@ def exact_rows(
         row_of_parts.append(lookup[process.mapping_of] if len(lookup) else process.mapping_of)
     cls = walk.classification
     row_of = np.concatenate(row_of_parts).astype(np.intp) if row_of_parts else np.empty(0, np.intp)
-    per_row = pages.row_pages(cls, row_of, len(rows.ids))
+    per_row = sharing.row_pages(cls, row_of, len(rows.ids))
     figures = [
         _RowFigures(
             key=key,
@@ -153,7 +153,7 @@ def exact_rows(
         )
         for i, key in enumerate(rows.keys)
     ]
-    total_rows = pages.row_pages(cls, np.zeros(len(row_of), dtype=np.intp), 1)
+    total_rows = sharing.row_pages(cls, np.zeros(len(row_of), dtype=np.intp), 1)
     total = _RowFigures(
         key=("total", "total", ""),
         rss=int(total_rows.rss[0]) * page_size,
