@@ -16,7 +16,7 @@ from capacity.model.drift import sampling_advice
 from capacity.records import Estimate, ModelFit, ProcessMemory
 from capacity.render.escape import terminal_safe
 from capacity.render.openmetrics import render_openmetrics
-from capacity.units import format_bytes, format_in, pick_unit
+from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 MAX_PROCESS_ROWS = 24
 
@@ -83,8 +83,9 @@ def process_table(
     return table
 
 
-def _interval(low: int, high: int, unit: tuple[str, int]) -> str:
-    return f"[95% CI {format_in(low, unit)} … {format_in(high, unit)} {unit[0]}]"
+def _interval(low: int, high: int) -> str:
+    """``units.format_interval``: enough digits that the two ends differ."""
+    return f"[95% CI {format_interval(low, high)}]"
 
 
 def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
@@ -93,7 +94,7 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
     lines = [
         f"Per {noun} (marginal):  {format_in(model.per_instance_bytes, per_unit)} {per_unit[0]} "
         f"± {format_bytes(model.worker_sd_bytes)} between {noun}s   "
-        + _interval(*model.per_instance_ci95, per_unit),
+        + _interval(*model.per_instance_ci95),
     ]
     b = model.breakdown
     if b is not None:
@@ -121,7 +122,7 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         )
     lines.append(
         f"Fixed (paid once):      {format_in(model.fixed_bytes, fixed_unit)} {fixed_unit[0]}   "
-        + _interval(*model.fixed_ci95, fixed_unit)
+        + _interval(*model.fixed_ci95)
     )
     if b is not None and noun != "instance":
         lines.append(
@@ -311,7 +312,7 @@ def _system_lines(e: Estimate) -> list[str]:
         source = "cgroup usage" if system.method == "cgroup" else "MemAvailable delta"
         lines.append(
             f"System side ({source}): {format_in(system.per_instance_bytes, unit)} {unit[0]} "
-            f"per instance {_interval(*system.per_instance_ci95, unit)}, fixed "
+            f"per instance {_interval(*system.per_instance_ci95)}, fixed "
             f"{format_bytes(system.fixed_bytes)}, R² {system.r2:.4f}"
         )
         if e.model.per_instance_bytes > 0:
