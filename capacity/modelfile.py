@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from capacity import output
 from capacity.codec import DecodeError, dumps, from_jsonable, short
 from capacity.errors import ModelFileError
-from capacity.output import write_atomic
 from capacity.records import DOCUMENT_KIND, SUPPORTED_SCHEMAS, Estimate
 
 
 def save_estimate(path: Path, estimate: Estimate, *, force: bool = False) -> None:
-    write_atomic(path, dumps(estimate), force=force)
+    """Write the model by the output policy (``capacity.output``): new files exclusively,
+    an existing one only with ``force``, never a link, a device or a directory."""
+    output.write_file(path, dumps(estimate), force=force)
 
 
 def estimate_from_dict(data: Mapping[str, Any], source: str = "<data>") -> Estimate:
