@@ -9,6 +9,7 @@ level, so that ``capplan --help`` stays fast (issue 7).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -88,9 +89,9 @@ def estimate(
 
         capplan estimate --demo --save models/demo.json
     """
-    from capacity import modelfile
     from capacity import output as files
     from capacity.app.estimate import EstimateOptions, run_estimate
+    from capacity.codec import dumps
     from capacity.measure.launch import LaunchOptions
     from capacity.model.assemble import BudgetOptions
     from capacity.records import DemoOptions
@@ -109,8 +110,8 @@ def estimate(
             "--demo, --launch and --load run on this host; they cannot be combined with --root",
             param_hint="--root",
         )
-    if save is not None:
-        files.check_target(save, force)
+    # Every output is planned before measuring: a target that cannot be written fails first.
+    saved = files.plan(save, force=force) if save is not None else None
     if launch is not None and method is not None:
         raise typer.BadParameter(
             "--launch measures each instance's process tree with smaps and the cgroup; "
@@ -149,10 +150,10 @@ def estimate(
         progress=progress_bar(output_format == opt.EstimateFormat.text),
     )
     rendered = report.RENDERERS[output_format.value](result)
-    if save is not None:
+    if saved is not None:
         # Save before printing: a save that fails must leave stdout empty, as every error does.
-        modelfile.save_estimate(save, result, force=force)
-        typer.echo(f"Saved the model to {save}", err=True)
+        files.write(saved, dumps(result))
+        _say(f"Saved the model to {save}")
     _write(rendered)
 
 
@@ -271,6 +272,7 @@ def report_command(
     model: opt.ModelArgument,
     output: opt.ReportOutput = None,
     output_format: opt.ReportOutputFormat = None,
+    force: opt.ReportForce = False,
 ) -> None:
     """Render a saved model as a report (Markdown, HTML) or as OpenMetrics for Prometheus.
 
@@ -286,22 +288,27 @@ def report_command(
     from capacity import output as files
     from capacity.app.report import format_for, render_report
 
-    if output is not None and str(output) == "-":
-        output = None
-    fmt = format_for(output, output_format.value if output_format else None)
+    fmt = format_for(
+        None if output is None or str(output) == "-" else output,
+        output_format.value if output_format else None,
+    )
+    target = files.plan(output, force=force, inputs=[model], example="reports/NAME.md")
+    # A Markdown report written to a file gets its plot beside it, by the same policy.
+    beside = None
+    if fmt == "markdown" and target.kind in ("new", "replace") and output is not None:
+        beside = files.plan(output.with_suffix(".png"), force=force, inputs=[model])
     estimate = modelfile.load_estimate(model)
-    rendered = render_report(estimate, fmt, source=str(model), output=output)
-    if output is None:
+    rendered = render_report(
+        estimate, fmt, source=str(model), output=output if beside is not None else None
+    )
+    if target.kind == "stdout":
         _write(rendered.text)
         return
-    try:
-        if rendered.png is not None and rendered.png_path is not None:
-            files.write_bytes_atomic(rendered.png_path, rendered.png)
-        files.write_atomic(output, rendered.text, force=True)
-    except OSError as err:
-        raise CapplanError(f"cannot write {output}: {err.strerror}") from None
-    also = f" and {rendered.png_path}" if rendered.png_path is not None else ""
-    typer.echo(f"Wrote {output}{also}", err=True)
+    if rendered.png is not None and beside is not None:
+        files.write(beside, rendered.png)
+    files.write(target, rendered.text)
+    also = f" and {rendered.png_path}" if rendered.png is not None else ""
+    _say(f"Wrote {output}{also}")
 
 
 @app.command("check")
@@ -318,6 +325,7 @@ def check_command(
     allow_env_change: opt.CheckAllowEnvChange = False,
     output_format: opt.CheckOutputFormat = opt.Format.text,
     junit: opt.CheckJunit = None,
+    force: opt.CheckForce = False,
     root: opt.RootOption = Path("/"),
 ) -> None:
     """Measure again and fail when the workload got heavier than its baseline (the CI gate).
@@ -338,6 +346,10 @@ def check_command(
     from capacity.model import check
     from capacity.render import check as report_check
 
+    inputs = [baseline, *([current] if current is not None else [])]
+    junit_target = (
+        files.plan(junit, force=force, inputs=inputs, example="capplan.xml") if junit else None
+    )
     base = modelfile.load_estimate(baseline)
     tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
     if current is not None:
@@ -381,11 +393,8 @@ def check_command(
         _write(report_check.render_verdict_json(verdict))
     else:
         _write(report_check.render_verdict_text(verdict))
-    if junit is not None:
-        try:
-            files.write_atomic(junit, report_check.render_junit(verdict), force=True)
-        except OSError as err:
-            raise CapplanError(f"cannot write {junit}: {err.strerror}") from None
+    if junit_target is not None:
+        files.write(junit_target, report_check.render_junit(verdict))
     if verdict.status == "regression":
         raise typer.Exit(EXIT_REGRESSION)
     if verdict.status == "not_comparable":
@@ -399,22 +408,53 @@ def check_command(
         )
 
 
+def _say(text: str) -> None:
+    """A line for the user on stderr; paths in it came from the user or the host."""
+    from capacity.render.escape import terminal_safe
+
+    _stderr(terminal_safe(text) + "\n")
+
+
 def _write(text: str) -> None:
+    """The command's output on stdout. A reader that went away (``capplan ... | head``) is
+    not an error of ours; a full device or a closed stdout is, in one line."""
+    stream = sys.stdout
+    if stream is None:  # started with stdout closed (>&-)
+        raise CapplanError(
+            "cannot write the output: standard output is closed",
+            hint="send it somewhere, e.g. capplan ... > capplan.txt",
+        )
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        stream.write(text)
+        stream.flush()
     except BrokenPipeError:
-        # The reader went away (capplan ... | head): not an error of ours.
+        _silence_stdout()
+    except OSError as err:
+        _silence_stdout()
+        raise CapplanError(f"cannot write to standard output: {err.strerror}") from None
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush at exit cannot fail too."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _stderr(text: str) -> None:
+    """stderr may be closed or full as well: then the exit status is all that is said."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
     from capacity.render.escape import terminal_safe
 
-    sys.stderr.write(f"Error: {terminal_safe(message)}\n")
+    _stderr(f"Error: {terminal_safe(message)}\n")
     if hint:
-        sys.stderr.write(f"Hint: {terminal_safe(hint)}\n")
+        _stderr(f"Hint: {terminal_safe(hint)}\n")
     raise SystemExit(code)
 
 
@@ -440,20 +480,34 @@ def _install_signal_handlers() -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: run the typer app and map every outcome to an exit status."""
+    """Entry point: run the typer app and map every outcome to an exit status.
+
+    The one top-level guard: an error the user can act on, an interrupt, and any OSError
+    that escaped (a full or closed stdout or stderr while typer prints help or a usage
+    error) all end in one line and a status, never a traceback.
+    """
     from capacity.errors import Interrupted, Terminated
 
     _install_signal_handlers()
     try:
-        app(args=argv, prog_name="capplan")
+        try:
+            app(args=argv, prog_name="capplan")
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stdout.flush()
     except Interrupted:
-        sys.stderr.write("Interrupted: every process capplan started was stopped.\n")
+        _stderr("Interrupted: every process capplan started was stopped.\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Terminated:
-        sys.stderr.write("Terminated: every process capplan started was stopped.\n")
+        _stderr("Terminated: every process capplan started was stopped.\n")
         raise SystemExit(EXIT_TERMINATED) from None
     except CapplanError as err:
         if os.environ.get("CAPPLAN_DEBUG"):
             raise
         _fail(err.message, err.hint, EXIT_ERROR)
+    except OSError as err:
+        if os.environ.get("CAPPLAN_DEBUG"):
+            raise
+        _silence_stdout()
+        _fail(f"cannot write: {err.strerror or err}", None, EXIT_ERROR)
     raise SystemExit(EXIT_OK)

@@ -9,6 +9,7 @@ usage error (exit 2) before anything is measured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -76,6 +77,20 @@ def _checked_by(parse: Callable[[str], object]) -> Callable[[str | None], str | 
         return value
 
     return check
+
+
+# Bounds on the numeric options: beyond them a value is a typing mistake, not a request.
+MAX_SAMPLES = 100_000  # a day at one snapshot per second
+MAX_INSTANCES = 1_000  # launch mode starts this many copies of a server
+MAX_SECONDS = 86_400.0  # intervals, settle times and warm-ups: a day at most
+MAX_WORKERS = 10**9  # predict --instances
+
+
+def _finite(value: float | None) -> float | None:
+    """Reject nan (typer's range check lets it through: every comparison with nan is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 _size_option = _checked_by(parse_size)
@@ -147,11 +162,20 @@ EstimateDemo = Annotated[
 ]
 
 EstimateSamples = Annotated[
-    int, typer.Option("--samples", metavar="K", min=1, help="Snapshots to take.")
+    int,
+    typer.Option("--samples", metavar="K", min=1, max=MAX_SAMPLES, help="Snapshots to take."),
 ]
 
 EstimateInterval = Annotated[
-    float, typer.Option("--interval", metavar="S", min=0.0, help="Seconds between snapshots.")
+    float,
+    typer.Option(
+        "--interval",
+        metavar="S",
+        min=0.0,
+        max=MAX_SECONDS,
+        callback=_finite,
+        help="Seconds between snapshots.",
+    ),
 ]
 
 EstimateOutputFormat = Annotated[EstimateFormat, typer.Option("--format", help="Output format.")]
@@ -177,7 +201,13 @@ EstimateLaunch = Annotated[
 
 EstimateInstances = Annotated[
     int,
-    typer.Option("--instances", metavar="N", help="--launch: how many copies to start."),
+    typer.Option(
+        "--instances",
+        metavar="N",
+        min=1,
+        max=MAX_INSTANCES,
+        help="--launch: how many copies to start.",
+    ),
 ]
 
 EstimateShell = Annotated[
@@ -190,6 +220,9 @@ EstimateSettle = Annotated[
     typer.Option(
         "--settle",
         metavar="SECONDS",
+        min=0.0,
+        max=MAX_SECONDS,
+        callback=_finite,
         help="--launch: wait this long after each start (default: until its memory "
         "stops changing).",
     ),
@@ -200,6 +233,9 @@ EstimateSettleTimeout = Annotated[
     typer.Option(
         "--settle-timeout",
         metavar="SECONDS",
+        min=0.1,
+        max=MAX_SECONDS,
+        callback=_finite,
         help="--launch: give up on an instance that has not settled after this long.",
     ),
 ]
@@ -220,6 +256,8 @@ EstimateWarmup = Annotated[
         "--warmup",
         metavar="SECONDS",
         min=0.0,
+        max=MAX_SECONDS,
+        callback=_finite,
         help="Seconds between starting the load and the first sample.",
     ),
 ]
@@ -265,6 +303,7 @@ PredictInstances = Annotated[
         "--instances",
         metavar="N",
         min=0,
+        max=MAX_WORKERS,
         help="The reverse question: how much memory N workers need, with its interval.",
     ),
 ]
@@ -333,12 +372,20 @@ CheckMaxIncreaseBytes = Annotated[
 
 CheckSamples = Annotated[
     int | None,
-    typer.Option("--samples", min=1, help="Snapshots to take. Default: the baseline's."),
+    typer.Option(
+        "--samples", min=1, max=MAX_SAMPLES, help="Snapshots to take. Default: the baseline's."
+    ),
 ]
 
 CheckInterval = Annotated[
     float | None,
-    typer.Option("--interval", min=0.0, help="Seconds between snapshots. Default: the baseline's."),
+    typer.Option(
+        "--interval",
+        min=0.0,
+        max=MAX_SECONDS,
+        callback=_finite,
+        help="Seconds between snapshots. Default: the baseline's.",
+    ),
 ]
 
 CheckAllowEnvChange = Annotated[
@@ -355,3 +402,9 @@ CheckJunit = Annotated[
     Path | None,
     typer.Option("--junit", metavar="FILE", help="Also write the result as JUnit XML."),
 ]
+
+ReportForce = Annotated[
+    bool,
+    typer.Option("--force", help="Replace an existing -o file (and the .png beside it)."),
+]
+CheckForce = Annotated[bool, typer.Option("--force", help="Replace an existing --junit file.")]

@@ -67,7 +67,7 @@ from tabulate import tabulate  # noqa: E402
 
 from capacity import __version__  # noqa: E402
 from capacity.measure.cgroup import OwnCgroup, detect_layout, temporary_cgroup  # noqa: E402
-from capacity.output import write_atomic  # noqa: E402
+from capacity.output import write_file  # noqa: E402
 
 MiB = 1024 * 1024
 POINT_TOLERANCE = 0.05
@@ -715,8 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     json_path = args.output.with_suffix(".json")
     meta = metadata(args, json_path)
-    write_atomic(json_path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    write_atomic(args.output, render_markdown(results, meta))
+    write_file(
+        json_path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n", force=True
+    )
+    write_file(args.output, render_markdown(results, meta), force=True)
     print(render_markdown(results, meta))
     return 0 if all(all(r["goals"].values()) for r in results) else 1
 

@@ -192,6 +192,7 @@ def saved(tmp_path: Path, estimate: Estimate, name: str) -> Path:
 def test_cli_regression_exits_1_with_text_json_and_junit(tmp_path: Path, base: Estimate) -> None:
     heavier = saved(tmp_path, scaled(base, 1.25), "heavier.json")
     junit = tmp_path / "out" / "capplan.xml"
+    junit.parent.mkdir()  # capplan creates no directories (issue 11)
     result = run_cli("check", str(MODEL), "--current", str(heavier), "--junit", str(junit))
     assert result.code == 1, result.stderr
     assert "Result: REGRESSION: per worker memory rose +25.00%" in result.stdout

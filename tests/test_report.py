@@ -147,6 +147,7 @@ def assert_inert(tags: Tags) -> None:
 def test_markdown_report_with_png_beside_it(tmp_path: Path, base: Estimate) -> None:
     pytest.importorskip("matplotlib")
     target = tmp_path / "reports" / "demo.md"
+    target.parent.mkdir()  # capplan creates no directories (issue 11)
     result = run_cli("report", str(MODEL), "-o", str(target))
     assert result.code == 0, result.stderr
     text = target.read_text()
