@@ -9,6 +9,7 @@ forbidden one would make the sum silently wrong and is fatal.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # records defines every dataclass: too slow an import for ``--help``
@@ -75,15 +76,20 @@ class AccessDenied(ProcessError):
 
     def __init__(self, pid: int, name: str | None = None, path: str | None = None) -> None:
         what = f"permission denied reading {path}" if path else "permission denied"
-        super().__init__(
-            pid,
-            name,
-            what,
-            hint=(
+        if os.geteuid() == 0:
+            # Root is refused too where the process is outside our user namespace, or a
+            # security module or ptrace policy (Yama ptrace_scope 3) forbids the access.
+            hint = (
+                "capplan already runs as root: the kernel refuses access to this process "
+                "(another user or PID namespace, or a security module or ptrace policy); "
+                "measure a workload capplan may read, from the namespace it runs in"
+            )
+        else:
+            hint = (
                 "run capplan as the workload's user or as root; workers that drop privileges "
                 "are unreadable even to their own user, so prefer: sudo capplan ..."
-            ),
-        )
+            )
+        super().__init__(pid, name, what, hint=hint)
         self.path = path
 
 

@@ -8,6 +8,7 @@ decimal ``G`` is the exception we do not follow, and README says so.
 
 from __future__ import annotations
 
+import fractions
 import math
 import re
 from collections.abc import Iterable
@@ -60,8 +61,12 @@ def parse_size(text: str) -> int:
             f"bad size {text!r}: unknown unit {suffix!r}",
             hint="units are B, K, M, G, T (powers of 1024), e.g. 16G",
         )
-    value = float(number) * factor
-    if not math.isfinite(value) or value > 2**63:
+    # Exact arithmetic: through a float, 2**63-1 bytes would read as 2**63.
+    try:
+        value = fractions.Fraction(number) * factor
+    except (ValueError, ZeroDivisionError):
+        raise SizeError(f"bad size {text!r}") from None
+    if value >= 2**63:
         raise SizeError(f"bad size {text!r}: too large")
     return round(value)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from capacity.app.estimate import EstimateOptions, Progress, no_progress, run_estimate
-from capacity.errors import CapplanError
+from capacity.errors import CapplanError, ExactUnavailable
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.workload import Selector
 from capacity.records import DemoOptions, Estimate, Method
@@ -50,4 +50,14 @@ def measure_like(
         method=Method(baseline.model.method),
         command_line=command_line,
     )
-    return run_estimate(options, progress=progress)
+    try:
+        return run_estimate(options, progress=progress)
+    except ExactUnavailable as err:
+        # check has no --method: its hint is the way round, not estimate's.
+        raise CapplanError(
+            err.message,
+            hint=f"{source} was measured with the exact method, which needs root and the "
+            "live /proc: run check as root on the host, or measure the current build with "
+            "capplan estimate --method smaps --save FILE and compare a baseline measured "
+            "the same way with capplan check BASELINE --current FILE",
+        ) from None

@@ -108,6 +108,9 @@ class Sampler:
     _started: float | None = dataclasses.field(init=False, default=None)
     _walks: int = dataclasses.field(init=False, default=0)  # exact walks tried, and done
     _walked: int = dataclasses.field(init=False, default=0)
+    # The parents of the first snapshot, by identity: a later snapshot without one of them
+    # measures another workload (a restart, or a reused pid), never the one asked for.
+    _parents: dict[int, tuple[int, str]] | None = dataclasses.field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.layout = detect_layout(self.root)
@@ -146,8 +149,47 @@ class Sampler:
         if self.selector is None:
             raise ValueError("a Sampler without a selector reads given members: use read_members")
         excluded = self.exclude() if self.exclude is not None else frozenset()
-        selection = select_processes(self.selector, self.root, exclude=excluded, names=self._names)
-        return self.read_members(index, selection.members, str(self.selector), exact=exact)
+        try:
+            selection = select_processes(
+                self.selector, self.root, exclude=excluded, names=self._names
+            )
+        except SelectionError:
+            if self._parents is not None and self.selector.pid in self._parents:
+                self._parents_lost({})  # the --pid process is gone: say so, not "no pid"
+            raise
+        now = {m.pid: m.start_ticks for m in selection.parents}
+        if self._parents is None:
+            self._parents = {m.pid: (m.start_ticks, m.name) for m in selection.parents}
+        else:
+            self._parents_lost(now)
+        damaged = tuple(
+            Skipped(pid=pid, name="?", reason="unreadable") for pid in selection.unreadable
+        )
+        return self.read_members(
+            index, selection.members, str(self.selector), exact=exact, skipped=damaged
+        )
+
+    def _parents_lost(self, now: dict[int, int]) -> None:
+        """Raise when a parent of the first snapshot is gone or its pid was reused.
+
+        Identity is (pid, start time in /proc/PID/stat): a pid reused by an unrelated
+        process has a later start time. Without this, the newcomer would be measured as
+        the workload, or orphaned workers counted as parents of nothing.
+        """
+        assert self._parents is not None
+        for pid, (start, name) in sorted(self._parents.items()):
+            if now.get(pid) == start:
+                continue
+            reused = pid in now
+            raise SelectionError(
+                f"the workload's parent, pid {pid} ({name}), "
+                + (
+                    "was replaced: another process now has its pid"
+                    if reused
+                    else "exited while capplan was sampling"
+                ),
+                hint=f"measure it again once it is up: capplan estimate {self.selector}",
+            )
 
     def read_members(
         self,
@@ -156,14 +198,16 @@ class Sampler:
         label: str,
         cgroup: CgroupMemory | None = None,
         exact: bool = False,
+        skipped: Sequence[Skipped] = (),
     ) -> Snapshot:
         """Read these members once; ``cgroup`` replaces the lookup of the workload's cgroup
-        (launch mode knows the cgroup it created); walk their pages if ``exact``."""
+        (launch mode knows the cgroup it created); walk their pages if ``exact``.
+        ``skipped`` are processes the selection could not use, reported with the rest."""
         now = time.time()
         if self._started is None:
             self._started = now
         processes: list[ProcessMemory] = []
-        skipped: list[Skipped] = []
+        skipped = list(skipped)
         began = time.perf_counter()
         for result in map_ordered(self.read_member, members, self.readers):
             if isinstance(result, Skipped):

@@ -20,6 +20,7 @@ from capacity.errors import BudgetError
 from capacity.model import suggest
 from capacity.model.fitting import memory_for, predict
 from capacity.records import Budget, Estimate
+from capacity.units import format_bytes
 
 
 def reserve_choice(
@@ -60,7 +61,14 @@ def size_row(
     if memory <= 0:
         raise BudgetError(f"bad memory size {memory}: must be more than 0")
     reserve = reserve_bytes if reserve_bytes is not None else int(memory * (reserve_fraction or 0))
-    available = max(memory - reserve, 0)
+    if reserve >= memory:
+        # As estimate's budget does: a host with no room left is a mistake in the input.
+        raise BudgetError(
+            f"the reserve ({format_bytes(reserve)}) is not smaller than the host's memory "
+            f"({format_bytes(memory)})",
+            hint="give a smaller --reserve or a larger --memory",
+        )
+    available = memory - reserve
     budget = Budget(
         total_bytes=memory,
         reserve_bytes=reserve,

@@ -10,8 +10,12 @@ from __future__ import annotations
 import html
 import re
 
-# C0 controls (but not tab/newline, handled by callers), DEL, and C1 controls.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Bidirectional controls: the Arabic letter mark, LRM/RLM, the embeddings and overrides
+# (U+202A-U+202E: RLO makes "exe.txt" read "txt.exe") and the isolates (U+2066-U+2069),
+# as in CVE-2021-42574 ("Trojan Source"); and the line and paragraph separators.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+# C0 controls (but not tab/newline, handled by callers), DEL, C1 controls, and _BIDI.
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
@@ -24,7 +28,9 @@ _MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]|~#$!])")
 
 
 def terminal_safe(text: str) -> str:
-    """Strip control characters (ESC included) so host-provided text cannot drive the terminal."""
+    """Strip control characters (ESC included) and bidirectional controls, so host text
+    can neither drive the terminal nor reorder what the reader sees. Markdown, HTML and
+    OpenMetrics escaping start from this too."""
     return _CONTROL.sub("", text)
 
 
@@ -53,7 +59,7 @@ def html_escape(text: str) -> str:
     return html.escape(terminal_safe(text), quote=True)
 
 
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def openmetrics_label(text: str) -> str:
