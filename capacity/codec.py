@@ -44,9 +44,23 @@ class DecodeError(Exception):
         self.detail = detail
 
 
+# The largest magnitude an integer field may hold: every capplan figure (bytes, pids, clock
+# ticks, counts) fits a signed 64-bit word, and a bigger one would overflow later, where it
+# is made a float (10**400) or handed to the C library.
+MAX_INTEGER = 2**63
+
+
 def from_jsonable(cls: type[T], data: Any, path: str = "") -> T:
-    """Build ``cls`` from JSON data, checking every field's type against the annotations."""
-    return typing.cast(T, _decode(cls, data, path))
+    """Build ``cls`` from JSON data, checking every field's type against the annotations.
+
+    Any JSON value gives the record or DecodeError naming the field, never another
+    exception: integers are bounded by MAX_INTEGER, numbers are finite, strings are
+    encodable text (json.loads makes lone surrogates of ``"\\ud800"``).
+    """
+    try:
+        return typing.cast(T, _decode(cls, data, path))
+    except RecursionError:
+        raise DecodeError(path or "(top level)", "nested too deeply") from None
 
 
 def _decode(tp: Any, data: Any, path: str) -> Any:
@@ -109,10 +123,12 @@ def _decode(tp: Any, data: Any, path: str) -> Any:
     if tp is int:
         if isinstance(data, bool) or not isinstance(data, int):
             raise DecodeError(path, f"expected an integer, got {_kind(data)}")
-        return data
+        return _bounded(data, path)
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise DecodeError(path, f"expected a number, got {_kind(data)}")
+        if isinstance(data, int):
+            return float(_bounded(data, path))
         if not math.isfinite(data):
             # json.loads accepts NaN and Infinity; no capplan figure is ever either.
             raise DecodeError(path, f"expected a finite number, got {data!r}")
@@ -120,6 +136,13 @@ def _decode(tp: Any, data: Any, path: str) -> Any:
     if tp is str:
         if not isinstance(data, str):
             raise DecodeError(path, f"expected a string, got {_kind(data)}")
+        if not data.isascii():
+            try:
+                data.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise DecodeError(
+                    path, f"not text: a lone surrogate \\u{ord(data[err.start]):04x}"
+                ) from None
         return data
     raise DecodeError(path, f"unsupported type {tp!r}")  # a programming error, not user input
 
@@ -149,9 +172,26 @@ def _decode_record(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def _bounded(value: int, path: str) -> int:
+    if -MAX_INTEGER <= value <= MAX_INTEGER:
+        return value
+    return _out_of_range(value, path)
+
+
+def _out_of_range(value: int, path: str) -> typing.NoReturn:
+    raise DecodeError(path, f"{short(value)} is out of range: the most is 2**63 either way")
+
+
 def short(data: Any) -> str:
-    """A value quoted in an error message, cut short: a hand-edited file may hold anything."""
-    text = repr(data)
+    """A value quoted in an error message, cut short: a hand-edited file may hold anything.
+
+    Containers are named, not shown (a deeply nested one has no repr within the recursion
+    limit), and so are integers too long for ``repr`` (sys.get_int_max_str_digits)."""
+    if isinstance(data, dict | list | tuple):
+        return f"{_kind(data)} of {len(data)} items"
+    if isinstance(data, int) and not isinstance(data, bool) and abs(data) >= 10**60:
+        return f"{'a negative' if data < 0 else 'an'} integer of {abs(data).bit_length()} bits"
+    text = repr(data[:61] if isinstance(data, str) else data)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

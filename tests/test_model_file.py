@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from capacity import codec, modelfile, records
-from capacity.errors import ModelFileError
+from capacity.errors import CapplanError, ModelFileError
 
 MODEL = REPO / "models" / "demo.json"
 
@@ -185,11 +185,26 @@ def test_future_version_says_to_upgrade(tmp_path: Path) -> None:
 
 
 def test_nan_and_infinity_are_refused(tmp_path: Path) -> None:
-    """json.loads accepts NaN; a hand-edited NaN must not reach the maths."""
+    """json.loads accepts NaN; a hand-edited NaN must not reach the maths. The reader
+    refuses the literal where it stands; the codec refuses a NaN in a document built in
+    memory, naming the field."""
     text = MODEL.read_text().replace('"r2": ', '"r2": NaN, "ignored": ', 1)
+    line = text[: text.index("NaN")].count("\n") + 1
     result = run_cli("predict", str(write(tmp_path, text)))
     assert result.code == 2
-    assert "field 'model.r2': expected a finite number, got nan" in result.stderr
+    assert f"not valid JSON (line {line}, column 11: NaN is not a JSON number)" in result.stderr
+    for literal in ("Infinity", "-Infinity"):
+        path = write(tmp_path, MODEL.read_text().replace('"r2": ', f'"r2": {literal}, "x": ', 1))
+        with pytest.raises(ModelFileError, match=f"{literal} is not a JSON number"):
+            modelfile.load_estimate(path)
+    # A string that says NaN is a string, not the literal.
+    path = write(tmp_path, MODEL.read_text().replace('"r2": ', '"r2": "NaN", "r": ', 1))
+    with pytest.raises(ModelFileError, match=r"field 'model\.r2': expected a number, got a string"):
+        modelfile.load_estimate(path)
+    with pytest.raises(
+        ModelFileError, match=r"field 'model\.r2': expected a finite number, got nan"
+    ):
+        modelfile.estimate_from_dict(edited("model.r2", float("nan")))
 
 
 @pytest.mark.parametrize("keep", [0, 1, 100, 5000, -2])
@@ -230,7 +245,7 @@ def test_writes_are_atomic_and_keep_a_readable_mode(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    with pytest.raises(ModelFileError, match="already exists"):
+    with pytest.raises(CapplanError, match="already exists"):  # the output policy
         modelfile.save_estimate(target, estimate)
     target.chmod(0o640)
     modelfile.save_estimate(target, estimate, force=True)
@@ -245,3 +260,112 @@ def test_estimate_save_refuses_to_replace_without_force(tmp_path: Path) -> None:
     assert result.code == 2
     assert "already exists" in result.stderr and "--force" in result.stderr
     assert target.read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- bounded reader
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "m.json"
+    os.mkfifo(fifo)
+    result = run_cli("predict", str(fifo), timeout=20)
+    assert result.code == 2
+    assert (
+        result.stderr.splitlines()[0] == f"Error: {fifo}: is a FIFO (named pipe), not a model file"
+    )
+
+
+def test_a_symlink_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
+    link = tmp_path / "m.json"
+    link.symlink_to("/dev/zero")
+    result = run_cli("predict", str(link), timeout=20)
+    assert result.code == 2
+    assert (
+        result.stderr.splitlines()[0] == f"Error: {link}: is a character device, not a model file"
+    )
+    with pytest.raises(ModelFileError, match="is a character device"):
+        modelfile.load_estimate(Path("/dev/null"))
+
+
+def test_a_socket_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "s"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(ModelFileError, match="is a socket, not a model file"):
+            modelfile.load_estimate(path)
+
+
+def test_an_oversize_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with big.open("wb") as handle:  # sparse: no disk and no memory spent
+        handle.truncate(modelfile.MAX_MODEL_BYTES + 1)
+    result = run_cli("predict", str(big), timeout=20)
+    assert result.code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {big}: is larger than 128 MiB, the most a model file may be"
+    )
+    assert "Hint:" in result.stderr
+    # Exactly at the limit it is read, and refused for what it holds.
+    with big.open("r+b") as handle:
+        handle.truncate(modelfile.MAX_MODEL_BYTES)
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        modelfile.parse_model_text(b" " * 10 + b"\0", str(big))
+
+
+def test_the_limit_has_room_for_a_large_real_model(tmp_path: Path) -> None:
+    """2,000 processes x 10 samples, from the committed model's records, fits 5 times over."""
+    doc = committed()
+    snapshot = doc["samples"][0]
+    worker = next(p for p in snapshot["processes"] if p["role"] == "worker")
+    one = len(json.dumps(worker, indent=2)) + 2
+    assert 2000 * 10 * one * 5 < modelfile.MAX_MODEL_BYTES
+
+
+def test_a_five_thousand_digit_integer_is_one_line(tmp_path: Path) -> None:
+    text = MODEL.read_text().replace('"dof": ', '"dof": ' + "9" * 5000 + ', "x": ', 1)
+    result = run_cli("predict", str(write(tmp_path, text)))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert "an integer of more than 4300 digits" in result.stderr.splitlines()[0]
+
+
+def test_a_huge_integer_is_out_of_range_naming_the_field(tmp_path: Path) -> None:
+    for value in (10**400, -(2**64), 2**63 + 1):
+        path = write(tmp_path, edited("model.per_instance_bytes", value))
+        with pytest.raises(
+            ModelFileError, match=r"field 'model.per_instance_bytes': .* out of range"
+        ):
+            modelfile.load_estimate(path)
+    # A float field given a huge integer: refused, not an OverflowError from float().
+    with pytest.raises(ModelFileError, match=r"field 'model.r2': .* out of range"):
+        modelfile.load_estimate(write(tmp_path, edited("model.r2", 10**400)))
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    for depth in (1000, 100_000):
+        text = MODEL.read_text().replace(
+            '"dof": ', '"dof": ' + "[" * depth + "]" * depth + ', "x": ', 1
+        )
+        result = run_cli("predict", str(write(tmp_path, text)))
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr[-300:]
+        assert len(result.stderr.splitlines()[0]) < 200
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        modelfile.parse_model_text(b"[" * 100_000 + b"]" * 100_000, "x")
+
+
+def test_invalid_utf8_and_lone_surrogates(tmp_path: Path) -> None:
+    raw = MODEL.read_bytes().replace(b'"name": "python"', b'"name": "py\xffthon"', 1)
+    path = tmp_path / "u.json"
+    path.write_bytes(raw)
+    with pytest.raises(ModelFileError, match="not a text file: invalid UTF-8 at byte"):
+        modelfile.load_estimate(path)
+    text = MODEL.read_text().replace('"name": "python"', '"name": "py\\ud800thon"', 1)
+    with pytest.raises(ModelFileError, match=r"field 'workload.name': not text: a lone surrogate"):
+        modelfile.load_estimate(write(tmp_path, text))
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    text = MODEL.read_text().replace('"dof": ', '"dof": 1, "dof": ', 1)
+    with pytest.raises(ModelFileError, match="the key 'dof' appears twice in one object"):
+        modelfile.load_estimate(write(tmp_path, text))

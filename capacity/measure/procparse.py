@@ -16,6 +16,30 @@ from capacity.records import HostMemory, MemoryRollup
 # PF_KTHREAD in include/linux/sched.h: the flags field of /proc/PID/stat marks kernel threads.
 PF_KTHREAD = 0x00200000
 
+# Every figure capplan reads is a count or a size the kernel prints unsigned: at most 20
+# decimal digits, and (once a kB count is made bytes) below 2**63, where the codec bounds
+# what a model file may hold. A sign, a 5,000-digit number (whose int() is a ValueError
+# beyond sys.get_int_max_str_digits) or a size of 2**63 bytes or more is not this kernel
+# writing: ParseError, not a figure that says "the workers cost no memory".
+MAX_VALUE = 2**63 - 1
+
+
+def _number(text: bytes, path: str, what: str) -> int:
+    """A decimal the kernel printed: ASCII digits only (``int`` would take ``-5``, ``+5``,
+    ``5_000`` and surrounding blanks), at most 20 of them, below 2**63."""
+    if not text.isdigit() or len(text) > 20:
+        raise ParseError(path, f"bad value for {what}")
+    value = int(text)
+    if value > MAX_VALUE:
+        raise ParseError(path, f"value for {what} out of range")
+    return value
+
+
+def _kib(count: int, path: str, what: str) -> int:
+    if count > MAX_VALUE >> 10:
+        raise ParseError(path, f"value for {what} out of range")
+    return count * 1024
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ProcStat:
@@ -91,33 +115,32 @@ def parse_stat(data: bytes, path: str = "stat") -> ProcStat:
     """
     try:
         head, _, rest = data.rpartition(b")")
-        pid_text, _, comm = head.partition(b" (")
+        pid_text, sep, comm = head.partition(b" (")
         fields = rest.split()
         # fields[0] is field 3 of proc(5) (state); field N is fields[N - 3].
+        if not sep or not head:
+            raise IndexError
         return ProcStat(
-            pid=int(pid_text),
+            pid=_number(pid_text, path, "pid"),
             comm=comm.decode("utf-8", "replace"),
             state=fields[0].decode("ascii", "replace"),
-            ppid=int(fields[1]),
-            pgrp=int(fields[2]),
-            session=int(fields[3]),
-            flags=int(fields[6]),
-            num_threads=int(fields[17]),
-            start_ticks=int(fields[19]),
-            rss_pages=int(fields[21]),
+            ppid=_number(fields[1], path, "ppid"),
+            pgrp=_number(fields[2], path, "pgrp"),
+            session=_number(fields[3], path, "session"),
+            flags=_number(fields[6], path, "flags"),
+            num_threads=_number(fields[17], path, "num_threads"),
+            start_ticks=_number(fields[19], path, "starttime"),
+            rss_pages=_number(fields[21], path, "rss"),
         )
-    except (ValueError, IndexError):
+    except IndexError:
         raise ParseError(path, "not in the format of proc(5)") from None
 
 
 def _kb_line_value(value: bytes, path: str, key: str) -> int:
     parts = value.split()
-    try:
-        number = int(parts[0])
-    except (ValueError, IndexError):
-        raise ParseError(path, f"bad value for {key}") from None
+    number = _number(parts[0] if parts else b"", path, key)
     if len(parts) > 1 and parts[1].lower() == b"kb":
-        return number * 1024
+        return _kib(number, path, key)
     return number
 
 
@@ -164,6 +187,8 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
         name, state, tgid, pid, ppid, uid, euid, rss, anon, file, shmem, pte, swap, threads = (
             match.groups()
         )
+        if max(len(number) for number in match.groups()[2:]) > 15:  # < 2**63 bytes as kB
+            return _parse_status_lines(data, path)
         return ProcStatus(
             name=name.strip().decode("utf-8", "replace"),
             state=state.decode("ascii", "replace"),
@@ -181,6 +206,10 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
             vm_swap_bytes=int(swap) * 1024,
             has_mm=True,
         )
+    return _parse_status_lines(data, path)
+
+
+def _parse_status_lines(data: bytes, path: str) -> ProcStatus:
     values = _status_values(data)
 
     def need(key: bytes) -> bytes:
@@ -192,16 +221,18 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
         value = values.get(key)
         if value is None:
             return 0
-        if value.endswith(b" kB") and value[:-3].isdigit():  # always, from a kernel
+        if value.endswith(b" kB") and value[:-3].isdigit() and len(value) <= 18:  # a kernel's
             return int(value[:-3]) * 1024
         return _kb_line_value(value, path, key.decode())
 
     def ids(key: bytes) -> tuple[int, int]:
-        parts = values.get(key, b"0 0").split()
-        try:
-            return int(parts[0]), int(parts[1] if len(parts) > 1 else parts[0])
-        except (ValueError, IndexError):
-            raise ParseError(path, f"bad value for {key.decode()}") from None
+        parts = values.get(key, b"0 0").split() or [b""]
+        name = key.decode()
+        return _number(parts[0], path, name), _number(parts[min(1, len(parts) - 1)], path, name)
+
+    def number(key: bytes, default: bytes | None = None) -> int:
+        text = values.get(key, default) if default is not None else need(key)
+        return _number(text if text is not None else b"", path, key.decode())
 
     uid, euid = ids(b"Uid")
     try:
@@ -209,12 +240,12 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
             # Name is escaped by the kernel (\n as "\\n"); it stays raw and untrusted here.
             name=need(b"Name").decode("utf-8", "replace"),
             state=need(b"State")[:1].decode("ascii", "replace"),
-            tgid=int(need(b"Tgid")),
-            pid=int(need(b"Pid")),
-            ppid=int(need(b"PPid")),
+            tgid=number(b"Tgid"),
+            pid=number(b"Pid"),
+            ppid=number(b"PPid"),
             uid=uid,
             euid=euid,
-            threads=int(values.get(b"Threads", b"1")),
+            threads=number(b"Threads", b"1"),
             vm_rss_bytes=size(b"VmRSS"),
             rss_anon_bytes=size(b"RssAnon"),  # RssAnon/RssFile/RssShmem: since Linux 4.5
             rss_file_bytes=size(b"RssFile"),
@@ -281,7 +312,7 @@ def parse_smaps_rollup(data: bytes, path: str = "smaps_rollup") -> MemoryRollup:
         for key, value in matches:
             name = _ROLLUP_FIELDS.get(key)
             if name is not None:
-                found[name] = int(value) * 1024
+                found[name] = _kib(_number(value, path, key.decode()), path, key.decode())
     else:
         found = _parse_kb_fields(data.splitlines(), path)
     for required in ("rss_bytes", "pss_bytes"):
@@ -296,17 +327,31 @@ def _parse_maps_line(line: bytes, path: str) -> Mapping:
     parts = line.split(None, 5)
     try:
         start_text, _, end_text = parts[0].partition(b"-")
+        start, end = _hex(start_text), _hex(end_text)
+        if end < start:
+            raise ValueError
         return Mapping(
-            start=int(start_text, 16),
-            end=int(end_text, 16),
+            start=start,
+            end=end,
             perms=parts[1].decode("ascii", "replace"),
-            offset=int(parts[2], 16),
+            offset=_hex(parts[2]),
             dev=parts[3].decode("ascii", "replace"),
-            inode=int(parts[4]),
+            inode=_number(parts[4], path, "inode"),
             path=parts[5].decode("utf-8", "replace") if len(parts) > 5 else "",
         )
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, ParseError):
         raise ParseError(path, f"bad mapping line {line[:60]!r}") from None
+
+
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _hex(text: bytes) -> int:
+    """An address or offset as maps prints it: 1 to 16 hex digits (``int(x, 16)`` would
+    take ``0x``, signs, underscores and any length)."""
+    if not 0 < len(text) <= 16 or not _HEX_DIGITS.issuperset(text):
+        raise ValueError(text)
+    return int(text, 16)
 
 
 def parse_maps(data: bytes, path: str = "maps") -> list[Mapping]:
@@ -336,10 +381,8 @@ def parse_smaps(data: bytes, path: str = "smaps") -> list[SmapsEntry]:
         if len(parts) == 3 and parts[2] == b"kB":
             name = _KB_KEYS.get(parts[0])
             if name is not None and fields is not None:
-                try:
-                    fields[name] = int(parts[1]) * 1024
-                except ValueError:
-                    raise ParseError(path, f"bad value for {parts[0][:-1].decode()}") from None
+                what = parts[0][:-1].decode()
+                fields[name] = _kib(_number(parts[1], path, what), path, what)
             continue
         head = parts[0]
         if b"-" in head and not head.endswith(b":"):
@@ -369,12 +412,20 @@ def rollup_from_smaps(entries: list[SmapsEntry]) -> MemoryRollup:
     return MemoryRollup(**totals)
 
 
+_MEMINFO_KEYS = frozenset(
+    b"MemTotal MemAvailable MemFree Buffers Cached SwapTotal SwapFree PageTables KernelStack "
+    b"SUnreclaim".split()
+)
+
+
 def parse_meminfo(data: bytes, path: str = "meminfo") -> HostMemory:
-    """Parse /proc/meminfo."""
+    """Parse /proc/meminfo: the lines capplan uses, each strictly (``Key: N kB``); the
+    others are not read, so a kernel's odd figure in one of them (Committed_AS has been
+    printed as 2**64 - N) does not stop a measurement."""
     values: dict[bytes, int] = {}
     for line in data.splitlines():
         key, sep, value = line.partition(b":")
-        if sep:
+        if sep and key in _MEMINFO_KEYS and key not in values:
             values[key] = _kb_line_value(value, path, key.decode())
     if b"MemTotal" not in values:
         raise ParseError(path, "missing field MemTotal")
