@@ -201,6 +201,18 @@ HOSTILE_NUMBERS = (
 )
 
 
+NUMBER = re.compile(rb"[0-9a-f]+")
+DIGITS = re.compile(rb"\d+")
+JSON_NUMBER = re.compile(rb": [-0-9.e]+")
+
+
+def _next(pattern: re.Pattern[bytes], data: bytes, position: int) -> tuple[int, int] | None:
+    """The span of the first match at or after ``position`` (or the first of all): drawing
+    a position is cheaper than listing every match of a 50 kB file for each example."""
+    match = pattern.search(data, position) or pattern.search(data)
+    return match.span() if match else None
+
+
 @st.composite
 def mutated(draw: st.DrawFn, originals: list[bytes]) -> bytes:
     """A captured file damaged the ways a file gets damaged, one to four times."""
@@ -212,9 +224,9 @@ def mutated(draw: st.DrawFn, originals: list[bytes]) -> bytes:
             )
         )
         if op == "number":
-            runs = [m.span() for m in re.finditer(rb"[0-9a-f]+", data)]
-            if runs:
-                start, end = draw(st.sampled_from(runs))
+            found = _next(NUMBER, data, draw(st.integers(0, len(data))))
+            if found is not None:
+                start, end = found
                 new = draw(st.sampled_from(HOSTILE_NUMBERS) | st.binary(max_size=8))
                 data = data[:start] + new + data[end:]
         elif op == "flip" and data:
@@ -313,6 +325,17 @@ def test_figures_a_kernel_never_prints_are_refused(
 def test_meminfo_ignores_a_line_it_does_not_use() -> None:
     data = b"MemTotal: 1000 kB\nCommitted_AS: 18446744073709551615 kB\n\xff\xfe: x\n"
     assert procparse.parse_meminfo(data).mem_total_bytes == 1000 * 1024
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="cgroup.parse_mounts joins the mount point into a Path and reads "
+    "cgroup.controllers there: a NUL byte in it is ValueError (embedded null byte), "
+    "which _read_text does not catch (it catches OSError); fix in capacity/measure/cgroup.py",
+)
+def test_a_nul_in_a_cgroup2_mount_point() -> None:
+    cgroup.parse_mounts(b"cgroup2 /sys/fs/cg\0x cgroup2 rw 0 0\n", Path("/nonexistent"))
 
 
 # --------------------------------------------------------------------------- (b) decoder
@@ -650,15 +673,15 @@ def damaged_bytes(draw: st.DrawFn) -> bytes:
             i = draw(st.integers(0, len(data)))
             data = data[:i] + draw(st.binary(min_size=1, max_size=8)) + data[i:]
         elif op == "number":
-            runs = [m.span() for m in re.finditer(rb"\d+", data)]
-            if runs:
-                start, end = draw(st.sampled_from(runs))
+            found = _next(DIGITS, data, draw(st.integers(0, len(data))))
+            if found is not None:
+                start, end = found
                 new = draw(st.sampled_from([b"9" * 5000, b"-1", b"1e400", b"18446744073709551616"]))
                 data = data[:start] + new + data[end:]
         elif op == "constant":
-            runs = [m.span() for m in re.finditer(rb": [-0-9.e]+", data)]
-            if runs:
-                start, end = draw(st.sampled_from(runs))
+            found = _next(JSON_NUMBER, data, draw(st.integers(0, len(data))))
+            if found is not None:
+                start, end = found
                 new = b": " + draw(
                     st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"[" * 3000])
                 )
