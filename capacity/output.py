@@ -91,6 +91,11 @@ def plan(
     return Target(path, "replace", force)
 
 
+# Links through these name one of capplan's own open descriptors (/dev/stdout is a link to
+# /proc/self/fd/1): writing through them writes to what the caller redirected there.
+_DESCRIPTOR_LINKS = ("/proc/self/fd/", "/proc/thread-self/fd/", "/dev/fd/", "/dev/std")
+
+
 def _plan_link(path: Path) -> Target:
     try:
         followed = path.stat()
@@ -99,12 +104,26 @@ def _plan_link(path: Path) -> Target:
     if followed is not None and not (
         stat.S_ISREG(followed.st_mode) or stat.S_ISDIR(followed.st_mode)
     ):
-        return Target(path, "stream")  # e.g. /dev/stdout: write through the link
+        return Target(path, "stream")  # a link to a device, FIFO or socket
+    if followed is not None and stat.S_ISREG(followed.st_mode) and _names_a_descriptor(path):
+        return Target(path, "stream")  # /dev/stdout redirected to a file: append to it
     target = os.readlink(path)
     raise CapplanError(
         f"{path} is a symbolic link (to {target}): capplan does not replace links",
         hint="give the file itself, not a link to it",
     )
+
+
+def _names_a_descriptor(path: Path) -> bool:
+    hop = str(path)
+    for _ in range(8):  # /dev/stdout -> /proc/self/fd/1 -> the file
+        if hop.startswith(_DESCRIPTOR_LINKS):
+            return True
+        try:
+            hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
+        except OSError:
+            return False
+    return False
 
 
 def _check_directory(path: Path, example: str) -> None:
@@ -165,7 +184,9 @@ def _write_fd(fd: int, payload: bytes) -> None:
 def _write_stream(path: Path, payload: bytes) -> None:
     # O_NONBLOCK: opening a FIFO nobody reads fails at once (ENXIO) instead of hanging.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # O_APPEND: through /dev/stdout into a regular file, write where the shell's
+        # redirection left off (the end), never over what is there.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         if err.errno == errno.ENXIO:
             raise OSError(err.errno, "nothing is reading that FIFO") from None
