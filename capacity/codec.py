@@ -64,6 +64,15 @@ def from_jsonable(cls: type[T], data: Any, path: str = "") -> T:
 
 
 def _decode(tp: Any, data: Any, path: str) -> Any:
+    # The common case first: a well-formed int, float or str field (a model of 2,000
+    # processes x 10 samples holds half a million), without the general dispatch below.
+    kind = type(data)
+    if tp is int and kind is int:
+        return data if -MAX_INTEGER <= data <= MAX_INTEGER else _out_of_range(data, path)
+    if tp is float and kind is float and math.isfinite(data):
+        return data
+    if tp is str and kind is str and data.isascii():
+        return data
     origin = typing.get_origin(tp)
     if tp is Any:
         return data

@@ -131,9 +131,9 @@ def check_estimate(estimate: Estimate) -> None:
 
 # The largest model file capplan reads. A model saved from 2,000 processes x 10 samples
 # (the committed demo model's worker record repeated: 1.28 kB per process per sample, as
-# ``codec.dumps`` indents it) is 25.6 MB, and loads in about 4 s; 128 MiB is five times
-# that. A 200 MB model took 780 MB of memory and 17 s to load (issue 11): bigger files are
-# refused before they are read.
+# ``codec.dumps`` indents it) is 25.6 MB, and loads in 1.7 s of CPU and 100 MB of memory;
+# 128 MiB is five times that. A 200 MB model took 780 MB of memory and 17 s to load (issue
+# 11): bigger files are refused before they are read.
 MAX_MODEL_BYTES = 128 * 1024 * 1024
 
 # What a path that is not a regular file is, in the words of the error.
