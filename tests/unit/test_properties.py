@@ -248,7 +248,7 @@ def mutated(draw: st.DrawFn, originals: list[bytes]) -> bytes:
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
-@fuzz(40)
+@fuzz(25)
 @given(data=st.binary(max_size=300))
 def test_parser_takes_any_bytes(name: str, data: bytes) -> None:
     CASES["parser any bytes"] += 1
@@ -256,7 +256,7 @@ def test_parser_takes_any_bytes(name: str, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
-@fuzz(50)
+@fuzz(30)
 @given(choice=st.data())
 def test_parser_takes_damaged_captured_files(name: str, choice: st.DataObject) -> None:
     CASES["parser damaged file"] += 1
@@ -556,14 +556,14 @@ def no_plot() -> Iterator[None]:
         yield
 
 
-@fuzz(80)
+@fuzz(50)
 @given(doc=json_values)
 def test_decoder_takes_any_json_value(doc: Any) -> None:
     CASES["decoder any value"] += 1
     assert _decode(doc) is None  # nothing random is a model
 
 
-@fuzz(80)
+@fuzz(50)
 @given(value=json_values, field=st.sampled_from(OTHER_PATHS[1:]))
 def test_decoder_takes_any_value_in_any_field(value: Any, field: tuple[Any, ...]) -> None:
     CASES["decoder any value in a field"] += 1
@@ -572,7 +572,7 @@ def test_decoder_takes_any_value_in_any_field(value: Any, field: tuple[Any, ...]
     _decode(doc)
 
 
-@fuzz(50)
+@fuzz(30)
 @given(doc=damaged_model())
 def test_every_accepted_model_renders_in_every_format(no_plot: None, doc: dict[str, Any]) -> None:
     CASES["damaged model rendered"] += 1
@@ -689,7 +689,7 @@ def damaged_bytes(draw: st.DrawFn) -> bytes:
     return data
 
 
-@fuzz(80)
+@fuzz(50)
 @given(data=st.binary(max_size=200) | damaged_bytes())
 def test_load_estimate_takes_any_bytes(
     tmp_path_factory: pytest.TempPathFactory, data: bytes
