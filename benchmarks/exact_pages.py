@@ -28,12 +28,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from capacity.measure import pages, sharing
+from capacity.measure.procfs import read_stat
+from capacity.measure.workload import launched_demo
 
-from capacity.measure import pages, sharing  # noqa: E402
-from capacity.measure.procfs import read_stat  # noqa: E402
-from capacity.measure.workload import launched_demo  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:

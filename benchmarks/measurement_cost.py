@@ -9,7 +9,7 @@ Run as root from the repository root, with the Python that has capplan's depende
 
 It installs what is missing: ``smem`` with apt-get, ``ps_mem`` and ``psutil`` with pip.
 
-Workloads (``benchmarks/forkserver.py``, a pre-forking server whose idle workers block in
+Workloads (``capacity/testing/forkserver.py --idle``, a pre-forking server whose idle workers block in
 ``read()``, so they cost no CPU while they are measured): 10, 100 and 500 workers of a
 typical small Python worker (``--shared 16M --private 4M``: about 30 MiB resident each);
 150 small workers (``--shared 1M --private 0``, issue 7's goal for the exact path); and
@@ -72,19 +72,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capacity.measure import pages, parallel, procfs, sampler
+from capacity.measure.workload import Selector
+from capacity.model import fitting as model
+from capacity.records import HostMemory
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Child processes (capplan, smem's python) import this checkout's package too.
 os.environ["PYTHONPATH"] = str(REPO) + (
     os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
 )
 
-from capacity.measure import pages, parallel, procfs, sampler  # noqa: E402
-from capacity.measure.workload import Selector  # noqa: E402
-from capacity.model import fitting as model  # noqa: E402
-from capacity.records import HostMemory  # noqa: E402
-
 PYTHON = sys.executable
-FORKSERVER = REPO / "benchmarks" / "forkserver.py"
+FORKSERVER = REPO / "capacity" / "testing" / "forkserver.py"
 MiB = 1 << 20
 
 
@@ -159,7 +159,7 @@ class Workload:
 def started(label: str, workers: int, shared: str, private: str) -> Iterator[Workload]:
     """The fork server with ``workers`` workers; its whole process group dies afterwards."""
     tag = f"capplan-bench-{os.getpid()}-{random.randrange(1 << 30):x}"
-    command = [PYTHON, str(FORKSERVER), "--workers", str(workers), "--shared", shared]
+    command = [PYTHON, str(FORKSERVER), "--idle", "--workers", str(workers), "--shared", shared]
     command += ["--private", private, "--tag", tag]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
@@ -765,7 +765,7 @@ def write_report(
         "",
         "## Method",
         "",
-        f"Each workload is `benchmarks/forkserver.py` (idle workers blocked in `read()`, no CPU)."
+        f"Each workload is `capacity/testing/forkserver.py --idle` (idle workers blocked in `read()`, no CPU)."
         f" Every tool measures the same processes, once per round, {repeats} rounds; figures are"
         " medians with the range. **in-process** rows are `time.perf_counter` inside one Python"
         " process with capplan already imported: the read itself, no interpreter start-up."

@@ -35,7 +35,8 @@ import sys
 import time
 from collections.abc import Callable
 
-PAGE = mmap.PAGESIZE
+from capacity.mmaps import PAGE, anonymous, read_all, touch
+
 RESPONSE = (
     b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
     b"Connection: close\r\n\r\nok\n"
@@ -50,31 +51,6 @@ def _parse_size(text: str) -> int:
     return parse_size(text)
 
 
-def _anonymous(size: int, shared: bool = False) -> mmap.mmap | None:
-    if size <= 0:
-        return None
-    flags = (mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE) | mmap.MAP_ANONYMOUS
-    region = mmap.mmap(-1, size, flags=flags)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        region.madvise(mmap.MADV_NOHUGEPAGE)
-    return region
-
-
-def touch(region: mmap.mmap | None, size: int, seed: int) -> None:
-    """Write one distinct byte in every page of the first ``size`` bytes."""
-    if region is None:
-        return
-    for index, offset in enumerate(range(0, min(size, len(region)), PAGE)):
-        region[offset] = (seed + index) % 251 + 1
-
-
-def read_all(region: mmap.mmap | None) -> int:
-    """Read one byte per page, so the pages are mapped in this process too."""
-    if region is None:
-        return 0
-    return sum(region[offset] for offset in range(0, len(region), PAGE))
-
-
 def _worker(
     args: argparse.Namespace,
     heap: mmap.mmap | None,
@@ -86,7 +62,7 @@ def _worker(
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     touch(heap, int(args.dirty * args.shared), seed=number + 7)
-    private = _anonymous(args.private)
+    private = anonymous(args.private)
     touch(private, args.private, seed=number + 13)
     read_all(shm)
     os.write(ready_fd, b"x")
@@ -213,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.port is not None:
         args.listener = socket.create_server(("127.0.0.1", args.port), backlog=128)
 
-    heap = _anonymous(args.shared)
+    heap = anonymous(args.shared)
     touch(heap, args.shared, seed=1)
-    shm = _anonymous(args.shm, shared=True)
+    shm = anonymous(args.shm, shared=True)
     touch(shm, args.shm, seed=3)
 
     read_fd, write_fd = os.pipe()
@@ -248,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     os.close(read_fd)
     if args.listener is not None and args.workers == 0:
         # One-process server: the parent holds the private memory and serves itself.
-        private = _anonymous(args.private)
+        private = anonymous(args.private)
         touch(private, args.private, seed=13)
         os.write(1, f"ready {os.getpid()}\n".encode())
         serve(args.listener, Grower(heap, args.shared, args, seed=29), args.request_delay)

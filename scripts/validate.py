@@ -10,7 +10,7 @@ For each workload:
    Repeat, each time in a fresh cgroup, and report min / median / max.
 
    * Workloads that can add a worker on demand grow one worker at a time while ``ab``
-     loads them without pause: tests/workloads/forkserver.py (the ``add`` command) and
+     loads them without pause: capacity/testing/forkserver.py (the ``add`` command) and
      gunicorn (SIGTTIN adds one worker). After each added worker we wait until the load has
      reached it (every worker has served its warm-up requests) and then check the OOM count.
    * apache2 prefork and php-fpm cannot add exactly one worker to a running instance
@@ -59,15 +59,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
+from capacity import __version__
+from capacity.measure.cgroup import OwnCgroup, detect_layout, temporary_cgroup
+from capacity.output import write_file
+from capacity.testing import servers  # the same launchers the tests use
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-import servers  # noqa: E402  (tests/servers.py: the same launchers the tests use)
-from tabulate import tabulate  # noqa: E402
-
-from capacity import __version__  # noqa: E402
-from capacity.measure.cgroup import OwnCgroup, detect_layout, temporary_cgroup  # noqa: E402
-from capacity.output import write_file  # noqa: E402
 
 MiB = 1024 * 1024
 POINT_TOLERANCE = 0.05

@@ -1,6 +1,6 @@
 """Capture a process tree's /proc files, and the host files capplan reads, into a fixture tree.
 
-    python tests/capture.py --pid PID --out tests/fixtures/hosts/NAME [--scrub-cmdline]
+    python -m capacity.testing.capture --pid PID --out tests/fixtures/hosts/NAME [--scrub-cmdline]
 
 The output mirrors ``/``: ``proc/PID/{stat,status,smaps_rollup,smaps,maps,cmdline,cgroup}``
 for PID and its descendants, ``proc/meminfo``, ``proc/mounts`` (cgroup lines only),

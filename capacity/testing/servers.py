@@ -36,7 +36,7 @@ from pathlib import Path
 from capacity.measure.cgroup import OwnCgroup
 
 HERE = Path(__file__).resolve().parent
-FORKSERVER = HERE / "workloads" / "forkserver.py"
+FORKSERVER = HERE / "forkserver.py"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 WWW_USER = "www-data"
 
@@ -73,7 +73,7 @@ def php_fpm_binary() -> str:
 
 def gunicorn_available() -> None:
     try:
-        import gunicorn  # noqa: F401
+        import gunicorn  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise ServerUnavailable(
             "gunicorn is not installed: pip install gunicorn (it is in the 'test' extra)"
@@ -669,7 +669,7 @@ def gunicorn(
 
 @dataclasses.dataclass
 class ForkServer(Server):
-    """tests/workloads/forkserver.py: adds one worker per ``add()``."""
+    """capacity/testing/forkserver.py: adds one worker per ``add()``."""
 
     def _ask(self, command: str, answer: str, timeout: float = 60.0) -> list[str]:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -714,7 +714,7 @@ def _read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
 def forkserver(
     *args: str, workers: int = 2, cgroup: OwnCgroup | None = None, timeout: float = 120.0
 ) -> Iterator[ForkServer]:
-    """Start tests/workloads/forkserver.py with ``args`` and ``workers`` initial workers."""
+    """Start capacity/testing/forkserver.py with ``args`` and ``workers`` initial workers."""
     with private_dir("capplan-forkserver-") as workdir:
         log = workdir / "stderr.log"
         with log.open("ab") as errors:
