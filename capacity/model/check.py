@@ -73,7 +73,9 @@ def welch(
     """
     from scipy import stats
 
-    if baseline_se <= 0 and current_se <= 0:
+    # Squared, as the test uses them: a standard error so small that its square is 0.0
+    # (5e-324) is no spread either, not a division of 0 by 0.
+    if baseline_se**2 <= 0 and current_se**2 <= 0:
         return None, None, (0.0 if current != baseline else 1.0)
     n1, n2 = baseline_dof + 1, current_dof + 1
     result = stats.ttest_ind_from_stats(
