@@ -26,6 +26,7 @@ LAYERS: dict[str, set[str]] = {
     "model": {"bottom"},
     "render": {"bottom", "model"},
     "app": {"bottom", "measure", "model", "render"},
+    "testing": {"bottom", "measure", "model", "render", "app"},
     "cli": {"bottom", "measure", "model", "render", "app"},
 }
 TOP = {"cli", "cli_options", "__main__"}
