@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Literal
+from typing import ClassVar, Literal
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = (1,)
@@ -142,19 +142,60 @@ class ProcessMemory:
     # more page-table page in another instance, whose ASLR layout differs.
     address_regions: int | None = None
 
+
+KernelSource = Literal["estimate", "cgroup"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SlabCalibration:
+    """How far the per-process slab estimate is trusted: ``factor`` scales every process's
+    ``slab_bytes``; ``source`` says where it came from ("estimate": uncalibrated, factor 1;
+    "cgroup": measured against the workload's own cgroup, see ``accounting``).
+    ``SlabCalibration.UNCALIBRATED`` is the estimate as it is."""
+
+    factor: float
+    source: KernelSource
+
+    UNCALIBRATED: ClassVar[SlabCalibration]
+
+
+SlabCalibration.UNCALIBRATED = SlabCalibration(factor=1.0, source="estimate")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessCost:
+    """What the host gets back when one process exits, by part (``accounting.process_cost``):
+    its own pages (USS and private hugetlb pages) and the kernel memory no page count shows
+    (page tables, kernel stack, slab as calibrated).
+
+    ``calibrated_slab`` is the slab estimate times the calibration, not rounded: the
+    breakdown's means are taken before rounding. ``slab_bytes`` is it rounded, as every
+    total counts it."""
+
+    uss_bytes: int
+    private_hugetlb_bytes: int
+    page_tables_bytes: int
+    kernel_stack_bytes: int
+    calibrated_slab: float
+
     @property
-    def uss_bytes(self) -> int:
-        return self.rollup.uss_bytes
+    def own_bytes(self) -> int:
+        """The pages only this process maps: USS plus private hugetlb pages."""
+        return self.uss_bytes + self.private_hugetlb_bytes
+
+    @property
+    def slab_bytes(self) -> int:
+        return round(self.calibrated_slab)
 
     @property
     def kernel_bytes(self) -> int:
-        """Kernel memory this process costs that no per-process page count shows."""
+        """Page tables, kernel stack and calibrated slab."""
         return self.page_tables_bytes + self.kernel_stack_bytes + self.slab_bytes
 
     @property
-    def marginal_bytes(self) -> int:
-        """What the host gets back when this process exits: private pages plus kernel."""
-        return self.rollup.uss_bytes + self.kernel_bytes
+    def total_bytes(self) -> int:
+        """A worker's marginal cost: its own pages plus its kernel memory."""
+        return self.own_bytes + self.kernel_bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,7 +349,7 @@ class Breakdown:
     per_instance_page_tables_bytes: int
     per_instance_kernel_stack_bytes: int
     per_instance_slab_bytes: int
-    kernel_source: Literal["estimate", "cgroup"]
+    kernel_source: KernelSource
     fixed_parent_bytes: int
     fixed_shared_bytes: int
     fixed_kernel_bytes: int

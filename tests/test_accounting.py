@@ -12,7 +12,14 @@ import pytest
 
 from capacity.model import accounting
 from capacity.model.fitting import fit, predict
-from capacity.records import Budget, CgroupMemory, MemoryRollup, ProcessMemory, Snapshot
+from capacity.records import (
+    Budget,
+    CgroupMemory,
+    MemoryRollup,
+    ProcessMemory,
+    SlabCalibration,
+    Snapshot,
+)
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -95,11 +102,14 @@ def test_file_pages_are_paid_once_but_kept_out_of_fixed() -> None:
     # Fixed: the parent's anon (1 MiB), the shared anon once (2 MiB), the parent's kernel.
     assert points.base == pytest.approx(3 * MiB + parent_kernel, abs=KiB)
     assert points.increments == (2 * MiB + parent_kernel,) * 4
-    breakdown = accounting.smaps_breakdown([snap], None)
+    breakdown = accounting.smaps_breakdown([snap], SlabCalibration.UNCALIBRATED)
     assert breakdown.fixed_parent_bytes == 1 * MiB
     assert breakdown.fixed_shared_bytes == pytest.approx(2 * MiB, abs=KiB)
     assert breakdown.fixed_file_bytes == pytest.approx(7 * MiB, abs=KiB)
-    assert accounting.reclaimable_once([snap], None) == breakdown.fixed_file_bytes
+    assert (
+        accounting.reclaimable_once([snap], SlabCalibration.UNCALIBRATED)
+        == breakdown.fixed_file_bytes
+    )
 
 
 def test_a_workers_private_file_pages_stay_in_its_own_cost() -> None:
@@ -121,8 +131,8 @@ def test_a_workers_private_file_pages_stay_in_its_own_cost() -> None:
     # In the worker's USS (what it adds), not a second time in the page cache paid once.
     assert accounting.file_cache_once(changed) == accounting.file_cache_once(snap)
     assert (
-        accounting.marginal_cost(changed.workers[0])
-        == accounting.marginal_cost(snap.workers[0]) + 512 * KiB
+        accounting.process_cost(changed.workers[0]).total_bytes
+        == accounting.process_cost(snap.workers[0]).total_bytes + 512 * KiB
     )
 
 
@@ -130,8 +140,8 @@ def test_cgroup_lowers_a_too_high_slab_estimate() -> None:
     estimated = 5 * 40 * KiB
     tables_and_stacks = 5 * (50 + 16) * KiB
     snap = snapshot(kernel=tables_and_stacks + estimated // 2)
-    assert accounting.slab_calibration([snap]) == pytest.approx(0.5)
-    assert accounting.unexplained_kernel(snap, 0.5) == 0
+    assert accounting.slab_calibration([snap]).factor == pytest.approx(0.5)
+    assert accounting.unexplained_kernel(snap, SlabCalibration(factor=0.5, source="cgroup")) == 0
 
 
 def test_cgroup_never_raises_the_slab_estimate() -> None:
@@ -140,15 +150,16 @@ def test_cgroup_never_raises_the_slab_estimate() -> None:
     tables_and_stacks = 5 * (50 + 16) * KiB
     excess = 3 * MiB  # dentries, inodes, sockets: none of it belongs to one worker
     snap = snapshot(kernel=tables_and_stacks + estimated + excess)
-    factor = accounting.slab_calibration([snap])
+    calibration = accounting.slab_calibration([snap])
+    factor = calibration.factor
     assert factor == 1.0
-    assert accounting.unexplained_kernel(snap, factor) == excess
-    (points,) = accounting.smaps_points([snap], factor)
+    assert accounting.unexplained_kernel(snap, calibration) == excess
+    (points,) = accounting.smaps_points([snap], calibration)
     assert points.increments == (2 * MiB + (50 + 16 + 40) * KiB,) * 4
-    breakdown = accounting.smaps_breakdown([snap], factor)
+    breakdown = accounting.smaps_breakdown([snap], calibration)
     assert breakdown.kernel_source == "cgroup"
     assert breakdown.fixed_unexplained_kernel_bytes == excess
-    assert accounting.reclaimable_once([snap], factor) == breakdown.fixed_file_bytes + excess
+    assert accounting.reclaimable_once([snap], calibration) == breakdown.fixed_file_bytes + excess
 
 
 def test_conservative_prediction_keeps_the_reclaimable_part() -> None:
@@ -163,7 +174,7 @@ def test_conservative_prediction_keeps_the_reclaimable_part() -> None:
         reserve_source="test",
     )
     plain = predict(model, budget)
-    reclaimable = accounting.reclaimable_once(snaps, None)
+    reclaimable = accounting.reclaimable_once(snaps, SlabCalibration.UNCALIBRATED)
     kept = predict(dataclasses.replace(model, reclaimable_bytes=reclaimable), budget)
     assert kept.max_instances == plain.max_instances  # the point answer does not keep it
     per_worker = model.per_instance_bytes

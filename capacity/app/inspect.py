@@ -234,8 +234,8 @@ def _max_workers(
     """N_max from this one sample, as ``capplan estimate`` would predict it."""
     workers = len(snapshot.workers)
     try:
-        factor = accounting.slab_calibration([snapshot]) or 1.0
-        points = accounting.points_for(method, [snapshot], factor)
+        calibration = accounting.slab_calibration([snapshot])
+        points = accounting.points_for(method, [snapshot], calibration)
         model = fit(points, method, None)
         if snapshot.host is None:
             raise ModelError("no host memory figures")

@@ -37,7 +37,7 @@ The exact method, on the samples that carry an exact page walk (``Snapshot.pages
 ``k`` workers, leaving out pages shared with processes outside the workload (reported
 apart) and, as above, the file pages paid once (page cache, reclaimable), plus the same
 kernel memory (page tables, kernel stack, slab). The base is ``total(0)`` and worker k's
-increment ``total(k) - total(k-1)``, so ``model.fit`` takes both methods' points alike.
+increment ``total(k) - total(k-1)``, so ``fitting.fit`` takes both methods' points alike.
 """
 
 from __future__ import annotations
@@ -46,7 +46,16 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from capacity.model.fitting import SamplePoints
-from capacity.records import Breakdown, Method, ProcessMemory, Snapshot
+from capacity.records import (
+    Breakdown,
+    Method,
+    ProcessCost,
+    ProcessMemory,
+    SlabCalibration,
+    Snapshot,
+)
+
+UNCALIBRATED = SlabCalibration.UNCALIBRATED
 
 # The cgroup may lower the slab estimate (never below a fifth of it) but never raise it.
 CALIBRATION_LIMITS = (0.2, 1.0)
@@ -68,9 +77,9 @@ def measured_slab(snap: Snapshot) -> int | None:
     return None
 
 
-def slab_calibration(snapshots: Sequence[Snapshot]) -> float | None:
-    """Measured slab / estimated slab, at most 1, from the workload's own cgroup; None
-    without one."""
+def slab_calibration(snapshots: Sequence[Snapshot]) -> SlabCalibration:
+    """Measured slab / estimated slab, at most 1, from the workload's own cgroup; the
+    estimate as it is (``UNCALIBRATED``) without one."""
     factors = []
     for snap in snapshots:
         measured = measured_slab(snap)
@@ -78,17 +87,31 @@ def slab_calibration(snapshots: Sequence[Snapshot]) -> float | None:
         if measured is not None and measured > 0 and estimated > 0:
             factors.append(measured / estimated)
     if not factors:
-        return None
+        return UNCALIBRATED
     low, high = CALIBRATION_LIMITS
-    return min(max(statistics.median(factors), low), high)
+    return SlabCalibration(factor=min(max(statistics.median(factors), low), high), source="cgroup")
 
 
-def unexplained_kernel(snap: Snapshot, slab_factor: float = 1.0) -> int:
+def process_cost(
+    process: ProcessMemory, calibration: SlabCalibration = UNCALIBRATED
+) -> ProcessCost:
+    """What the host gets back when ``process`` exits, by part: the one definition of a
+    worker's cost (USS + private hugetlb + page tables + kernel stack + calibrated slab)."""
+    return ProcessCost(
+        uss_bytes=process.rollup.uss_bytes,
+        private_hugetlb_bytes=process.rollup.private_hugetlb_bytes,
+        page_tables_bytes=process.page_tables_bytes,
+        kernel_stack_bytes=process.kernel_stack_bytes,
+        calibrated_slab=process.slab_bytes * calibration.factor,
+    )
+
+
+def unexplained_kernel(snap: Snapshot, calibration: SlabCalibration = UNCALIBRATED) -> int:
     """Kernel memory the workload's own cgroup holds beyond its processes' slab estimate."""
     measured = measured_slab(snap)
     if measured is None:
         return 0
-    explained = sum(round(p.slab_bytes * slab_factor) for p in snap.processes)
+    explained = sum(process_cost(p, calibration).slab_bytes for p in snap.processes)
     return max(0, measured - explained)
 
 
@@ -113,16 +136,6 @@ def file_cache_once(snap: Snapshot) -> int:
     return sum(private_file(p) for p in snap.parents) + shared_file_once(snap.processes)
 
 
-def marginal_cost(process: ProcessMemory, slab_factor: float = 1.0) -> int:
-    return (
-        process.rollup.uss_bytes
-        + process.rollup.private_hugetlb_bytes
-        + process.page_tables_bytes
-        + process.kernel_stack_bytes
-        + round(process.slab_bytes * slab_factor)
-    )
-
-
 def shared_once(processes: Sequence[ProcessMemory]) -> int:
     """The workload's proportional share of its shared pages, each counted once."""
     shared = sum(max(p.rollup.pss_bytes - p.rollup.uss_bytes, 0) for p in processes)
@@ -135,34 +148,30 @@ def fork_order(processes: Sequence[ProcessMemory]) -> list[ProcessMemory]:
 
 
 def points_for(
-    method: Method, snapshots: Sequence[Snapshot], slab_factor: float = 1.0
+    method: Method, snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
 ) -> list[SamplePoints]:
     """The fit's points as ``method`` counts them: the one choice estimate and inspect share."""
     if method == Method.EXACT:
-        return exact_points(snapshots, slab_factor)
-    return smaps_points(snapshots, slab_factor)
+        return exact_points(snapshots, calibration)
+    return smaps_points(snapshots, calibration)
 
 
-def smaps_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> list[SamplePoints]:
+def smaps_points(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> list[SamplePoints]:
     points = []
     for snap in snapshots:
-        parents_cost = sum(marginal_cost(p, slab_factor) for p in snap.parents)
+        parents_cost = sum(process_cost(p, calibration).total_bytes for p in snap.parents)
         base = max(
             parents_cost + shared_once(snap.processes) - file_cache_once(snap),
-            sum(p.kernel_bytes for p in snap.parents),
+            # never below the parents' kernel memory, as estimated (not calibrated)
+            sum(process_cost(p).kernel_bytes for p in snap.parents),
         )
-        increments = tuple(marginal_cost(w, slab_factor) for w in fork_order(snap.workers))
+        increments = tuple(
+            process_cost(w, calibration).total_bytes for w in fork_order(snap.workers)
+        )
         points.append(SamplePoints(base=base, increments=increments))
     return points
-
-
-def kernel_cost(process: ProcessMemory, slab_factor: float = 1.0) -> int:
-    """The kernel memory a process costs beyond its pages: page tables, stack, slab."""
-    return (
-        process.page_tables_bytes
-        + process.kernel_stack_bytes
-        + round(process.slab_bytes * slab_factor)
-    )
 
 
 def exact_snapshots(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
@@ -172,13 +181,16 @@ def exact_snapshots(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
     ]
 
 
-def exact_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> list[SamplePoints]:
+def exact_points(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> list[SamplePoints]:
     points = []
     for snap in exact_snapshots(snapshots):
         pages = snap.pages
         assert pages is not None
         by_pid = {p.pid: p for p in snap.processes}
-        kernel = [kernel_cost(by_pid[pid], slab_factor) for pid in pages.pids]
+        # The page walk counts the pages; the kernel part is the processes' own.
+        kernel = [process_cost(by_pid[pid], calibration).kernel_bytes for pid in pages.pids]
         totals = pages.cumulative_bytes
         parent_kernel = sum(kernel[: pages.parent_count])
         worker_kernel = kernel[pages.parent_count :]
@@ -202,9 +214,10 @@ def exact_points(snapshots: Sequence[Snapshot], slab_factor: float = 1.0) -> lis
     return points
 
 
-def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) -> Breakdown:
+def exact_breakdown(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> Breakdown:
     """The smaps breakdown's shape, with the page parts from the exact walks."""
-    factor = 1.0 if slab_factor is None else slab_factor
     usable = exact_snapshots(snapshots)
 
     def mean(values: Sequence[float]) -> int:
@@ -220,23 +233,22 @@ def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
         assert pages is not None
         by_pid = {p.pid: p for p in snap.processes}
         totals = pages.cumulative_bytes
-        workers = [by_pid[pid] for pid in pages.pids[pages.parent_count :]]
+        costs = [process_cost(by_pid[pid], calibration) for pid in pages.pids]
+        workers = costs[pages.parent_count :]
         if len(pages.worker_private_bytes) == len(workers):
             increments.extend(pages.worker_private_bytes)
         else:
             increments.extend(totals[k] - totals[k - 1] for k in range(1, len(totals)))
         tables.extend(w.page_tables_bytes for w in workers)
         stacks.extend(w.kernel_stack_bytes for w in workers)
-        slabs.extend(w.slab_bytes * factor for w in workers)
-        parent_kernel.append(
-            sum(kernel_cost(by_pid[pid], factor) for pid in pages.pids[: pages.parent_count])
-        )
+        slabs.extend(w.calibrated_slab for w in workers)
+        parent_kernel.append(sum(c.kernel_bytes for c in costs[: pages.parent_count]))
     return Breakdown(
         per_instance_uss_bytes=mean(increments),
         per_instance_page_tables_bytes=mean(tables),
         per_instance_kernel_stack_bytes=mean(stacks),
         per_instance_slab_bytes=mean(slabs),
-        kernel_source="estimate" if slab_factor is None else "cgroup",
+        kernel_source=calibration.source,
         fixed_parent_bytes=mean(
             [s.pages.parent_only_bytes - s.pages.file_parent_only_bytes for s in usable if s.pages]
         ),
@@ -250,7 +262,7 @@ def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
             ]
         ),
         fixed_file_bytes=mean([s.pages.file_once_bytes for s in usable if s.pages]),
-        fixed_unexplained_kernel_bytes=mean([unexplained_kernel(s, factor) for s in usable]),
+        fixed_unexplained_kernel_bytes=mean([unexplained_kernel(s, calibration) for s in usable]),
         fixed_kernel_bytes=mean(parent_kernel),
         shared_outside_bytes=mean([s.pages.shared_outside_bytes for s in usable if s.pages]),
         shared_outside_pss_bytes=mean(
@@ -259,23 +271,25 @@ def exact_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
     )
 
 
-def exact_reclaimable_once(snapshots: Sequence[Snapshot], slab_factor: float | None) -> int:
+def exact_reclaimable_once(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> int:
     """``reclaimable_once`` for the exact method: the file pages paid once, counted from the
     page walk, and the kernel memory the cgroup holds beyond the workload's processes."""
-    factor = 1.0 if slab_factor is None else slab_factor
     values = [
-        s.pages.file_once_bytes + unexplained_kernel(s, factor)
+        s.pages.file_once_bytes + unexplained_kernel(s, calibration)
         for s in exact_snapshots(snapshots)
         if s.pages is not None
     ]
     return round(statistics.fmean(values)) if values else 0
 
 
-def reclaimable_once(snapshots: Sequence[Snapshot], slab_factor: float | None) -> int:
+def reclaimable_once(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> int:
     """Paid once, reclaimable before an OOM kill: page cache of the workload's files and
     the kernel memory its cgroup holds beyond its processes (mean over samples)."""
-    factor = 1.0 if slab_factor is None else slab_factor
-    values = [file_cache_once(s) + unexplained_kernel(s, factor) for s in snapshots]
+    values = [file_cache_once(s) + unexplained_kernel(s, calibration) for s in snapshots]
     return round(statistics.fmean(values)) if values else 0
 
 
@@ -296,36 +310,38 @@ def workload_totals(points: Sequence[SamplePoints]) -> list[int]:
     return [p.base + sum(p.increments) for p in points]
 
 
-def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) -> Breakdown:
-    factor = 1.0 if slab_factor is None else slab_factor
-
+def smaps_breakdown(
+    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+) -> Breakdown:
     def mean(values: list[float]) -> int:
         return round(statistics.fmean(values)) if values else 0
 
-    workers = [w for snap in snapshots for w in snap.workers]
-    parents = [(snap, snap.parents) for snap in snapshots]
+    workers = [process_cost(w, calibration) for snap in snapshots for w in snap.workers]
+    parents = [snap.parents for snap in snapshots]
     return Breakdown(
-        per_instance_uss_bytes=mean(
-            [w.rollup.uss_bytes + w.rollup.private_hugetlb_bytes for w in workers]
-        ),
+        per_instance_uss_bytes=mean([w.own_bytes for w in workers]),
         per_instance_page_tables_bytes=mean([w.page_tables_bytes for w in workers]),
         per_instance_kernel_stack_bytes=mean([w.kernel_stack_bytes for w in workers]),
-        per_instance_slab_bytes=mean([w.slab_bytes * factor for w in workers]),
-        kernel_source="estimate" if slab_factor is None else "cgroup",
+        per_instance_slab_bytes=mean([w.calibrated_slab for w in workers]),
+        kernel_source=calibration.source,
         fixed_parent_bytes=mean(
-            [sum(p.rollup.uss_bytes - private_file(p) for p in ps) for _, ps in parents]
+            [sum(p.rollup.uss_bytes - private_file(p) for p in ps) for ps in parents]
         ),
         fixed_shared_bytes=mean(
             [shared_once(snap.processes) - shared_file_once(snap.processes) for snap in snapshots]
         ),
         fixed_file_bytes=mean([file_cache_once(snap) for snap in snapshots]),
         fixed_unexplained_kernel_bytes=mean(
-            [unexplained_kernel(snap, factor) for snap in snapshots]
+            [unexplained_kernel(snap, calibration) for snap in snapshots]
         ),
+        # the slab unrounded, as the means above take it
         fixed_kernel_bytes=mean(
             [
-                sum(p.kernel_bytes - p.slab_bytes + p.slab_bytes * factor for p in ps)
-                for _, ps in parents
+                sum(
+                    c.page_tables_bytes + c.kernel_stack_bytes + c.calibrated_slab
+                    for c in (process_cost(p, calibration) for p in ps)
+                )
+                for ps in parents
             ]
         ),
     )
@@ -334,7 +350,9 @@ def smaps_breakdown(snapshots: Sequence[Snapshot], slab_factor: float | None) ->
 # --------------------------------------------------------------------------- launch mode
 
 
-def instance_costs(snapshot: Snapshot, slab_factor: float = 1.0) -> dict[int, tuple[int, int]]:
+def instance_costs(
+    snapshot: Snapshot, calibration: SlabCalibration = UNCALIBRATED
+) -> dict[int, tuple[int, int]]:
     """Launch mode, per instance: (cost, private bytes) over its process tree.
 
     A launched instance is a worker whose cost is its whole process tree: every process's
@@ -348,9 +366,10 @@ def instance_costs(snapshot: Snapshot, slab_factor: float = 1.0) -> dict[int, tu
         if process.instance is None:
             continue
         cost, private = costs.get(process.instance, (0, 0))
+        own = process_cost(process, calibration)
         costs[process.instance] = (
-            cost + marginal_cost(process, slab_factor) + _shared_share(process),
-            private + process.rollup.uss_bytes + process.rollup.private_hugetlb_bytes,
+            cost + own.total_bytes + _shared_share(process),
+            private + own.own_bytes,
         )
     return costs
 
@@ -359,32 +378,43 @@ def _shared_share(process: ProcessMemory) -> int:
     return max(process.rollup.pss_bytes - process.rollup.uss_bytes, 0)
 
 
-def launch_total(snapshot: Snapshot, slab_factor: float = 1.0) -> int:
+def launch_members(snapshot: Snapshot) -> list[ProcessMemory]:
+    """Launch mode: the processes of every launched instance's tree."""
+    return [p for p in snapshot.processes if p.instance is not None]
+
+
+def launch_total(snapshot: Snapshot, calibration: SlabCalibration = UNCALIBRATED) -> int:
     """Process-side total(N): pages shared inside the workload once, plus every instance."""
-    members = [p for p in snapshot.processes if p.instance is not None]
-    return shared_once(members) + sum(marginal_cost(p, slab_factor) for p in members)
+    return shared_once(launch_members(snapshot)) + launch_own(snapshot, calibration)
 
 
-def launch_breakdown(snapshot: Snapshot, slab_factor: float | None) -> Breakdown:
+def launch_own(snapshot: Snapshot, calibration: SlabCalibration = UNCALIBRATED) -> int:
+    """The instances' own pages and kernel memory, without the pages they share."""
+    return sum(process_cost(p, calibration).total_bytes for p in launch_members(snapshot))
+
+
+def launch_breakdown(snapshot: Snapshot, calibration: SlabCalibration = UNCALIBRATED) -> Breakdown:
     """What one instance costs, by kind (means over the instances of one snapshot); the
     fit's intercept, not this, says what is paid once."""
-    factor = 1.0 if slab_factor is None else slab_factor
     trees: dict[int, list[ProcessMemory]] = {}
-    for process in snapshot.processes:
-        if process.instance is not None:
-            trees.setdefault(process.instance, []).append(process)
+    for process in launch_members(snapshot):
+        assert process.instance is not None
+        trees.setdefault(process.instance, []).append(process)
 
     def mean(value: Callable[[ProcessMemory], float]) -> int:
         sums = [sum(value(p) for p in tree) for tree in trees.values()]
         return round(statistics.fmean(sums)) if sums else 0
 
+    def cost(p: ProcessMemory) -> ProcessCost:
+        return process_cost(p, calibration)
+
     return Breakdown(
-        per_instance_uss_bytes=mean(lambda p: p.rollup.uss_bytes + p.rollup.private_hugetlb_bytes),
+        per_instance_uss_bytes=mean(lambda p: cost(p).own_bytes),
         per_instance_shared_bytes=mean(_shared_share),
-        per_instance_page_tables_bytes=mean(lambda p: p.page_tables_bytes),
-        per_instance_kernel_stack_bytes=mean(lambda p: p.kernel_stack_bytes),
-        per_instance_slab_bytes=mean(lambda p: p.slab_bytes * factor),
-        kernel_source="estimate" if slab_factor is None else "cgroup",
+        per_instance_page_tables_bytes=mean(lambda p: cost(p).page_tables_bytes),
+        per_instance_kernel_stack_bytes=mean(lambda p: cost(p).kernel_stack_bytes),
+        per_instance_slab_bytes=mean(lambda p: cost(p).calibrated_slab),
+        kernel_source=calibration.source,
         fixed_parent_bytes=0,
         fixed_shared_bytes=0,
         fixed_kernel_bytes=0,

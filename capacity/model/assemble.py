@@ -26,6 +26,8 @@ from capacity.model.fitting import (
     systematic_sd,
 )
 from capacity.records import (
+    CgroupMemory,
+    Drift,
     Environment,
     Estimate,
     ExactFallback,
@@ -33,6 +35,8 @@ from capacity.records import (
     LaunchStep,
     LoadRun,
     Method,
+    ModelFit,
+    SlabCalibration,
     Snapshot,
     Timing,
     Workload,
@@ -120,22 +124,21 @@ def build_estimate(
     measured_drift = drift.measure(drift.worker_samples(snapshots), "worker", loads)
     if measured_drift is not None and measured_drift.growing:
         snapshots = snapshots[measured_drift.fit_from_sample :]
-    slab_factor = accounting.slab_calibration(snapshots)
-    factor = 1.0 if slab_factor is None else slab_factor
+    calibration = accounting.slab_calibration(snapshots)
     if method is None:
         method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
-    points = accounting.points_for(method, snapshots, factor)
+    points = accounting.points_for(method, snapshots, calibration)
     if method == Method.EXACT:
         if not accounting.exact_snapshots(snapshots):
             raise ModelError(
                 "no sample carries an exact page walk",
                 hint="measure with --method exact as root, or use --method smaps",
             )
-        breakdown = accounting.exact_breakdown(snapshots, slab_factor)
-        reclaimable = accounting.exact_reclaimable_once(snapshots, slab_factor)
+        breakdown = accounting.exact_breakdown(snapshots, calibration)
+        reclaimable = accounting.exact_reclaimable_once(snapshots, calibration)
     else:
-        breakdown = accounting.smaps_breakdown(snapshots, slab_factor)
-        reclaimable = accounting.reclaimable_once(snapshots, slab_factor)
+        breakdown = accounting.smaps_breakdown(snapshots, calibration)
+        reclaimable = accounting.reclaimable_once(snapshots, calibration)
     model = dataclasses.replace(
         fit(points, method, breakdown),
         reclaimable_bytes=reclaimable,
@@ -143,52 +146,92 @@ def build_estimate(
         systematic_sd_bytes=systematic_sd(breakdown),
     )
 
-    last = snapshots[-1]
+    return _estimate(
+        workload=workload,
+        model=model,
+        measured=snapshots,
+        samples=all_snapshots,
+        judged=all_snapshots,
+        workload_total=int(statistics.fmean(accounting.workload_totals(points))),
+        cgroup=snapshots[-1].cgroup,
+        budget_options=budget_options,
+        measured_drift=measured_drift,
+        loads=loads,
+        environment=environment,
+        total_seconds=total_seconds,
+        samples_requested=samples_requested,
+        under_load=under_load or bool(loads),
+        exact_fallback=exact_fallback,
+    )
+
+
+def _estimate(
+    *,
+    workload: Workload,
+    model: ModelFit,
+    measured: Sequence[Snapshot],
+    samples: Sequence[Snapshot],
+    judged: Sequence[Snapshot],
+    workload_total: int,
+    cgroup: CgroupMemory | None,
+    budget_options: BudgetOptions,
+    measured_drift: Drift | None,
+    loads: Sequence[LoadRun],
+    environment: Environment,
+    total_seconds: float,
+    samples_requested: int,
+    under_load: bool,
+    exact_fallback: ExactFallback | None = None,
+    advise_confidence: bool = True,
+) -> Estimate:
+    """The tail attach and launch mode share: budget, prediction, the usual rules and
+    the warnings. ``measured`` are the samples the model was fitted on (the host figures
+    are the last one's), ``judged`` those drift and load are judged over, ``samples``
+    every sample taken. ``advise_confidence`` False leaves LOW_CONFIDENCE to the caller,
+    whose advice differs (launch mode: more instance counts)."""
+    last = measured[-1]
     if last.host is None:
         raise ModelError("the snapshot has no host memory figures")
-    workload_total = int(statistics.fmean(accounting.workload_totals(points)))
     budget = make_budget(
         last.host,
         workload_total,
-        cgroup=last.cgroup,
+        cgroup=cgroup,
         **dataclasses.asdict(budget_options),
     )
     prediction = predict(model, budget)
     if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
         prediction = dataclasses.replace(prediction, max_is_upper_bound=True)
-    compared = estimators.compare(snapshots, model, budget, prediction)
     warnings = diagnostics.diagnose(
-        snapshots,
+        measured,
         model,
         budget,
         prediction,
         environment,
         selector=workload.selector,
         samples_requested=samples_requested,
-        under_load=under_load or bool(loads),
+        under_load=under_load,
         exact_fallback=exact_fallback,
+        advise_confidence=advise_confidence,
     )
     warnings += diagnostics.diagnose_load_and_drift(
-        measured_drift, loads, all_snapshots, selector=workload.selector
+        measured_drift, loads, judged, selector=workload.selector
     )
     return Estimate(
         workload=workload,
-        samples=tuple(all_snapshots),
+        samples=tuple(samples),
         model=model,
         budget=budget,
         prediction=prediction,
-        estimators=compared,
+        estimators=estimators.compare(measured, model, budget, prediction),
         warnings=tuple(warnings),
         environment=environment,
-        timing=timing(all_snapshots, total_seconds),
+        timing=timing(samples, total_seconds),
         load=tuple(loads),
         drift=measured_drift,
     )
 
 
 # --------------------------------------------------------------------------- launch mode
-
-DIFFERENCE_SHARE = 0.10  # report what the two fits' difference is made of above this share
 
 
 def build_launch_estimate(
@@ -204,12 +247,11 @@ def build_launch_estimate(
     """Launch mode: fit the process-side and the system-side totals at N = 1..instances."""
     if not launch.steps:
         raise ModelError("no launch steps were measured")
-    slab_factor = accounting.slab_calibration(snapshots)
-    factor = 1.0 if slab_factor is None else slab_factor
+    calibration = accounting.slab_calibration(snapshots)
     steps = []
     for step in launch.steps:
         snapshot = snapshots[step.sample]
-        costs = accounting.instance_costs(snapshot, factor)
+        costs = accounting.instance_costs(snapshot, calibration)
         members = tuple(
             dataclasses.replace(
                 m,
@@ -222,7 +264,7 @@ def build_launch_estimate(
             dataclasses.replace(
                 step,
                 members=members,
-                process_total_bytes=accounting.launch_total(snapshot, factor),
+                process_total_bytes=accounting.launch_total(snapshot, calibration),
             )
         )
     counts = [s.instances for s in steps]
@@ -251,7 +293,7 @@ def build_launch_estimate(
             process_totals[index] += missing
             system_totals[index] += missing
 
-    breakdown = accounting.launch_breakdown(last, slab_factor)
+    breakdown = accounting.launch_breakdown(last, calibration)
     spread = [m.marginal_bytes for m in last_step.members]
     # Each process's figures are rounded to whole kB; a cgroup's usage to its charge batches.
     process_resolution = RESOLUTION_SD * len(last.processes) ** 0.5
@@ -283,33 +325,43 @@ def build_launch_estimate(
     except ModelError as err:
         system_error = err.message
 
-    if last.host is None:
-        raise ModelError("the snapshot has no host memory figures")
-    budget = make_budget(
-        last.host,
-        last_step.process_total_bytes,
-        **dataclasses.asdict(budget_options),
+    selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
+    workload = Workload(
+        selector=selector,
+        name=",".join(sorted({p.name for p in last.processes})),
+        pids=tuple(p.pid for p in last.processes),
+        parent_pids=(),
+        worker_count=last_step.instances,
+        parent_cmdline=tuple(shlex.split(launch.command)) if not launch.shell else (),
     )
-    prediction = predict(model, budget)
-    if measured_drift is not None and measured_drift.growing and not measured_drift.plateau:
-        prediction = dataclasses.replace(prediction, max_is_upper_bound=True)
-    at = max(prediction.max_instances, *counts)
+    estimate = _estimate(
+        workload=workload,
+        model=model,
+        measured=[last],
+        samples=snapshots,
+        judged=drift_snapshots,
+        workload_total=last_step.process_total_bytes,
+        cgroup=None,  # sized for the host: the cgroup the instances run in is capplan's own
+        budget_options=budget_options,
+        measured_drift=measured_drift,
+        loads=loads,
+        environment=environment,
+        total_seconds=total_seconds,
+        samples_requested=len(drift_snapshots),
+        under_load=True,  # separate instances share no copy-on-write pages to lose
+        advise_confidence=False,
+    )
+
+    at = max(estimate.prediction.max_instances, *counts)
     # The process side's curvature is tested on the instances' own pages and kernel memory
     # (USS + kernel): shared pages are split by PSS, which saturates by construction
     # (N / (N + others) of each shared page), so they would look like curvature.
-    own = [
-        sum(
-            accounting.marginal_cost(p, factor)
-            for p in snapshots[s.sample].processes
-            if p.instance is not None
-        )
-        for s in steps
-    ]
+    own = [accounting.launch_own(snapshots[s.sample], calibration) for s in steps]
     checks = [quadratic_check(counts, own, Method.SMAPS, at, process_resolution)]
     if system_model is not None:
         checks.append(quadratic_check(counts, system_totals, system_method, at, system_resolution))
     difference = (
-        split_difference(steps, snapshots, factor)
+        split_difference(steps, snapshots, calibration)
         if system_model is not None and launch.system_source == "cgroup"
         else {}
     )
@@ -320,51 +372,17 @@ def build_launch_estimate(
         quadratic=tuple(checks),
         difference=difference,
     )
-    selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
-    workload = Workload(
-        selector=selector,
-        name=",".join(sorted({p.name for p in last.processes})),
-        pids=tuple(p.pid for p in last.processes),
-        parent_pids=(),
-        worker_count=last_step.instances,
-        parent_cmdline=tuple(shlex.split(launch.command)) if not launch.shell else (),
-    )
-    compared = estimators.compare([last], model, budget, prediction)
-    warnings = diagnostics.diagnose(
-        [last],
-        model,
-        budget,
-        prediction,
-        environment,
-        selector=selector,
-        samples_requested=len(drift_snapshots),
-        under_load=True,  # separate instances share no copy-on-write pages to lose
-    )
-    # "more workers or more samples" is the attach-mode advice; here it is more instances.
-    warnings = [w for w in warnings if w.code != "LOW_CONFIDENCE"]
-    warnings += diagnostics.diagnose_load_and_drift(
-        measured_drift, loads, drift_snapshots, selector=selector
-    )
-    warnings += diagnostics.diagnose_launch(
+    # After the shared warnings: LOW_CONFIDENCE (advice: more instance counts) and the
+    # launch's own.
+    launch_warnings = diagnostics.diagnose_launch(
         completed,
         model,
         selector=selector,
         no_cgroup_reason=no_cgroup_reason,
         system_error=system_error,
     )
-    return Estimate(
-        workload=workload,
-        samples=tuple(snapshots),
-        model=model,
-        budget=budget,
-        prediction=prediction,
-        estimators=compared,
-        warnings=tuple(warnings),
-        environment=environment,
-        timing=timing(snapshots, total_seconds),
-        load=tuple(loads),
-        drift=measured_drift,
-        launch=completed,
+    return dataclasses.replace(
+        estimate, launch=completed, warnings=estimate.warnings + tuple(launch_warnings)
     )
 
 
@@ -375,7 +393,7 @@ def _system_kernel(stat: dict[str, int]) -> int:
 
 
 def split_difference(
-    steps: Sequence[LaunchStep], snapshots: Sequence[Snapshot], slab_factor: float
+    steps: Sequence[LaunchStep], snapshots: Sequence[Snapshot], calibration: SlabCalibration
 ) -> dict[str, int]:
     """Per instance, what the cgroup charged beyond the process-side figures, by part.
 
@@ -394,9 +412,7 @@ def split_difference(
     """
     counts = [s.instances for s in steps]
     stats = [s.cgroup.stat if s.cgroup is not None else {} for s in steps]
-    processes = [
-        [p for p in snapshots[s.sample].processes if p.instance is not None] for s in steps
-    ]
+    processes = [accounting.launch_members(snapshots[s.sample]) for s in steps]
     has_pss_parts = any(p.rollup.pss_anon_bytes for ps in processes for p in ps)
     anon = [
         sum(p.rollup.pss_anon_bytes if has_pss_parts else p.rollup.uss_bytes for p in ps)
@@ -407,11 +423,7 @@ def split_difference(
         for ps in processes
     ]
     kernel = [
-        sum(
-            p.page_tables_bytes + p.kernel_stack_bytes + round(p.slab_bytes * slab_factor)
-            for p in ps
-        )
-        for ps in processes
+        sum(accounting.process_cost(p, calibration).kernel_bytes for p in ps) for ps in processes
     ]
     process_slope = slope_of(counts, [s.process_total_bytes for s in steps])
     system_slope = slope_of(counts, [s.system_total_bytes for s in steps])

@@ -40,6 +40,19 @@ def fallback_warning(fallback: ExactFallback, rerun: str, message: str) -> Notic
     )
 
 
+def low_confidence(model: ModelFit, hint: str) -> list[Notice]:
+    """LOW_CONFIDENCE when the fit says so; the advice (``hint``) differs by mode."""
+    if model.confidence != "low":
+        return []
+    return [
+        Notice(
+            code="LOW_CONFIDENCE",
+            message="low confidence: " + "; ".join(model.confidence_reasons),
+            hint=hint,
+        )
+    ]
+
+
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
 
 
@@ -54,7 +67,10 @@ def diagnose(
     samples_requested: int,
     under_load: bool = False,
     exact_fallback: ExactFallback | None = None,
+    advise_confidence: bool = True,
 ) -> list[Notice]:
+    """The warnings every estimate may carry. ``advise_confidence`` False leaves
+    LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``)."""
     warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
 
@@ -76,13 +92,10 @@ def diagnose(
             )
         )
 
-    if model.confidence == "low":
-        warnings.append(
-            Notice(
-                code="LOW_CONFIDENCE",
-                message="low confidence: " + "; ".join(model.confidence_reasons),
-                hint=f"measure more workers or more samples: {rerun} --samples {max(samples_requested * 2, 10)}",
-            )
+    if advise_confidence:
+        warnings += low_confidence(
+            model,
+            f"measure more workers or more samples: {rerun} --samples {max(samples_requested * 2, 10)}",
         )
 
     if (
@@ -269,14 +282,7 @@ def diagnose_launch(
     warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
     more = f"{rerun.rsplit(' --instances', 1)[0]} --instances {max(2 * launch.instances, 8)}"
-    if model.confidence == "low":
-        warnings.append(
-            Notice(
-                code="LOW_CONFIDENCE",
-                message="low confidence: " + "; ".join(model.confidence_reasons),
-                hint=f"measure more instance counts: {more}",
-            )
-        )
+    warnings += low_confidence(model, f"measure more instance counts: {more}")
     if no_cgroup_reason is not None:
         warnings.append(
             Notice(

@@ -170,24 +170,60 @@ def fit(
     var_a = float(np.mean(var_a_terms)) + between_a
     cov_ab = float(np.mean(cov_terms))
     worker_sd = float(np.sqrt(np.mean(np.square(sigmas))))
-    dof = min(len(s.increments) for s in usable) - 1
-    t975 = _t(dof, 0.975)
-    se_b, se_a = math.sqrt(var_b), math.sqrt(var_a)
 
     reasons: list[str] = []
-    half_width = t975 * se_b / slope
     if n_workers < 3:
         reasons.append(f"only {n_workers} workers measured")
     cv = float(np.std(slopes, ddof=1) / np.mean(slopes)) if count > 1 else 0.0
     if cv > SAMPLES_DISAGREE_CV:
         reasons.append(f"samples disagree: per-sample slopes vary by {cv:.0%}")
-    confidence = _confidence(half_width, reasons)
 
-    points = tuple(
-        (int(k), round(total))
-        for s in usable
-        for k, total in zip(range(1, len(s.increments) + 1), s.totals(), strict=False)
+    return _model_fit(
+        method=method,
+        slope=slope,
+        intercept=intercept,
+        se_b=math.sqrt(var_b),
+        se_a=math.sqrt(var_a),
+        cov_ab=cov_ab,
+        dof=min(len(s.increments) for s in usable) - 1,
+        r2=r2,
+        residual_sd=residual_sd,
+        worker_sd=worker_sd,
+        n_workers=n_workers,
+        n_samples=count,
+        reasons=reasons,
+        points=tuple(
+            (int(k), round(total))
+            for s in usable
+            for k, total in zip(range(1, len(s.increments) + 1), s.totals(), strict=False)
+        ),
+        breakdown=breakdown,
     )
+
+
+def _model_fit(
+    *,
+    method: Method,
+    slope: float,
+    intercept: float,
+    se_b: float,
+    se_a: float,
+    cov_ab: float,
+    dof: int,
+    r2: float,
+    residual_sd: float,
+    worker_sd: float,
+    n_workers: int,
+    n_samples: int,
+    reasons: list[str],
+    points: tuple[tuple[int, int], ...],
+    breakdown: Breakdown | None,
+) -> ModelFit:
+    """The fit record, for ``fit`` and ``fit_independent`` alike: the 95 % intervals from
+    the standard errors (t with ``dof`` degrees of freedom) and the confidence from the
+    slope's relative half-width and the ``reasons`` already found."""
+    t975 = _t(dof, 0.975)
+    confidence = _confidence(t975 * se_b / slope, reasons)
     return ModelFit(
         method=method,
         fixed_bytes=round(intercept),
@@ -201,9 +237,9 @@ def fit(
         residual_sd_bytes=residual_sd,
         worker_sd_bytes=worker_sd,
         dof=dof,
-        n_points=len(xs),
+        n_points=len(points),
         n_workers=n_workers,
-        n_samples=count,
+        n_samples=n_samples,
         confidence=confidence,
         confidence_reasons=tuple(reasons),
         points=points,
@@ -436,31 +472,24 @@ def fit_independent(
     se_a = spread * math.sqrt(1 / len(x) + float(x.mean()) ** 2 / sxx)
     cov_ab = -float(np.mean(x)) * se_b**2  # OLS: cov(a, b) = -mean(x) * var(b)
     worker_sd = max(instance_sd if instance_sd is not None else residual_sd, RESOLUTION_SD)
-    t975 = _t(dof, 0.975)
 
     reasons: list[str] = []
     if len(x) < 4:
         reasons.append(f"only {len(x)} instance counts measured")
-    half_width = t975 * se_b / slope
-    confidence = _confidence(half_width, reasons)
-    return ModelFit(
+    return _model_fit(
         method=method,
-        fixed_bytes=round(intercept),
-        per_instance_bytes=round(slope),
-        per_instance_ci95=(round(slope - t975 * se_b), round(slope + t975 * se_b)),
-        fixed_ci95=(round(intercept - t975 * se_a), round(intercept + t975 * se_a)),
-        per_instance_se_bytes=se_b,
-        fixed_se_bytes=se_a,
-        fixed_slope_cov=cov_ab,
-        r2=float(result.rvalue**2),
-        residual_sd_bytes=residual_sd,
-        worker_sd_bytes=worker_sd,
+        slope=slope,
+        intercept=intercept,
+        se_b=se_b,
+        se_a=se_a,
+        cov_ab=cov_ab,
         dof=dof,
-        n_points=len(x),
+        r2=float(result.rvalue**2),
+        residual_sd=residual_sd,
+        worker_sd=worker_sd,
         n_workers=int(max(instances)),
         n_samples=1,
-        confidence=confidence,
-        confidence_reasons=tuple(reasons),
+        reasons=reasons,
         points=tuple((int(n), round(t)) for n, t in zip(instances, totals, strict=True)),
         breakdown=breakdown,
     )
