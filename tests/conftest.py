@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Subprocesses (the CLI, the demo workload) must import this checkout's package, not an
@@ -113,3 +114,19 @@ def is_root() -> bool:
 needs_root = pytest.mark.skipif(
     not is_root(), reason="needs root (pagemap frames, cgroups, other users' /proc)"
 )
+
+
+# Markers by folder: tests/live -> live, tests/validation -> live + validation,
+# tests/hosts -> hosts. A test elsewhere that needs root or real processes says
+# @pytest.mark.live itself. `pytest -m "not live"` is then the fast set.
+FOLDER_MARKERS = {"live": ("live",), "validation": ("live", "validation"), "hosts": ("hosts",)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except (ValueError, IndexError):
+            continue
+        for name in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(getattr(pytest.mark, name))

@@ -282,6 +282,7 @@ def test_ci_gate_fresh_demo_passes_against_committed_baseline() -> None:
 
 
 @needs_baseline_method
+@pytest.mark.live
 def test_heavier_workers_fail_the_gate(tmp_path: Path) -> None:
     """4 MiB more per worker (+23 %) must exit 1, and the reported change must be 4 MiB.
 
@@ -307,6 +308,7 @@ def test_heavier_workers_fail_the_gate(tmp_path: Path) -> None:
 
 
 @needs_baseline_method
+@pytest.mark.live
 def test_lighter_workers_pass_and_suggest_refreshing() -> None:
     with start_demo("--shared", "64M", "--private", "12M", "--workers", "4") as w:
         result = run_cli(
@@ -318,6 +320,7 @@ def test_lighter_workers_pass_and_suggest_refreshing() -> None:
     assert "refresh the baseline" in result.stdout
 
 
+@pytest.mark.live
 def test_could_not_measure_exits_2() -> None:
     result = run_cli("check", "models/demo.json", "--cmd", "no-such-program-capplan")
     assert result.code == 2

@@ -140,6 +140,7 @@ def _plain_status(data: bytes) -> dict[str, object]:
     }
 
 
+@pytest.mark.live
 def test_status_fast_path_equals_line_parser_on_every_process() -> None:
     files = _host_files("status")
     assert len(files) >= 2
@@ -164,6 +165,7 @@ def test_status_missing_and_bad_fields() -> None:
     assert not procparse.parse_status(tricky).has_mm
 
 
+@pytest.mark.live
 def test_read_gets_whole_files(tmp_path: Path) -> None:
     big = tmp_path / "big"
     content = os.urandom(3 * procfs.READ_SIZE + 17)
@@ -187,6 +189,7 @@ def test_readers_still_translate_errors() -> None:
         procfs.read_rollup(2**22 + 12345)
 
 
+@pytest.mark.live
 def test_name_cache_gives_the_same_selection_and_skips_known_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -57,6 +57,7 @@ def test_exactly_one_selector(args: tuple[str, ...]) -> None:
     )
 
 
+@pytest.mark.live
 def test_unknown_name_lists_the_closest_running_names() -> None:
     own = Path("/proc/self/comm").read_text().strip()  # this test's own process is running
     typo = own[:2] + own[3:]
@@ -75,12 +76,14 @@ def test_unknown_name_on_a_captured_host() -> None:
     assert_usage_error(result, "(closest: apache2)")  # nothing alike: still names what runs
 
 
+@pytest.mark.live
 def test_nonexistent_pid() -> None:
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     result = run_cli("estimate", "--pid", str(pid_max), "--samples", "1")
     assert_usage_error(result, f"no process with pid {pid_max}")
 
 
+@pytest.mark.live
 def test_kernel_thread_pid() -> None:
     kthread = next((pid for pid in procfs.iter_pids() if _is_kthread(pid)), None)
     if kthread is None:
@@ -163,6 +166,7 @@ def test_root_must_be_a_host_tree(tmp_path: Path) -> None:
     assert_usage_error(result, "--demo, --launch and --load run on this host")
 
 
+@pytest.mark.live
 def test_debug_variable_is_the_only_way_to_a_traceback() -> None:
     pid_max = Path("/proc/sys/kernel/pid_max").read_text().strip()
     result = run_cli("estimate", "--pid", pid_max, env={"CAPPLAN_DEBUG": "1"})
@@ -180,6 +184,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal() -> None:
         assert result.stderr == "", (env, result.stderr)
 
 
+@pytest.mark.live
 def test_progress_bar_on_a_terminal() -> None:
     controller, terminal = pty.openpty()
     try:
@@ -258,6 +263,7 @@ def _still_running(identities: dict[int, int | None]) -> list[int]:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.live
 def test_signal_during_demo_stops_everything(signum: int, code: int) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "capacity", "estimate", "--demo", "--samples", "20"],

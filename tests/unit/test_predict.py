@@ -313,6 +313,7 @@ def test_version_is_the_first_line(tmp_path: Path) -> None:
     assert detect_version("postgres", str(program)) == "postgres (PostgreSQL) 16.4"
 
 
+@pytest.mark.live
 def test_estimate_records_the_servers_version(tmp_path: Path) -> None:
     """A real recognised server: php-fpm from the system, with a pool of 3 in a temp dir."""
     fpm = shutil.which("php-fpm8.2") or "/usr/sbin/php-fpm8.2"

@@ -45,6 +45,7 @@ def started(argv: list[str], executable: str = sys.executable) -> Iterator[list[
             process.stdout.close()
 
 
+@pytest.mark.live
 def test_pid_of_a_thread_selects_its_process() -> None:
     code = (
         "import os, threading, time\n"
@@ -62,6 +63,7 @@ def test_pid_of_a_thread_selects_its_process() -> None:
     assert [m.role for m in selection.members] == ["parent"]
 
 
+@pytest.mark.live
 def test_cmd_matches_argv0_basename_and_splits_parent_from_workers() -> None:
     name = f"capplan-sel-{uuid.uuid4().hex[:8]}"  # unique: no other process has it
     argv = [f"/opt/fake/{name}", "-m", "capacity.demo", "--shared", "1M", "--private", "1M"]
@@ -72,6 +74,7 @@ def test_cmd_matches_argv0_basename_and_splits_parent_from_workers() -> None:
     assert sorted(m.pid for m in selection.workers) == sorted(workers)
 
 
+@pytest.mark.live
 def test_pid_selects_descendants_too() -> None:
     code = (
         "import os, time\n"
@@ -103,6 +106,7 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
+@pytest.mark.live
 def test_capplan_never_selects_itself() -> None:
     own = Path("/proc/self/comm").read_text().strip()
     selection = select_processes(Selector(cmd=own))

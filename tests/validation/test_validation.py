@@ -16,8 +16,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import servers
 from conftest import REPO, is_root
+
+from capacity.testing import servers
 
 pytestmark = pytest.mark.skipif(
     not is_root(), reason="needs root: OOM experiments run in memory cgroups of their own"

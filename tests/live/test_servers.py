@@ -22,10 +22,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-import servers
 from conftest import REPO, is_root, run_cli
 
 from capacity.measure.cgroup import OwnCgroup, temporary_cgroup
+from capacity.testing import servers
 
 pytestmark = pytest.mark.skipif(
     not is_root(),
