@@ -76,6 +76,9 @@ class EstimateOptions:
 
 def run_estimate(options: EstimateOptions, *, progress: Progress = no_progress) -> Estimate:
     """Measure as ``options`` say and return the whole answer (see the module docstring)."""
+    from capacity.measure.leftovers import clean_up_after_killed_runs
+
+    clean_up_after_killed_runs()  # what a killed capplan run left (issue 11)
     if options.launch is not None:
         return _run_launch(options, options.launch, progress)
     return _run_attach(options, progress)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from capacity.errors import CapplanError
-from capacity.measure.procfs import DEFAULT_ROOT, read_proc_cgroup
+from capacity.measure.procfs import DEFAULT_ROOT, read_proc_cgroup, read_stat
 from capacity.records import CgroupMemory
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712 on x86-64).
@@ -327,19 +329,26 @@ class OwnCgroup:
         name = "memory.events" if self.version == 2 else "memory.oom_control"
         return parse_memory_stat(_read_text(self.path / name) or "").get("oom_kill", 0)
 
+    def directories(self) -> list[Path]:
+        """This cgroup and every cgroup inside it, deepest first."""
+        found = [self.path]
+        with contextlib.suppress(OSError):
+            found.extend(p for p in self.path.rglob("*") if p.is_dir())
+        return sorted(found, key=lambda p: -len(p.parts))
+
     def kill_all(self, timeout: float = 5.0) -> None:
-        """SIGKILL everything inside until the cgroup is empty."""
+        """SIGKILL everything inside until the cgroup is empty: v2's ``cgroup.kill`` where
+        the kernel has it (Linux 5.14+), else each member of each ``cgroup.procs``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = self.pids()
-            if not pids:
+            if not self.pids():
                 return
-            if self.version == 2 and (self.path / "cgroup.kill").exists():  # since Linux 5.14
-                with contextlib.suppress(OSError):
+            if self.version == 2 and (self.path / "cgroup.kill").exists():
+                with contextlib.suppress(OSError, CgroupError):
                     _write(self.path / "cgroup.kill", "1")
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            for directory in self.directories():
+                for pid in cgroup_pids(directory):
+                    kill_member(pid, directory)
             time.sleep(0.02)
         raise CgroupError(f"processes in {self.path} did not exit: {sorted(self.pids())}")
 
@@ -348,11 +357,28 @@ class OwnCgroup:
         if not self.path.exists():
             return
         self.kill_all()
-        for child in sorted(
-            (p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-        ):
-            _rmdir_retry(child)
-        _rmdir_retry(self.path)
+        for directory in self.directories():
+            _rmdir_retry(directory)
+
+
+def kill_member(pid: int, directory: Path) -> None:
+    """SIGKILL ``pid`` only while it is still in ``directory``'s cgroup.procs: a pidfd pins
+    the process, so a pid that exited and was reused between the read and the kill is not
+    hit (pidfd_open, Linux 5.3+; without it, a plain kill)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (OSError, AttributeError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        return
+    try:
+        if pid in cgroup_pids(directory):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, text: str) -> None:
@@ -394,12 +420,74 @@ def _candidate_parents(layout: Layout, root: Path) -> list[tuple[int, Path, Path
     return candidates
 
 
+# ------------------------------------------------------------------- names of our cgroups
+
+# ``PREFIX-PID-START-PIDNS-N``: the pid of the capplan process that made it, that process's
+# start time (clock ticks after boot, /proc/PID/stat field 22: a reused pid has another),
+# the inode of its pid namespace (a pid means nothing in another one), and a serial number.
+# A later run tells from these alone whether the maker is alive (capacity.measure.leftovers).
+OWN_NAME = re.compile(
+    r"^(capplan(?:-[a-z]+)*)-([0-9]{1,10})-([0-9]{1,20})-([0-9]{1,20})-([0-9]{1,6})$"
+)
+# What capplan 0.x named them, ``PREFIX-PID-MILLISECONDS``: the pid alone.
+LEGACY_NAME = re.compile(r"^(capplan(?:-[a-z]+)*)-([0-9]{1,10})-([0-9]{1,8})$")
+
+_serial = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunIdentity:
+    """Who made a cgroup: a capplan process, told apart from any later one with its pid."""
+
+    pid: int
+    start_ticks: int | None  # None: a legacy name, which did not record it
+    pid_namespace: int | None
+
+
+def pid_namespace(pid: int | str = "self") -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def own_identity() -> RunIdentity:
+    pid = os.getpid()
+    try:
+        start = read_stat(pid).start_ticks
+    except CapplanError:
+        start = 0
+    return RunIdentity(pid=pid, start_ticks=start, pid_namespace=pid_namespace())
+
+
+def own_cgroup_name(prefix: str = "capplan") -> str:
+    me = own_identity()
+    return f"{prefix}-{me.pid}-{me.start_ticks}-{me.pid_namespace or 0}-{next(_serial)}"
+
+
+def parse_own_name(name: str) -> tuple[str, RunIdentity] | None:
+    """(prefix, maker) for a name capplan gives its cgroups; None for any other name."""
+    found = OWN_NAME.match(name)
+    if found is not None:
+        prefix, pid, start, namespace, _serial_number = found.groups()
+        return prefix, RunIdentity(int(pid), int(start), int(namespace) or None)
+    found = LEGACY_NAME.match(name)
+    if found is not None:
+        return found.group(1), RunIdentity(int(found.group(2)), None, None)
+    return None
+
+
+def candidate_parents(root: Path = DEFAULT_ROOT) -> list[tuple[int, Path, Path]]:
+    """(version, parent, mount) for every place ``create_cgroup`` may put a cgroup."""
+    return _candidate_parents(detect_layout(root), root)
+
+
 def create_cgroup(prefix: str = "capplan", root: Path = DEFAULT_ROOT) -> OwnCgroup:
     """Create an empty memory cgroup for processes capplan starts; CgroupError when the
     host lets us create none (not root, or no memory controller)."""
     layout = detect_layout(root)
     reasons = []
-    name = f"{prefix}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+    name = own_cgroup_name(prefix)
     for version, parent, mount in _candidate_parents(layout, root):
         if version == 2:
             controllers = (_read_text(parent / "cgroup.subtree_control") or "").split()

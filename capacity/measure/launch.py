@@ -16,7 +16,11 @@ and session members of the process we started.
 Nothing capplan starts outlives it: instances and load generators are stopped (SIGTERM to
 each instance's process group and every process in its cgroup, SIGKILL after a grace
 period) and the cgroups removed, on a normal end, an error, Ctrl-C and SIGTERM alike;
-SIGINT and SIGTERM are held while a process starts and while the cleanup runs.
+SIGINT and SIGTERM are held while a process starts and while the cleanup runs. SIGKILL
+runs no cleanup: then the kernel kills each instance's first process (PR_SET_PDEATHSIG),
+an instance writing to stderr gets EPIPE, and the next capplan run kills what is left in
+the run's cgroup and removes it (``capacity.measure.leftovers``). An instance's stderr is
+kept in memory, its last 64 KiB only: nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -28,13 +32,12 @@ import shlex
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from capacity.errors import CapplanError, LaunchError
 from capacity.measure.cgroup import CgroupError, OwnCgroup, create_cgroup
+from capacity.measure.children import StreamTail
 from capacity.measure.loadgen import (
     LoadGenerators,
     deferred_signals,
@@ -104,7 +107,7 @@ class Instance:
     argv: tuple[str, ...]
     process: subprocess.Popen[bytes]
     cgroup: OwnCgroup | None
-    stderr_path: Path
+    stderr: StreamTail
     started: float  # monotonic
     start_ticks: int = 0
 
@@ -134,7 +137,7 @@ class Instance:
             with contextlib.suppress(OSError):
                 if self.cgroup.oom_kills():
                     oom = " (the OOM killer)"
-        stderr = tail(self.stderr_path)
+        stderr = tail(self.stderr.data(wait=0.5))
         elapsed = time.monotonic() - self.started
         return LaunchError(
             f"instance {self.number} (pid {self.process.pid}) {status}{oom} {elapsed:.1f} s "
@@ -191,7 +194,6 @@ class Launcher:
             if options.load
             else None
         )
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
         self._ports: set[int] = set()
         self._sampler: Sampler | None = None
         self._baseline_available = 0
@@ -208,7 +210,6 @@ class Launcher:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Launcher:
-        self._directory = tempfile.TemporaryDirectory(prefix="capplan-launch-")
         try:
             self.cgroup = create_cgroup(CGROUP_PREFIX)
         except CgroupError as err:
@@ -243,10 +244,8 @@ class Launcher:
                     self.cgroup = None
                 except CgroupError as err:
                     errors.append(err.message)
-            if self._directory is not None:
-                with contextlib.suppress(OSError):
-                    self._directory.cleanup()
-                self._directory = None
+            for instance in self.instances:
+                instance.stderr.close()
         return errors
 
     def _stop_instances(self) -> None:
@@ -293,7 +292,6 @@ class Launcher:
     # ------------------------------------------------------------------ steps
 
     def start_instance(self, number: int) -> Instance:
-        assert self._directory is not None, "use Launcher as a context manager"
         values = {"i": number}
         port = None
         if "{port}" in self.options.command or (
@@ -305,15 +303,14 @@ class Launcher:
         argv = expand(
             self.options.command, shell=self.options.shell, option="--launch", values=values
         )
-        stderr = Path(self._directory.name) / f"instance-{number}.stderr"
         with deferred_signals() as previous:
             group = self.cgroup.child(f"instance-{number}") if self.cgroup is not None else None
-            process = start_process(
+            process, stderr = start_process(
                 argv,
-                stdout=None,
-                stderr=stderr,
+                name=f"instance-{number}",
                 mask=previous,
                 join=group.join_self if group is not None else None,
+                option="--launch",
             )
             instance = Instance(
                 number=number,
@@ -321,7 +318,7 @@ class Launcher:
                 argv=argv,
                 process=process,
                 cgroup=group,
-                stderr_path=stderr,
+                stderr=stderr,
                 started=time.monotonic(),
             )
             self.instances.append(instance)

@@ -19,13 +19,13 @@ import os
 import shlex
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from capacity.errors import LaunchError
+from capacity.measure.children import StreamTail, popen
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.procparse import ProcStat
 from capacity.measure.workload import scan, stop_process_group
@@ -98,12 +98,9 @@ def request_count(argv: tuple[str, ...]) -> int | None:
     return None
 
 
-def tail(path: Path) -> str:
+def tail(data: bytes) -> str:
     """The last lines of a captured stderr, for an error message: ``a | b | c``."""
-    try:
-        data = path.read_bytes()[-8192:]
-    except OSError:
-        return ""
+    data = data[-8192:]
     lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
     lines = [line[:STDERR_TAIL_WIDTH] for line in lines if line][-STDERR_TAIL_LINES:]
     return " | ".join(lines)
@@ -145,7 +142,7 @@ class LoadGenerator:
     shell: bool
     instance: int | None
     process: subprocess.Popen[bytes]
-    stderr_path: Path
+    stderr: StreamTail
     started_at: float
     ended_at: float | None = None
     stopping_at: float | None = None
@@ -180,7 +177,7 @@ class LoadGenerator:
             started_at=self.started_at,
             ended_at=self.ended_at if own else None,
             exit_status=self.process.returncode if own else None,
-            stderr_tail=tail(self.stderr_path) if own and self.process.returncode else "",
+            stderr_tail=tail(self.stderr.data(wait=0.5)) if own and self.process.returncode else "",
         )
 
     def stop(self, grace: float) -> None:
@@ -189,22 +186,25 @@ class LoadGenerator:
         stop_process_group(self.process, grace)
         if self._watcher is not None:
             self._watcher.join(timeout=grace)
+        self.stderr.close()
 
 
 def start_process(
     argv: tuple[str, ...],
     *,
-    stdout: Path | None,
-    stderr: Path,
+    name: str,
     mask: set[int | signal.Signals],
     join: Callable[[], None] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a session of its own.
+    option: str = "the command",
+) -> tuple[subprocess.Popen[bytes], StreamTail]:
+    """Start ``argv`` in a session of its own; returns it and the tail of its stderr.
 
     Call it inside ``deferred_signals()`` and record the process before the block ends, so
     that no Ctrl-C can land between fork and the bookkeeping that stops it later. ``mask``
     is the mask to restore in the child before exec; ``join`` also runs there (to enter a
-    cgroup before the program allocates anything).
+    cgroup before the program allocates anything). The child is SIGKILLed by the kernel
+    if capplan dies (PR_SET_PDEATHSIG, see ``capacity.measure.children``); its stdout goes
+    to /dev/null and its stderr to a bounded ring in memory, never to disk.
     """
 
     def in_child() -> None:
@@ -212,30 +212,23 @@ def start_process(
         if join is not None:
             join()
 
+    stderr, write_end = StreamTail.pipe(name)
     try:
-        with contextlib.ExitStack() as files:
-            out = files.enter_context(stdout.open("wb")) if stdout is not None else None
-            err = files.enter_context(stderr.open("wb"))
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out if out is not None else subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                # Safe with our watcher threads: they only sit in waitpid, and the child
-                # runs nothing that takes a lock they could hold (glibc's malloc is
-                # fork-safe). The child must restore the signal mask before exec.
-                preexec_fn=in_child,  # noqa: PLW1509
-            )
-    except FileNotFoundError:
-        raise LaunchError(
-            f"command not found: {argv[0]}",
-            hint="give the full path, or pass --shell to run the line with /bin/sh -c",
-        ) from None
-    except PermissionError:
-        raise LaunchError(f"cannot execute {argv[0]}: permission denied") from None
-    except (OSError, subprocess.SubprocessError) as err:
-        raise LaunchError(f"cannot start {argv[0]}: {err}") from None
+        process = popen(
+            argv,
+            option=option,
+            preexec=in_child,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        stderr.close()
+        raise
+    os.close(write_end)
+    return process, stderr
 
 
 class LoadGenerators:
@@ -246,22 +239,20 @@ class LoadGenerators:
         self.shell = shell
         self.grace = grace
         self.running: list[LoadGenerator] = []
-        self._directory: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self, values: dict[str, int] | None = None, instance: int | None = None) -> None:
         argv = expand(self.template, shell=self.shell, option="--load", values=values)
-        if self._directory is None:
-            self._directory = tempfile.TemporaryDirectory(prefix="capplan-load-")
-        stderr = Path(self._directory.name) / f"load-{len(self.running) + 1}.stderr"
         with deferred_signals() as previous:
             started = time.time()
-            process = start_process(argv, stdout=None, stderr=stderr, mask=previous)
+            process, stderr = start_process(
+                argv, name=f"load-{len(self.running) + 1}", mask=previous, option="--load"
+            )
             generator = LoadGenerator(
                 command=argv,
                 shell=self.shell,
                 instance=instance,
                 process=process,
-                stderr_path=stderr,
+                stderr=stderr,
                 started_at=started,
             )
             self.running.append(generator)
@@ -295,9 +286,6 @@ class LoadGenerators:
         with deferred_signals():
             for generator in self.running:
                 generator.stop(self.grace)
-            if self._directory is not None:
-                self._directory.cleanup()
-                self._directory = None
 
     def __enter__(self) -> LoadGenerators:
         return self

@@ -328,9 +328,14 @@ def launched_demo(
     timeout: float = 60.0,
 ) -> Iterator[LaunchedDemo]:
     """Start the demo workload and stop it, with all its workers, whatever happens."""
+    from capacity.measure.children import popen
+
     command = demo_command(shared, private, workers, dirty, shm)
-    process = subprocess.Popen(
+    # The kernel kills the demo if capplan dies (PR_SET_PDEATHSIG); its workers exit when
+    # their parent does.
+    process = popen(
         command,
+        option="--demo (the Python interpreter capplan runs under)",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
