@@ -16,7 +16,8 @@ new one; adding a field with a default does not need a bump):
 * 1 -- first version: workload, samples, model, budget, prediction, estimators, warnings,
   environment, timing. Added since, with defaults: ``load``, ``drift`` and ``launch``;
   ``prediction.max_is_upper_bound``; ``ProcessMemory.instance``;
-  ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4).
+  ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4);
+  ``Skipped.reason`` "unreadable" (a damaged captured tree, issue 11).
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ class Skipped:
     pid: int
     name: str
     # "changed": its pagemap kept failing while its mappings changed (exact tier only).
-    reason: Literal["vanished", "zombie", "replaced", "kernel thread", "changed"]
+    # "unreadable": a captured tree's stat that does not parse (--root only).
+    reason: Literal["vanished", "zombie", "replaced", "kernel thread", "changed", "unreadable"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -73,6 +73,9 @@ class Member:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Selection:
     members: tuple[Member, ...]
+    # Pids of a captured tree (--root) whose stat does not parse: maybe the workload's,
+    # so they are reported as skipped rather than dropped without a word.
+    unreadable: tuple[int, ...] = ()
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -87,13 +90,21 @@ class Selection:
         return tuple(m for m in self.members if m.role == "worker")
 
 
-def scan(root: Path = DEFAULT_ROOT) -> dict[int, ProcStat]:
-    """Every live process's stat, skipping the ones that vanish while we look."""
+def scan(root: Path = DEFAULT_ROOT, unparsed: list[int] | None = None) -> dict[int, ProcStat]:
+    """Every live process's stat, skipping the ones that vanish while we look.
+
+    A stat that does not parse is a process going away on the live host (the kernel
+    writes it whole, in one read); in a captured tree it is damage, listed in ``unparsed``.
+    """
     stats: dict[int, ProcStat] = {}
     for pid in iter_pids(root):
         try:
             stats[pid] = read_stat(pid, root)
-        except (NoSuchProcess, ParseError):
+        except ParseError:
+            if unparsed is not None and root != DEFAULT_ROOT:
+                unparsed.append(pid)
+            continue
+        except NoSuchProcess:
             continue
         except CapplanError:
             continue  # stat is world-readable; anything else is a process going away
@@ -188,7 +199,13 @@ def select_processes(
 
     ``names`` (optional, kept by the caller between samples) caches ``--cmd`` matches.
     """
-    stats = scan(root) if stats is None else stats
+    unparsed: list[int] = []
+    stats = scan(root, unparsed) if stats is None else stats
+    if selector.pid is not None and selector.pid in unparsed:
+        raise SelectionError(
+            f"pid {selector.pid}: cannot parse {root / 'proc' / str(selector.pid) / 'stat'}",
+            hint="the captured tree is damaged: capture it again",
+        )
     excluded = _own_process(root) | exclude
     if selector.pid is not None:
         chosen = _select_tree(selector.pid, stats, root)
@@ -207,7 +224,7 @@ def select_processes(
         members.append(
             Member(pid=pid, start_ticks=stat.start_ticks, ppid=stat.ppid, name=stat.comm, role=role)
         )
-    return Selection(members=tuple(members))
+    return Selection(members=tuple(members), unreadable=tuple(unparsed))
 
 
 def _select_tree(pid: int, stats: dict[int, ProcStat], root: Path) -> set[int]:
@@ -216,16 +233,47 @@ def _select_tree(pid: int, stats: dict[int, ProcStat], root: Path) -> set[int]:
         try:
             pid = read_status(pid, root).tgid
         except CapplanError:
-            raise SelectionError(
-                f"no process with pid {pid}", hint="list candidates with: ps -eo pid,ppid,comm"
-            ) from None
+            raise _not_listed(pid, root) from None
         if pid not in stats:
-            raise SelectionError(f"no process with pid {pid}")
+            raise _not_listed(pid, root)
     if stats[pid].is_kernel_thread:
         raise SelectionError(
             f"pid {pid} ({stats[pid].comm}) is a kernel thread: it has no user memory"
         )
+    if stats[pid].state in ("Z", "X"):
+        raise SelectionError(
+            f"pid {pid} ({stats[pid].comm}) is a zombie: it has exited and holds no memory; "
+            f"its parent, pid {stats[pid].ppid}, has not reaped it",
+            hint="measure a running process: ps -eo pid,ppid,stat,comm",
+        )
     return {pid} | {p for p in descendants(pid, stats) if not stats[p].is_kernel_thread}
+
+
+def _not_listed(pid: int, root: Path) -> SelectionError:
+    """No /proc entry for ``pid``: it does not exist, or /proc hides it from us.
+
+    With ``hidepid=1`` or ``2`` (Linux 3.3+; ``invisible`` since 5.8) /proc shows other
+    users' processes to root and the ``gid=`` group only; kill(pid, 0) still tells that
+    the process exists (EPERM).
+    """
+    if root == DEFAULT_ROOT and pid > 0:
+        try:
+            os.kill(pid, 0)
+            exists = True
+        except PermissionError:
+            exists = True
+        except OSError:
+            exists = False
+        if exists:
+            return SelectionError(
+                f"pid {pid} exists, but /proc hides it from this user "
+                "(/proc is mounted with hidepid)",
+                hint="run capplan as root, or as a member of the group named by /proc's "
+                "gid= mount option",
+            )
+    return SelectionError(
+        f"no process with pid {pid}", hint="list candidates with: ps -eo pid,ppid,comm"
+    )
 
 
 def _no_match(name: str, stats: dict[int, ProcStat]) -> SelectionError:
