@@ -20,7 +20,6 @@ from capacity.errors import BudgetError
 from capacity.model import suggest
 from capacity.model.fitting import memory_for, predict
 from capacity.records import Budget, Estimate
-from capacity.units import format_bytes
 
 
 def reserve_choice(
@@ -61,14 +60,9 @@ def size_row(
     if memory <= 0:
         raise BudgetError(f"bad memory size {memory}: must be more than 0")
     reserve = reserve_bytes if reserve_bytes is not None else int(memory * (reserve_fraction or 0))
-    if reserve >= memory:
-        # As estimate's budget does: a host with no room left is a mistake in the input.
-        raise BudgetError(
-            f"the reserve ({format_bytes(reserve)}) is not smaller than the host's memory "
-            f"({format_bytes(memory)})",
-            hint="give a smaller --reserve or a larger --memory",
-        )
-    available = memory - reserve
+    # A size the reserve fills fits no worker: its row says so (and the true room, below
+    # zero) rather than failing the whole list of sizes.
+    available = max(memory - reserve, 0)
     budget = Budget(
         total_bytes=memory,
         reserve_bytes=reserve,
@@ -84,7 +78,9 @@ def size_row(
         memory_bytes=memory,
         reserve_bytes=reserve,
         available_bytes=available,
-        room_bytes=prediction.room_bytes,
+        room_bytes=prediction.room_bytes
+        if memory > reserve
+        else memory - reserve - estimate.model.fixed_bytes,
         max_instances=prediction.max_instances,
         max_instances_conservative=conservative,
         settings=config.lines[:1] if config else (),

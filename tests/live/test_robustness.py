@@ -240,9 +240,17 @@ def test_bad_numbers_are_usage_errors() -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_predict_refuses_a_reserve_as_large_as_the_host() -> None:
-    line = one_error(capplan("predict", str(MODEL), "--memory", "1G", "--reserve", "2G"))
-    assert "not smaller than the host's memory" in line
+def test_predict_room_is_the_true_room_when_the_reserve_fills_the_host() -> None:
+    """The row for a host the reserve fills fits 0 workers, with the room below zero as it
+    is (1G - 2G - fixed), not -fixed: the old output said -0.07 GiB for -1.07."""
+    import json
+
+    result = capplan("predict", str(MODEL), "--memory", "1G", "--reserve", "2G", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["sizes"]
+    fixed = json.loads(MODEL.read_text())["model"]["fixed_bytes"]
+    assert row["max_instances"] == 0
+    assert row["room_bytes"] == (1 << 30) - (2 << 30) - fixed
 
 
 # --------------------------------------------------------------------------- processes
