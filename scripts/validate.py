@@ -637,7 +637,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "python3 scripts/validate.py --quick    # the reduced set CI runs",
             "```",
             "",
-            "The method is described at the top of `scripts/validate.py` and in README.",
+            "The method is described at the top of `scripts/validate.py` and in docs/validation.md.",
             "",
         ]
     )

@@ -273,7 +273,7 @@ def iter_pids(root: Path = DEFAULT_ROOT) -> list[int]:
         hint = (
             None
             if root == DEFAULT_ROOT
-            else "--root must mirror / with proc/ and sys/ (capture one with tests/capture.py in capplan's source)"
+            else "--root must mirror / with proc/ and sys/ (capture one with python -m capacity.testing.capture)"
         )
         raise CapplanError(f"cannot list {root / 'proc'}: {err.strerror}", hint) from None
     return sorted(int(name) for name in names if name.isdigit())

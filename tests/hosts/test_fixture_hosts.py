@@ -8,7 +8,7 @@ a case is adding a directory.
 
 The per-worker and fixed costs are not copied from capplan's output: ``independent_model``
 below recomputes them from the fixture's files with its own regex and numpy's polyfit, from
-the rules README states (USS + private hugetlb + VmPTE + 16 KiB stack per thread + slab from
+the rules docs/how-it-measures.md states (USS + private hugetlb + VmPTE + 16 KiB stack per thread + slab from
 threads and mappings; fixed = parents + sum of PSS - USS + one shared hugetlb segment).
 """
 
@@ -52,7 +52,7 @@ def slab_sizes(root: Path) -> dict[str, int]:
 
 
 def slab_of(threads: int, maps: str, size: dict[str, int]) -> int:
-    """README's slab rule: per thread task_struct + pid; per process mm, signal, sighand,
+    """The slab rule (docs/how-it-measures.md): per thread task_struct + pid; per process mm, signal, sighand,
     files, fs, cred, the PGD and small allocations; per mapping a vm_area_struct and a tenth of a maple node; per writable
     private mapping an anon_vma and two anon_vma_chain links."""
     vmas = [line.split()[1] for line in maps.splitlines() if line.strip()]
