@@ -260,6 +260,9 @@ def _max_workers(
 def run_inspect(selector: Selector | None, *, demo: bool = False, **options: Any) -> Inspection:
     """``capplan inspect`` as one call: ``selector``, or the demo workload started and
     always stopped; ``options`` are ``inspect_workload``'s."""
+    from capacity.measure.leftovers import clean_up_after_killed_runs
+
+    clean_up_after_killed_runs()  # what a killed capplan run left (issue 11)
     if demo:
         with launched_demo() as launched:
             return inspect_workload(Selector(pid=launched.parent_pid), **options)

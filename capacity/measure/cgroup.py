@@ -111,7 +111,7 @@ def memory_cgroup_of(
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a mount point read from mounts
         return None
 
 
