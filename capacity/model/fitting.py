@@ -223,10 +223,21 @@ def _model_fit(
     the standard errors (t with ``dof`` degrees of freedom) and the confidence from the
     slope's relative half-width and the ``reasons`` already found."""
     t975 = _t(dof, 0.975)
+    if intercept < 0:
+        # A fixed cost below zero is a fit artefact: the points do not lie on one line
+        # through a positive intercept (workers of different kinds, workers that grew, or
+        # a pid reused by a lighter process). Nothing is paid once less than nothing, so it
+        # is 0, said plainly, and the confidence is low (issue 11: such a model was saved
+        # and then refused by every reader).
+        reasons = [
+            *reasons,
+            f"the fit's fixed cost came out negative ({round(intercept):,} bytes), taken as 0: "
+            "the workers' costs do not lie on one line",
+        ]
     confidence = _confidence(t975 * se_b / slope, reasons)
     return ModelFit(
         method=method,
-        fixed_bytes=round(intercept),
+        fixed_bytes=max(round(intercept), 0),
         per_instance_bytes=round(slope),
         per_instance_ci95=(round(slope - t975 * se_b), round(slope + t975 * se_b)),
         fixed_ci95=(round(intercept - t975 * se_a), round(intercept + t975 * se_a)),
