@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -122,6 +123,25 @@ needs_root = pytest.mark.skipif(
 FOLDER_MARKERS = {"live": ("live",), "validation": ("live", "validation"), "hosts": ("hosts",)}
 
 
+# A test that starts a process (the CLI, the demo, a server) is live wherever it stands:
+# each start costs an interpreter with numpy and scipy, and the fast set is for seconds.
+STARTS_A_PROCESS = ("run_cli(", "start_demo(", "subprocess.", "estimate_json(", "cli(")
+STARTS_BY_FIXTURE = {"cli", "demo"}
+
+
+def _starts_a_process(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    if STARTS_BY_FIXTURE & set(getattr(item, "fixturenames", ())):
+        return True
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in STARTS_A_PROCESS)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         try:
@@ -130,3 +150,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         for name in FOLDER_MARKERS.get(folder, ()):
             item.add_marker(getattr(pytest.mark, name))
+        if folder in ("unit", "hosts") and _starts_a_process(item):
+            item.add_marker(pytest.mark.live)
