@@ -225,6 +225,10 @@ def _parse_status_lines(data: bytes, path: str) -> ProcStatus:
             return int(value[:-3]) * 1024
         return _kb_line_value(value, path, key.decode())
 
+    def size_needed(key: bytes) -> int:
+        need(key)
+        return size(key)
+
     def ids(key: bytes) -> tuple[int, int]:
         parts = values.get(key, b"0 0").split() or [b""]
         name = key.decode()
@@ -250,7 +254,8 @@ def _parse_status_lines(data: bytes, path: str) -> ProcStatus:
             rss_anon_bytes=size(b"RssAnon"),  # RssAnon/RssFile/RssShmem: since Linux 4.5
             rss_file_bytes=size(b"RssFile"),
             rss_shmem_bytes=size(b"RssShmem"),
-            vm_pte_bytes=size(b"VmPTE"),  # since Linux 2.6.10
+            # Since Linux 2.6.10 for every process with memory: missing, it is damage, not 0.
+            vm_pte_bytes=size(b"VmPTE") if b"VmRSS" not in values else size_needed(b"VmPTE"),
             vm_swap_bytes=size(b"VmSwap"),  # since Linux 2.6.34
             has_mm=b"VmRSS" in values,
         )
