@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 
 from capacity import cli_options as opt
+from capacity import cli_terminal as terminal
 from capacity.errors import CapplanError
 from capacity.render.progress import progress_bar
 from capacity.units import (
@@ -153,8 +154,8 @@ def estimate(
     if saved is not None:
         # Save before printing: a save that fails must leave stdout empty, as every error does.
         files.write(saved, dumps(result))
-        _say(f"Saved the model to {save}")
-    _write(rendered)
+        terminal.say(f"Saved the model to {save}")
+    terminal.write(rendered)
 
 
 def _one_of(given: dict[str, bool]) -> None:
@@ -228,7 +229,7 @@ def inspect(
         budget=BudgetOptions.parse(memory, reserve),
         deep=deep,
     )
-    _write(inspect.INSPECT_RENDERERS[output_format.value](result))
+    terminal.write(inspect.INSPECT_RENDERERS[output_format.value](result))
 
 
 @app.command()
@@ -264,7 +265,7 @@ def predict(
         reserve_text=reserve,
     )
     render = report_predict.render_whatif_json if output_format == opt.Format.json else None
-    _write((render or report_predict.render_whatif_text)(result))
+    terminal.write((render or report_predict.render_whatif_text)(result))
 
 
 @app.command("report")
@@ -302,13 +303,13 @@ def report_command(
         estimate, fmt, source=str(model), output=output if beside is not None else None
     )
     if target.kind == "stdout":
-        _write(rendered.text)
+        terminal.write(rendered.text)
         return
     if rendered.png is not None and beside is not None:
         files.write(beside, rendered.png)
     files.write(target, rendered.text)
     also = f" and {rendered.png_path}" if rendered.png is not None else ""
-    _say(f"Wrote {output}{also}")
+    terminal.say(f"Wrote {output}{also}")
 
 
 @app.command("check")
@@ -390,93 +391,24 @@ def check_command(
         allow_env_change=allow_env_change,
     )
     if output_format == opt.Format.json:
-        _write(report_check.render_verdict_json(verdict))
+        terminal.write(report_check.render_verdict_json(verdict))
     else:
-        _write(report_check.render_verdict_text(verdict))
+        terminal.write(report_check.render_verdict_text(verdict))
     if junit_target is not None:
         files.write(junit_target, report_check.render_junit(verdict))
     if verdict.status == "regression":
         raise typer.Exit(EXIT_REGRESSION)
     if verdict.status == "not_comparable":
-        _fail("not comparable: " + "; ".join(verdict.not_comparable), verdict.hint, EXIT_ERROR)
+        terminal.fail(
+            "not comparable: " + "; ".join(verdict.not_comparable), verdict.hint, EXIT_ERROR
+        )
     if verdict.status == "inconclusive":
-        _fail(
+        terminal.fail(
             "inconclusive: a change beyond the tolerance that the measurements' spread "
             "cannot confirm",
             verdict.hint,
             EXIT_ERROR,
         )
-
-
-def _say(text: str) -> None:
-    """A line for the user on stderr; paths in it came from the user or the host."""
-    from capacity.render.escape import terminal_safe
-
-    _stderr(terminal_safe(text) + "\n")
-
-
-def _write(text: str) -> None:
-    """The command's output on stdout. A reader that went away (``capplan ... | head``) is
-    not an error of ours; a full device or a closed stdout is, in one line."""
-    stream = sys.stdout
-    if stream is None:  # started with stdout closed (>&-)
-        raise CapplanError(
-            "cannot write the output: standard output is closed",
-            hint="send it somewhere, e.g. capplan ... > capplan.txt",
-        )
-    try:
-        stream.write(text)
-        stream.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    except OSError as err:
-        _silence_stdout()
-        raise CapplanError(f"cannot write to standard output: {err.strerror}") from None
-
-
-def _silence_stdout() -> None:
-    """Point fd 1 at /dev/null, so the interpreter's last flush at exit cannot fail too."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
-def _stderr(text: str) -> None:
-    """stderr may be closed or full as well: then the exit status is all that is said."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-
-def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    from capacity.render.escape import terminal_safe
-
-    _stderr(f"Error: {terminal_safe(message)}\n")
-    if hint:
-        _stderr(f"Hint: {terminal_safe(hint)}\n")
-    raise SystemExit(code)
-
-
-def _install_signal_handlers() -> None:
-    """Ctrl-C and SIGTERM become exceptions that unwind through every cleanup block.
-
-    They derive from BaseException, so no ``except Exception`` swallows them, and they are
-    not KeyboardInterrupt, so click does not turn them into its own "Aborted!" with status 1
-    (1 means "regression" here).
-    """
-    import signal
-
-    from capacity.errors import Interrupted, Terminated
-
-    def on_int(signum: int, frame: object) -> None:
-        raise Interrupted()
-
-    def on_term(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGINT, on_int)
-    signal.signal(signal.SIGTERM, on_term)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -488,7 +420,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """
     from capacity.errors import Interrupted, Terminated
 
-    _install_signal_handlers()
+    terminal.install_signal_handlers()
     try:
         try:
             app(args=argv, prog_name="capplan")
@@ -496,18 +428,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 sys.stdout.flush()
     except Interrupted:
-        _stderr("Interrupted: every process capplan started was stopped.\n")
+        terminal.stderr("Interrupted: every process capplan started was stopped.\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Terminated:
-        _stderr("Terminated: every process capplan started was stopped.\n")
+        terminal.stderr("Terminated: every process capplan started was stopped.\n")
         raise SystemExit(EXIT_TERMINATED) from None
     except CapplanError as err:
         if os.environ.get("CAPPLAN_DEBUG"):
             raise
-        _fail(err.message, err.hint, EXIT_ERROR)
+        terminal.fail(err.message, err.hint, EXIT_ERROR)
     except OSError as err:
         if os.environ.get("CAPPLAN_DEBUG"):
             raise
-        _silence_stdout()
-        _fail(f"cannot write: {err.strerror or err}", None, EXIT_ERROR)
+        terminal.silence_stdout()
+        terminal.fail(f"cannot write: {err.strerror or err}", None, EXIT_ERROR)
     raise SystemExit(EXIT_OK)

@@ -29,7 +29,7 @@ LAYERS: dict[str, set[str]] = {
     "testing": {"bottom", "measure", "model", "render", "app"},
     "cli": {"bottom", "measure", "model", "render", "app"},
 }
-TOP = {"cli", "cli_options", "__main__"}
+TOP = {"cli", "cli_options", "cli_terminal", "__main__"}
 
 
 def module_name(path: Path) -> str:
