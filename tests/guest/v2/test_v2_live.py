@@ -134,7 +134,8 @@ def test_attach_budget_and_kernel_from_v2_cgroup(service: Path) -> None:
             }
         )
     )
-    assert "memory.max" in budget["source"] and "system.slice" in budget["source"], budget
+    # The binding ancestor, by name ("memory limit of cgroup /system.slice"), and its memory.max.
+    assert "/system.slice" in budget["source"] and "limit" in budget["source"], budget
     assert budget["total_bytes"] == 1536 << 20
     assert model["breakdown"]["kernel_source"] == "cgroup", model["breakdown"]
     error = model["per_instance_bytes"] / marginal - 1
