@@ -167,7 +167,7 @@ def launch_argv(command: str, instances: int) -> list[str]:
 
 def test_launch_normal_end_delegates_memory_and_cleans_up() -> None:
     out = subprocess.run(
-        launch_argv("sleep 600", 2), cwd=REPO, capture_output=True, text=True, timeout=400
+        launch_argv("sleep 600", 3), cwd=REPO, capture_output=True, text=True, timeout=400
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
@@ -178,7 +178,7 @@ def test_launch_normal_end_delegates_memory_and_cleans_up() -> None:
 
 def test_launch_error_cleans_up() -> None:
     out = subprocess.run(
-        launch_argv("false", 2), cwd=REPO, capture_output=True, text=True, timeout=400
+        launch_argv("false", 3), cwd=REPO, capture_output=True, text=True, timeout=400
     )
     assert out.returncode != 0
     assert leftovers() == []
@@ -216,7 +216,7 @@ def test_no_cgroup_as_nobody(tmp_path: Path) -> None:
         "mount --bind $d /root/.pyenv; done\n"
         f"cd {REPO}\n"
         "exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp "
-        + " ".join(launch_argv("sleep 600", 2)).replace("sleep 600", "'sleep 600'")
+        + " ".join(launch_argv("sleep 600", 3)).replace("sleep 600", "'sleep 600'")
         + "\n"
     )
     tmp_path.chmod(0o755)
