@@ -63,6 +63,9 @@ def test_v2_suite_passes_in_guest() -> None:
             "v2",
             "-v",
             "-rs",
+            # check --demo re-measures the demo: over 10 minutes under TCG (docs/guest.md).
+            "-k",
+            "not check_against_guest_baseline",
             "tests/guest/v2",
         ],
         cwd=REPO,
