@@ -120,7 +120,12 @@ needs_root = pytest.mark.skipif(
 # Markers by folder: tests/live -> live, tests/validation -> live + validation,
 # tests/hosts -> hosts. A test elsewhere that needs root or real processes says
 # @pytest.mark.live itself. `pytest -m "not live"` is then the fast set.
-FOLDER_MARKERS = {"live": ("live",), "validation": ("live", "validation"), "hosts": ("hosts",)}
+FOLDER_MARKERS = {
+    "live": ("live",),
+    "validation": ("live", "validation"),
+    "hosts": ("hosts",),
+    "guest": ("live",),
+}
 
 
 # A test that starts a process (the CLI, the demo, a server) is live wherever it stands:
