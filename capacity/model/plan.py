@@ -22,14 +22,16 @@ every model recorded, when they were measured on one host and agree. The reserve
 ``--reserve`` (bytes, or a share of the memory); else the share every model was saved with;
 else the bytes measured with the models. A model's measured reserve is what everything
 outside *its* workload used, and on a host that runs the pools together that includes the
-other pools: each model's measured reserve is taken less the other pools' memory at their
-measured counts, and the largest of those stands (what the rest of the host used). Models
-of different hosts keep their reserves whole, and the largest stands.
+other pools: when the models were measured on one host within an hour of each other (so the
+pools ran together), each model's measured reserve is taken less the other pools' memory at
+their measured counts, and the largest of those stands (what the rest of the host used).
+Otherwise the reserves are kept whole, and the largest stands.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +49,9 @@ from capacity.units import format_bytes
 NAMING = "a pool's name is its model file's name without .json"
 MAX_COUNT = 10**9  # as predict --instances
 MAX_WEIGHT = 10**9
+# Models measured this close together are taken as measured while every pool ran, so each
+# model's measured reserve counted the other pools (see the module docstring).
+MEASURED_TOGETHER_SECONDS = 3600
 
 _COUNT = re.compile(r"^[0-9]+$")
 _WEIGHT = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
@@ -233,6 +238,17 @@ def measured_memory(estimate: Estimate) -> int:
     return model.fixed_bytes + estimate.workload.worker_count * model.per_instance_bytes
 
 
+def _measured_together(pools: Sequence[PoolModel]) -> bool:
+    """Were the models measured within MEASURED_TOGETHER_SECONDS of each other? Only then is
+    each pool taken to have run while the others were measured."""
+    try:
+        times = [datetime.datetime.fromisoformat(p.estimate.environment.time) for p in pools]
+        stamps = [t.timestamp() for t in times]
+    except (ValueError, TypeError, OverflowError, OSError):
+        return False
+    return max(stamps) - min(stamps) <= MEASURED_TOGETHER_SECONDS
+
+
 def _reserve(pools: Sequence[PoolModel], memory: int, options: BudgetOptions) -> tuple[int, str]:
     if options.reserve_bytes is not None:
         reserve, source = (
@@ -271,6 +287,13 @@ def _measured_reserve(pools: Sequence[PoolModel], memory: int) -> tuple[int, str
         return pools[0].estimate.budget.reserve_bytes, (
             f"what everything outside the workload used on {hosts[0]} when the model was "
             "measured, kept in bytes; give --reserve to change it"
+        )
+    if not _measured_together(pools):
+        return max(p.estimate.budget.reserve_bytes for p in pools), (
+            f"the largest reserve measured with the models on {hosts[0]}, kept in bytes; they "
+            f"were not measured within {MEASURED_TOGETHER_SECONDS // 60} minutes of each "
+            "other, so it may count other pools too: give --reserve for what the rest of the "
+            "host uses"
         )
     rest = []
     for pool in pools:
