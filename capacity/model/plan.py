@@ -362,8 +362,12 @@ def _point_memory(pools: Sequence[PoolModel], counts: Counts) -> int:
     )
 
 
+def _bound(pools: Sequence[PoolModel], counts: Counts) -> float:
+    return upper_bound_of_sum([p.estimate.model for p in pools], counts)
+
+
 def _high(pools: Sequence[PoolModel], counts: Counts) -> int:
-    return math.ceil(upper_bound_of_sum([p.estimate.model for p in pools], counts))
+    return math.ceil(_bound(pools, counts))
 
 
 # --------------------------------------------------------------------------- the plan
@@ -417,7 +421,8 @@ def plan_host(
         )
     reclaimable = sum(p.estimate.model.reclaimable_bytes for p in pools)
     limit = available - reclaimable
-    conservative_scale = _largest_scale(lambda c: _high(pools, c) <= limit, counts_at, ratio)
+    # Compared unrounded, as conservative_instances compares: one pool is predict's answer.
+    conservative_scale = _largest_scale(lambda c: _bound(pools, c) <= limit, counts_at, ratio)
     point = counts_at(point_scale)
     conservative = counts_at(conservative_scale or Fraction(0))
 

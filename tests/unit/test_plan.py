@@ -244,7 +244,7 @@ def test_the_search_agrees_with_a_walk_over_every_breakpoint(seed: int) -> None:
 
 def test_one_pool_is_what_predict_answers() -> None:
     """One pool planned: the point and the conservative count of predict, to the worker."""
-    for memory in (2 * GiB, 8 * GiB, 64 * GiB):
+    for memory in (2 * GiB, 8 * GiB, 64 * GiB, *range(GiB, 40 * GiB, 1_999_999_999)):
         result = whatif.what_if(BASE, source="m", memories=[memory], reserve_bytes=GiB // 2)
         plan = plan_host(
             [PoolModel(name="demo", source="m", estimate=BASE)], budget=budget(memory, GiB // 2)
