@@ -1,4 +1,4 @@
-"""What ``predict``, ``check`` and ``inspect`` answer, as frozen records.
+"""What ``predict``, ``plan``, ``check`` and ``inspect`` answer, as frozen records.
 
 They are built from the measurement records in ``records`` and rendered by
 ``capacity.render``; like those, sizes are int bytes and host text is stored raw.
@@ -129,6 +129,89 @@ class WhatIf:
     sizes: tuple[HostSize, ...]
     instances: InstancesMemory | None = None
     suggestions: tuple[Suggestion, ...] = ()
+
+
+# --------------------------------------------------------------------------- plan
+
+PLAN_KIND = "capplan.plan"
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PlanPool:
+    """One pool of ``capplan plan``: a saved model, and how many of its workers fit beside
+    the other pools.
+
+    ``name`` is the model file's name without ``.json``; ``workload`` the process names the
+    model measured (host text, untrusted). ``weight`` is the pool's share of the ratio the
+    unpinned pools keep (None when ``--set`` pins it), from ``weight_source`` ("measured":
+    its worker count when the model was measured, or "--weight"). ``max_instances`` is the
+    point answer; ``max_instances_conservative`` the count in the plan whose *sum* fits by
+    its 95 % bound, not a per-pool bound. ``suggestion`` is the configuration line for the
+    conservative count, where capplan recognises the program.
+    """
+
+    name: str
+    source: str
+    server: str | None
+    workload: str
+    hostname: str
+    measured_workers: int
+    pinned: bool
+    weight: float | None
+    weight_source: str
+    fixed_bytes: int
+    per_instance_bytes: int
+    per_instance_ci95: tuple[int, int]
+    confidence: Confidence
+    max_instances: int
+    memory_bytes: int  # fixed + max_instances x per worker
+    max_instances_conservative: int
+    conservative_memory_bytes: int  # fixed + max_instances_conservative x per worker
+    max_is_upper_bound: bool = False
+    suggestion: Suggestion | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PlanTotal:
+    """The whole host at one answer's counts (the point answer, or the conservative one).
+
+    ``memory_bytes`` is the point estimate of every pool's fixed cost and workers together,
+    ``high_bytes`` the one-sided 95 % upper prediction bound of that sum. The point answer
+    must keep ``memory_bytes`` within ``limit_bytes`` (the memory less the reserve); the
+    conservative one ``high_bytes`` within ``limit_bytes`` (that, less the pools'
+    reclaimable page cache, which it keeps resident). ``room_bytes`` is what is left;
+    below 0 only when the pinned pools alone do not fit (``fits`` False). ``scale`` is the
+    workers per unit of weight the unpinned pools reached along the ratio.
+    """
+
+    workers: int
+    memory_bytes: int
+    high_bytes: int
+    limit_bytes: int
+    room_bytes: int
+    fits: bool
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """``capplan plan``: how many workers of each pool fit together on one host."""
+
+    kind: str = PLAN_KIND
+    schema_version: int = PLAN_SCHEMA_VERSION
+    unit: str = "bytes"
+    memory_bytes: int
+    memory_source: str
+    reserve_bytes: int
+    reserve_source: str
+    available_bytes: int
+    naming: str
+    ratio_source: str
+    pools: tuple[PlanPool, ...]
+    point: PlanTotal
+    conservative: PlanTotal
+    notes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- check

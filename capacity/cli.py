@@ -268,6 +268,42 @@ def predict(
     terminal.write((render or report_predict.render_whatif_text)(result))
 
 
+@app.command()
+def plan(
+    models: opt.PlanModels,
+    memory: opt.PlanMemory = None,
+    reserve: opt.PlanReserve = None,
+    counts: opt.PlanSet = None,
+    weights: opt.PlanWeight = None,
+    output_format: opt.PlanOutputFormat = opt.Format.text,
+) -> None:
+    """Plan one host of several pools: how many workers of each fit together.
+
+    Each pool's fixed cost is paid once; the pools keep the ratio of workers they were
+    measured at unless --set pins one or --weight changes its share. The conservative
+    answer bounds the total over the pools at 95%, not each pool.
+
+    Example:
+
+        capplan plan models/web.json models/php.json --memory 8G
+
+        capplan plan models/web.json models/php.json --memory 16G --set php=20 --format json
+    """
+    from capacity.app.plan import PlanOptions, run_plan
+    from capacity.render.plan import PLAN_RENDERERS
+
+    result = run_plan(
+        PlanOptions(
+            models=tuple(models),
+            memory=memory,
+            reserve=reserve,
+            counts=tuple(counts or ()),
+            weights=tuple(weights or ()),
+        )
+    )
+    terminal.write(PLAN_RENDERERS[output_format.value](result))
+
+
 @app.command("report")
 def report_command(
     model: opt.ModelArgument,

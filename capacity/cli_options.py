@@ -408,3 +408,89 @@ ReportForce = Annotated[
     typer.Option("--force", help="Replace an existing -o file (and the .png beside it)."),
 ]
 CheckForce = Annotated[bool, typer.Option("--force", help="Replace an existing --junit file.")]
+
+
+def _checked_assignments(
+    parse: Callable[[list[str]], object],
+) -> Callable[[list[str] | None], list[str] | None]:
+    """As ``_checked_by``, for an option given many times (``--set a=1 --set b=2``)."""
+
+    def check(values: list[str] | None) -> list[str] | None:
+        from capacity.errors import CapplanError
+
+        if values:
+            try:
+                parse(values)
+            except CapplanError as err:
+                raise typer.BadParameter(err.message) from None
+        return values
+
+    return check
+
+
+def _parse_counts(values: list[str]) -> object:
+    from capacity.model.plan import parse_counts  # numpy: only when the option is given
+
+    return parse_counts(values)
+
+
+def _parse_weights(values: list[str]) -> object:
+    from capacity.model.plan import parse_weights
+
+    return parse_weights(values)
+
+
+PlanModels = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="MODEL",
+        help="The saved model of each pool on the host (models/NAME.json); a pool's NAME "
+        "is its file's name without .json.",
+    ),
+]
+
+PlanMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--memory",
+        metavar="SIZE",
+        callback=_size_option,
+        help="The host's memory, as MemTotal (16G). Default: the budget the models "
+        "recorded, when they were measured on one host and agree.",
+    ),
+]
+
+PlanReserve = Annotated[
+    str | None,
+    typer.Option(
+        "--reserve",
+        metavar="SIZE|PCT",
+        callback=_reserve_option,
+        help="Memory kept for everything but the pools (2G or 10%). Default: what the rest "
+        "of the host used when the models were measured, the other pools left out.",
+    ),
+]
+
+PlanSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="NAME=N",
+        callback=_checked_assignments(_parse_counts),
+        help="Pin pool NAME at N workers; the other pools share what is left. Repeatable.",
+    ),
+]
+
+PlanWeight = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--weight",
+        metavar="NAME=W",
+        callback=_checked_assignments(_parse_weights),
+        help="Give pool NAME the share W of the ratio (default: the worker count it was "
+        "measured with); --weight web=3 --weight api=1 plans 3 web workers per api worker. "
+        "Repeatable.",
+    ),
+]
+
+PlanOutputFormat = Annotated[Format, typer.Option("--format", help="Output format.")]

@@ -113,6 +113,11 @@ class BudgetError(CapplanError):
     """No usable memory budget: a bad --memory or --reserve, or no room at all."""
 
 
+class PlanError(CapplanError):
+    """``capplan plan`` cannot combine these models: an unknown pool in --set or --weight,
+    a bad count or weight, two pools of one name, models no one host can run together."""
+
+
 class ModelError(CapplanError):
     """The measurements cannot support a model (no workers, zero-size workers...)."""
 

@@ -88,7 +88,7 @@ def _weights(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     return w, c
 
 
-def _t(dof: int, level: float) -> float:
+def _t(dof: float, level: float) -> float:
     # scipy.special, not scipy.stats: stats.t.ppf is this same function, and importing
     # scipy.stats costs about 0.9 s against 0.2 s for scipy.special (issue 7).
     from scipy import special
@@ -268,18 +268,28 @@ def total_for(model: ModelFit, instances: int) -> float:
 def upper_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
     """One-sided upper prediction bound of the memory ``instances`` workers need, in this or
     another instance of the program (whose random layout may need more page tables)."""
-    return (
-        total_for(model, instances)
-        + _band(model, instances, level)
-        + instances * model.layout_allowance_bytes
-    )
+    return upper_bound_of_sum((model,), (instances,), level)
 
 
 def lower_bound(model: ModelFit, instances: int, level: float = 0.95) -> float:
     return (
         total_for(model, instances)
-        - _band(model, instances, level)
+        - _band((model,), (instances,), level)
         - instances * model.layout_allowance_bytes
+    )
+
+
+def upper_bound_of_sum(
+    models: Sequence[ModelFit], counts: Sequence[int], level: float = 0.95
+) -> float:
+    """One-sided upper prediction bound of the memory of several pools together on one host,
+    pool ``i`` running ``counts[i]`` workers of ``models[i]`` (``capplan plan``): each pool's
+    fixed cost once, every worker, one band for the sum (see ``_band``). For one pool this
+    is ``upper_bound``."""
+    return (
+        sum(total_for(m, n) for m, n in zip(models, counts, strict=True))
+        + _band(models, counts, level)
+        + sum(n * m.layout_allowance_bytes for m, n in zip(models, counts, strict=True))
     )
 
 
@@ -301,16 +311,50 @@ def systematic_sd(breakdown: Breakdown | None) -> float:
     return share * breakdown.per_instance_slab_bytes
 
 
-def _band(model: ModelFit, instances: int, level: float) -> float:
+def _random_variance(model: ModelFit, instances: int) -> float:
+    """The variance of one pool's total at N but for the systematic part: what the fit does
+    not know about the mean (its coefficients and their covariance) and the spread of the
+    N workers that will actually run."""
     n = float(instances)
-    variance = (
+    return (
         model.fixed_se_bytes**2
         + n**2 * model.per_instance_se_bytes**2
         + 2 * n * model.fixed_slope_cov
         + n * model.worker_sd_bytes**2
-        + n**2 * model.systematic_sd_bytes**2
     )
-    return _t(max(model.dof, 1), level) * math.sqrt(max(variance, 0.0))
+
+
+def pooled_dof(variances: Sequence[float], dofs: Sequence[int]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent estimates, each with
+    its variance and degrees of freedom: ``(sum v)^2 / sum(v^2 / dof)``, between the
+    smallest ``dof`` and their sum. Estimates of equal ``dof`` keep it (one pool's band is
+    what it always was); with no variance at all the smallest ``dof`` stands."""
+    if len(set(dofs)) == 1:
+        return float(dofs[0])
+    denominator = sum(v * v / d for v, d in zip(variances, dofs, strict=True) if v > 0)
+    if denominator <= 0:
+        return float(min(dofs))
+    return min(max(sum(variances) ** 2 / denominator, min(dofs)), sum(dofs))
+
+
+def _band(models: Sequence[ModelFit], counts: Sequence[int], level: float) -> float:
+    """t times the standard deviation of the total of ``counts[i]`` workers of each model.
+
+    One pool: ``var_fixed + N^2 var_slope + 2 N cov + N sigma^2 + N^2 sd_systematic^2``.
+    Several pools measured apart (``capplan plan``): their fits and their workers are
+    independent, so those variances add; the systematic part is the error of capplan's own
+    slab estimate on one kernel, taken as the same in every pool, so its standard
+    deviations add before squaring, as they do over the N workers of one pool. The degrees
+    of freedom are the pools' own, combined by Welch-Satterthwaite (``pooled_dof``), each
+    pool carrying its share of the systematic variance.
+    """
+    randoms = [_random_variance(m, n) for m, n in zip(models, counts, strict=True)]
+    systematic = [n * m.systematic_sd_bytes for m, n in zip(models, counts, strict=True)]
+    shared = sum(systematic)
+    variance = sum(randoms) + shared**2
+    shares = [r + s * shared for r, s in zip(randoms, systematic, strict=True)]
+    dof = pooled_dof(shares, [max(m.dof, 1) for m in models])
+    return _t(dof, level) * math.sqrt(max(variance, 0.0))
 
 
 def make_budget(

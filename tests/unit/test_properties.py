@@ -6,7 +6,8 @@ renderer fail with anything but capplan's own error.
     figures it returns are counts and sizes a kernel can print (0 to 2**63 - 1).
 (b) The model decoder, given any JSON value or a damaged copy of the committed model,
     returns an Estimate or raises ModelFileError; every Estimate it accepts renders in every
-    format (text, json, openmetrics, markdown, html, predict, check) or raises CapplanError.
+    format (text, json, openmetrics, markdown, html, predict, plan, check) or raises
+    CapplanError.
 (c) Any bytes in a model file: load_estimate gives an Estimate or ModelFileError.
 
 Examples are derandomized and no database is kept, so CI tries the same cases every run;
@@ -493,9 +494,11 @@ def _text(value: str) -> None:
 
 def render_everything(estimate: Estimate) -> None:
     """Every output of every command that loads a model: text or CapplanError."""
-    from capacity.model import check, whatif
+    from capacity.model import check, plan, whatif
+    from capacity.model.assemble import BudgetOptions
     from capacity.render import check as render_check
     from capacity.render import document, predict
+    from capacity.render import plan as render_plan
     from capacity.render.report import RENDERERS
 
     def attempt(make: Callable[[], Any]) -> Any:
@@ -525,6 +528,16 @@ def render_everything(estimate: Estimate) -> None:
         if result is not None:
             _text(predict.render_whatif_text(result))
             _strict_json(predict.render_whatif_json(result))
+    for pools in ((estimate,), (DEMO, estimate)):
+        planned = attempt(
+            lambda pools=pools: plan.plan_host(
+                [plan.PoolModel(name=f"p{i}", source="x", estimate=e) for i, e in enumerate(pools)],
+                budget=BudgetOptions(memory=8 << 30),
+            )
+        )
+        if planned is not None:
+            _text(render_plan.render_plan_text(planned))
+            _strict_json(render_plan.render_plan_json(planned))
     tolerance = check.parse_tolerance(None, None)
     for baseline, current in ((DEMO, estimate), (estimate, DEMO)):
         verdict = attempt(
