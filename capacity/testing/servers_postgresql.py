@@ -141,7 +141,7 @@ def postgresql(
             [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
              "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
             capture_output=True, text=True, timeout=timeout, check=False, cwd=workdir, env=env,
-            preexec_fn=_demote(user, None),  # noqa: PLW1509
+            preexec_fn=_demote(user, None),
         )  # fmt: skip
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {(initdb.stdout + initdb.stderr)[-600:]}")
