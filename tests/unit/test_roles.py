@@ -714,3 +714,23 @@ def test_role_facts_and_classify_selection_read_a_captured_tree(tmp_path: Path) 
     group = only(classify_selection(select_processes(Selector(cmd="apache2"), tmp_path), tmp_path))
     assert (group.mpm, group.threads_per_child, group.workers) == ("event", 10, (12, 13))
     assert group.roles["cgid daemon"] == (11,)
+
+
+# --------------------------------------------------------------------------- test servers
+
+
+def test_apache2_config_for_the_event_mpm_keeps_exactly_its_children(tmp_path: Path) -> None:
+    from capacity.testing.servers import apache2_config
+
+    conf = apache2_config(tmp_path, 8080, 2, mpm="event", threads_per_child=10)
+    assert "mod_mpm_event.so" in conf
+    assert "mod_mpm_prefork.so" not in conf
+    for line in ("StartServers 2", "ServerLimit 2", "ThreadsPerChild 10", "MaxRequestWorkers 20"):
+        assert f"\n{line}\n" in conf
+    assert "MinSpareServers" not in conf
+    prefork = apache2_config(tmp_path, 8080, 3)
+    assert "mod_mpm_prefork.so" in prefork
+    assert "\nMaxSpareServers 3\n" in prefork
+    assert "ThreadsPerChild" not in prefork
+    with pytest.raises(ValueError, match="unknown MPM"):
+        apache2_config(tmp_path, 8080, 2, mpm="winnt")
