@@ -435,7 +435,7 @@ def _by_title(table: Sequence[tuple[str, str]], same_command: str | None = None)
     def role(child: ProcessFacts, master: ProcessFacts | None) -> str:
         title = child.title
         for prefix, name in table:
-            if title.startswith(prefix) or (prefix.startswith("*") and prefix[1:] in title):
+            if title.startswith(prefix):
                 return name
         if same_command and master is not None and _same_command(child, master):
             return same_command
@@ -485,6 +485,13 @@ def _celery_master(process: ProcessFacts, kids: list[ProcessFacts]) -> bool:
     if "ForkPoolWorker" in title:
         return False
     return _argv_runs(process, "celery") and "worker" in process.cmdline
+
+
+def _celery_child(child: ProcessFacts, master: ProcessFacts | None) -> str:
+    """``[celeryd: NAME@HOST:ForkPoolWorker-N]``, or the main process's own argv untitled."""
+    if ":ForkPoolWorker-" in child.title:
+        return "pool worker"
+    return "pool worker" if master is not None and _same_command(child, master) else "other"
 
 
 def _puma_master(process: ProcessFacts, kids: list[ProcessFacts]) -> bool:
@@ -539,7 +546,7 @@ _CELERY = _TitleRule(
     "main",
     "pool worker",
     _celery_master,
-    _by_title((("*ForkPoolWorker-", "pool worker"),), same_command="pool worker"),
+    _celery_child,
     ("ForkPoolWorker-",),
 )
 _PUMA = _TitleRule(
