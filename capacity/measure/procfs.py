@@ -37,9 +37,11 @@ from capacity.measure.procparse import (
     count_maps_lines,
     parse_bracketed_choice,
     parse_cmdline,
+    parse_mapped_mpm,
     parse_maps,
     parse_meminfo,
     parse_proc_cgroup,
+    parse_signal_masks,
     parse_smaps,
     parse_smaps_rollup,
     parse_stat,
@@ -231,6 +233,23 @@ def count_open_files(pid: int, root: Path = DEFAULT_ROOT, name: str | None = Non
 def read_cmdline(pid: int, root: Path = DEFAULT_ROOT) -> tuple[str, ...]:
     _path, data = _read_proc(pid, root, "cmdline")
     return parse_cmdline(data)
+
+
+def read_signal_masks(
+    pid: int, root: Path = DEFAULT_ROOT, name: str | None = None
+) -> tuple[int, int]:
+    """``(SigIgn, SigCgt)`` from /proc/PID/status (``procparse.parse_signal_masks``)."""
+    path, data = _read_proc(pid, root, "status", name)
+    if not data:
+        raise _vanished_or_zombie(pid, root, name)
+    return parse_signal_masks(data, path)
+
+
+def read_mapped_mpm(pid: int, root: Path = DEFAULT_ROOT, name: str | None = None) -> str | None:
+    """The apache2 MPM module mapped in the process (``event``, ``worker``, ``prefork``), or
+    None when none is (an MPM built in); read from /proc/PID/maps."""
+    _path, data = _read_proc(pid, root, "maps", name)
+    return parse_mapped_mpm(data)
 
 
 def read_exe(pid: int, root: Path = DEFAULT_ROOT) -> str | None:

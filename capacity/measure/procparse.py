@@ -531,3 +531,43 @@ def count_address_regions(data: bytes, span: int) -> int:
             regions += 1
         reach = max(reach, end)
     return regions
+
+
+def parse_signal_masks(data: bytes, path: str = "status") -> tuple[int, int]:
+    """``(SigIgn, SigCgt)`` of /proc/PID/status: the signals a process ignores and catches,
+    as the kernel prints them (16 hex digits each, since Linux 2.6). Two forks of one
+    program that differ here run different code: apache2's workers and mod_cgid's daemon."""
+    values = _status_values_of(data, (b"SigIgn", b"SigCgt"))
+    masks = []
+    for key in (b"SigIgn", b"SigCgt"):
+        text = values.get(key)
+        if text is None:
+            raise ParseError(path, f"missing field {key.decode()}")
+        try:
+            masks.append(_hex(text))
+        except ValueError:
+            raise ParseError(path, f"bad value for {key.decode()}") from None
+    return masks[0], masks[1]
+
+
+def _status_values_of(data: bytes, keys: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    text = b"\n" + data
+    values: dict[bytes, bytes] = {}
+    for key in keys:
+        start = text.find(b"\n" + key + b":")
+        if start >= 0:
+            start += len(key) + 2
+            end = text.find(b"\n", start)
+            values[key] = text[start : end if end >= 0 else len(text)].strip()
+    return values
+
+
+# Debian, Red Hat and the Apache build itself load the MPM as a module: mod_mpm_event.so.
+_MPM_MODULE = re.compile(rb"/mod_mpm_([A-Za-z0-9_]+)\.so(?: \(deleted\))?$", re.MULTILINE)
+
+
+def parse_mapped_mpm(data: bytes) -> str | None:
+    """The apache2/httpd MPM that a maps file shows loaded (``mod_mpm_event.so`` -> ``event``),
+    or None: an MPM built into the binary maps no module of its own."""
+    found = _MPM_MODULE.search(data)
+    return found.group(1).decode("ascii") if found is not None else None

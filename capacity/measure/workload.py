@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from capacity.errors import (
@@ -36,10 +36,14 @@ from capacity.measure.procfs import (
     iter_pids,
     read_cmdline,
     read_exe,
+    read_mapped_mpm,
+    read_signal_masks,
     read_stat,
     read_status,
 )
 from capacity.measure.procparse import ProcStat
+from capacity.measure.roles import apache_masters, classify
+from capacity.roles_records import Classification, ProcessFacts
 
 COMM_LENGTH = 15  # TASK_COMM_LEN - 1
 
@@ -225,6 +229,57 @@ def select_processes(
             Member(pid=pid, start_ticks=stat.start_ticks, ppid=stat.ppid, name=stat.comm, role=role)
         )
     return Selection(members=tuple(members), unreadable=tuple(unparsed))
+
+
+def role_facts(
+    pids: Iterable[int], root: Path = DEFAULT_ROOT
+) -> tuple[list[ProcessFacts], dict[int, str]]:
+    """What ``roles.classify`` needs, read for ``pids``: each process's stat (tree, comm,
+    threads), argv, executable and signal masks, and the MPM each apache2 parent maps.
+
+    A process that vanished meanwhile is left out; an argv, executable, signal mask or maps
+    that cannot be read is left unknown, and the classifier does without it."""
+    facts: list[ProcessFacts] = []
+    for pid in pids:
+        try:
+            stat = read_stat(pid, root)
+        except CapplanError:
+            continue
+        try:
+            argv = read_cmdline(pid, root)
+        except CapplanError:
+            argv = ()
+        try:
+            signals: tuple[int, int] | None = read_signal_masks(pid, root, stat.comm)
+        except CapplanError:
+            signals = None
+        facts.append(
+            ProcessFacts(
+                pid=pid,
+                ppid=stat.ppid,
+                comm=stat.comm,
+                cmdline=argv,
+                exe=read_exe(pid, root),
+                threads=stat.num_threads,
+                start_ticks=stat.start_ticks,
+                signals=signals,
+            )
+        )
+    mpms: dict[int, str] = {}
+    for pid in apache_masters(facts):
+        try:
+            mpm = read_mapped_mpm(pid, root)
+        except CapplanError:
+            continue
+        if mpm is not None:
+            mpms[pid] = mpm
+    return facts, mpms
+
+
+def classify_selection(selection: Selection, root: Path = DEFAULT_ROOT) -> Classification:
+    """The selection's processes in groups and roles (``measure/roles``), read under ``root``."""
+    facts, mpms = role_facts(selection.pids, root)
+    return classify(facts, mpms)
 
 
 def _select_tree(pid: int, stats: dict[int, ProcStat], root: Path) -> set[int]:

@@ -1,6 +1,7 @@
 """Capture a process tree's /proc files, and the host files capplan reads, into a fixture tree.
 
     python -m capacity.testing.capture --pid PID --out tests/fixtures/hosts/NAME [--scrub-cmdline]
+    python -m capacity.testing.capture --pid A --pid B --files stat,status,cmdline --out ...
 
 The output mirrors ``/``: ``proc/PID/{stat,status,smaps_rollup,smaps,maps,cmdline,cgroup}``
 for PID and its descendants, ``proc/meminfo``, ``proc/mounts`` (cgroup lines only),
@@ -11,7 +12,9 @@ then reads it as if it were the live host.
 
 Only a whitelist is copied: never ``environ`` (secrets live there), never ``fd`` or ``mem``.
 ``exe`` is a symlink in /proc; here it becomes a plain file holding the link's target, which
-``procfs.read_exe`` understands. A file the kernel refuses to give (ESRCH for a zombie's or
+``procfs.read_exe`` understands. ``--pid`` may be given several times (a host running several
+servers at once, each its own tree), and ``--files`` keeps a fixture small by copying only
+the per-process files its readers need. A file the kernel refuses to give (ESRCH for a zombie's or
 a kernel thread's smaps_rollup, ENOENT for their exe) is left out, exactly as an absent file
 reads back: ``procfs`` then asks the process's stat why.
 
@@ -150,13 +153,19 @@ def copy_cgroup(out: Path, mount: Path, path: str, prefix: str) -> None:
     (out / str(mount).lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 
-def capture(pids: list[int], out: Path, scrub_cmdline: bool, prefix: str) -> list[str]:
+def capture(
+    pids: list[int],
+    out: Path,
+    scrub_cmdline: bool,
+    prefix: str,
+    files: tuple[str, ...] = PROCESS_FILES,
+) -> list[str]:
     notes = []
     v2_mount, v1_memory = cgroup_mounts()
     cgroups: set[tuple[Path, str]] = set()
     for pid in pids:
         base = Path(f"/proc/{pid}")
-        for name in PROCESS_FILES:
+        for name in files:
             data = read(base / name)
             if data is None:
                 notes.append(f"pid {pid}: {name} unreadable, left out")
@@ -198,7 +207,18 @@ def capture(pids: list[int], out: Path, scrub_cmdline: bool, prefix: str) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pid", type=int, required=True, help="the tree's top process")
+    parser.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        required=True,
+        help="a tree's top process (repeat for several trees)",
+    )
+    parser.add_argument(
+        "--files",
+        default=",".join(PROCESS_FILES),
+        help=f"the per-process files to copy, comma-separated (default {','.join(PROCESS_FILES)})",
+    )
     parser.add_argument("--out", type=Path, required=True, help="fixture directory to create")
     parser.add_argument(
         "--scrub-cmdline", action="store_true", help="keep only argv[0] of each command line"
@@ -214,14 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    if not Path(f"/proc/{args.pid}").exists():
-        parser.error(f"no process with pid {args.pid}")
+    for top in args.pid:
+        if not Path(f"/proc/{top}").exists():
+            parser.error(f"no process with pid {top}")
+    files = tuple(name for name in args.files.split(",") if name)
+    unknown = sorted(set(files) - set(PROCESS_FILES))
+    if unknown:
+        parser.error(f"--files: not a file capture copies: {', '.join(unknown)}")
     if args.out.exists():
         if not args.force:
             parser.error(f"{args.out} exists (pass --force to replace it)")
         shutil.rmtree(args.out)
-    pids = [args.pid] if args.no_descendants else process_tree(args.pid)
-    notes = capture(pids, args.out, args.scrub_cmdline, args.strip_cgroup_prefix)
+    pids: list[int] = []
+    for top in args.pid:
+        tree = [top] if args.no_descendants else process_tree(top)
+        pids += [pid for pid in tree if pid not in pids]
+    notes = capture(pids, args.out, args.scrub_cmdline, args.strip_cgroup_prefix, files)
     print(f"captured {len(pids)} processes into {args.out}: {' '.join(map(str, pids))}")
     for note in notes:
         print(f"  {note}", file=sys.stderr)

@@ -145,6 +145,15 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
+def read_title(pid: int) -> str:
+    """The process title as ``ps`` shows it: argv joined by spaces, NUL padding dropped."""
+    try:
+        data = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return b" ".join(data.rstrip(b"\0").split(b"\0")).decode("utf-8", "replace").strip()
+
+
 def alive(pid: int) -> bool:
     return ppid_of(pid) is not None
 
@@ -302,18 +311,25 @@ def apache2_config(
     max_workers: int | None = None,
     modules: tuple[str, ...] = (),
     extra: str = "",
+    mpm: str = "prefork",
+    threads_per_child: int = 25,
 ) -> str:
-    """An apache2 prefork configuration that lives entirely in ``workdir``.
+    """An apache2 configuration that lives entirely in ``workdir``.
 
-    StartServers = MinSpareServers = MaxSpareServers = ``workers`` and, unless
+    With prefork, StartServers = MinSpareServers = MaxSpareServers = ``workers`` and, unless
     ``max_workers`` says otherwise, ServerLimit = MaxRequestWorkers = ``workers`` too, so
     exactly that many workers run even under load (prefork would fork more while every
-    worker is busy). Modules are loaded by path from /usr/lib/apache2/modules: no a2enmod.
+    worker is busy). With ``mpm="event"`` or ``"worker"`` (Debian's mod_mpm_event.so and
+    mod_mpm_worker.so) ``workers`` is the number of child processes, each with
+    ``threads_per_child`` threads: StartServers = ServerLimit = ``workers``, MaxRequestWorkers
+    = ServerLimit x ThreadsPerChild, and spare-thread bounds that neither add nor retire a
+    child. Modules are loaded by path from /usr/lib/apache2/modules: no a2enmod.
     """
     limit = max(workers, max_workers or workers, 1)
     user = www_user()
     lines = [f'ServerRoot "{workdir}"']
-    for module in dict.fromkeys((*APACHE_BASE_MODULES, *modules)):
+    base = tuple(f"mpm_{mpm}" if m == "mpm_prefork" else m for m in APACHE_BASE_MODULES)
+    for module in dict.fromkeys((*base, *modules)):
         lines.append(f"LoadModule {module}_module {APACHE_MODULES}/mod_{module}.so")
     if user is not None:
         lines += [f"User {user}", f"Group {user}"]
@@ -323,11 +339,7 @@ def apache2_config(
         f"Mutex file:{workdir}/lock default",
         "ServerName 127.0.0.1",
         f"Listen 127.0.0.1:{port}",
-        f"StartServers {workers}",
-        f"MinSpareServers {workers}",
-        f"MaxSpareServers {workers}",
-        f"ServerLimit {limit}",
-        f"MaxRequestWorkers {limit}",
+        *_mpm_lines(mpm, workers, limit, threads_per_child),
         "MaxConnectionsPerChild 0",
         "KeepAlive Off",
         f'ErrorLog "{workdir}/logs/error.log"',
@@ -349,6 +361,30 @@ def apache2_config(
     return "\n".join(lines) + "\n"
 
 
+def _mpm_lines(mpm: str, workers: int, limit: int, threads: int) -> list[str]:
+    if mpm == "prefork":
+        return [
+            f"StartServers {workers}",
+            f"MinSpareServers {workers}",
+            f"MaxSpareServers {workers}",
+            f"ServerLimit {limit}",
+            f"MaxRequestWorkers {limit}",
+        ]
+    if mpm not in ("event", "worker"):
+        raise ValueError(f"unknown MPM {mpm!r}: prefork, worker or event")
+    # Idle threads never fall below MinSpareThreads (1) nor rise above MaxSpareThreads (every
+    # thread): the MPM keeps exactly StartServers children, idle or loaded.
+    return [
+        f"StartServers {workers}",
+        f"ServerLimit {limit}",
+        f"ThreadLimit {threads}",
+        f"ThreadsPerChild {threads}",
+        f"MaxRequestWorkers {limit * threads}",
+        "MinSpareThreads 1",
+        f"MaxSpareThreads {limit * threads}",
+    ]
+
+
 @contextlib.contextmanager
 def apache2(
     workers: int = 10,
@@ -360,8 +396,11 @@ def apache2(
     extra: str = "",
     files: dict[str, str] | None = None,
     timeout: float = 60.0,
+    mpm: str = "prefork",
+    threads_per_child: int = 25,
 ) -> Iterator[Server]:
-    """apache2 with the prefork MPM and ``workers`` workers on a free loopback port.
+    """apache2 with ``workers`` worker processes on a free loopback port: prefork by
+    default, or ``mpm="event"``/``"worker"`` with ``threads_per_child`` threads each.
 
     ``namespace=True`` runs it as PID 1 of a PID namespace (``unshare --pid --fork
     --mount-proc``), so ``capplan --cmd apache2`` run through ``Server.enter_command()`` sees
@@ -381,7 +420,14 @@ def apache2(
             conf = workdir / "apache2.conf"
             conf.write_text(
                 apache2_config(
-                    workdir, port, workers, max_workers=max_workers, modules=modules, extra=extra
+                    workdir,
+                    port,
+                    workers,
+                    max_workers=max_workers,
+                    modules=modules,
+                    extra=extra,
+                    mpm=mpm,
+                    threads_per_child=threads_per_child,
                 )
             )
             command = [binary, "-f", str(conf), "-DFOREGROUND"]
@@ -482,53 +528,64 @@ def php_fpm(
     cgroup: OwnCgroup | None = None,
     timeout: float = 60.0,
     pool_extra: str = "",
+    pools: dict[str, int] | None = None,
 ) -> Iterator[Server]:
-    """php-fpm with one static pool of exactly ``workers`` children on a unix socket.
+    """php-fpm with one static pool of exactly ``workers`` children on a unix socket, or
+    with ``pools`` (name -> children, e.g. ``{"site1": 3, "site2": 5}``): one static pool
+    each, on a socket of its own (``workdir / "NAME.sock"``), as a host with a pool per
+    site runs. ``pool_extra`` is added to every pool.
 
-    ``Server.workdir / "htdocs" / "index.php"`` is the page; ``php_fpm_frontend`` puts an
-    apache2 in front so that ``ab`` can load it over HTTP.
+    ``Server.workdir / "htdocs" / "index.php"`` is the page and ``Server.socket_path`` the
+    first pool's socket; ``php_fpm_frontend`` puts an apache2 in front so that ``ab`` can
+    load it over HTTP.
     """
     binary = php_fpm_binary()
+    sizes = dict(pools) if pools is not None else {"capplan": workers}
+    if not sizes or any(not name.isidentifier() or n < 1 for name, n in sizes.items()):
+        raise ValueError(
+            f"pools must name each pool (letters, digits, _) with 1+ children: {pools}"
+        )
     with private_dir("capplan-php-fpm-") as workdir:
         (workdir / "htdocs").mkdir()
         (workdir / "htdocs").chmod(0o755)
         (workdir / "htdocs" / "index.php").write_text(PHP_SCRIPT)
-        sock = workdir / "php-fpm.sock"
+        sockets = [
+            workdir / ("php-fpm.sock" if pools is None else f"{name}.sock") for name in sizes
+        ]
         log = workdir / "php-fpm.log"
         user = www_user()
-        pool = [
-            "[capplan]",
-            f"listen = {sock}",
-            "listen.mode = 0666",
-            "pm = static",
-            f"pm.max_children = {workers}",
-            "catch_workers_output = yes",
-            "clear_env = no",
-        ]
-        if user is not None:
-            pool += [f"user = {user}", f"group = {user}"]
+        lines = ["[global]", f"pid = {workdir}/php-fpm.pid", f"error_log = {log}", "daemonize = no"]
+        for (name, children), sock in zip(sizes.items(), sockets, strict=True):
+            lines += [
+                f"[{name}]",
+                f"listen = {sock}",
+                "listen.mode = 0666",
+                "pm = static",
+                f"pm.max_children = {children}",
+                "catch_workers_output = yes",
+                "clear_env = no",
+            ]
+            if user is not None:
+                lines += [f"user = {user}", f"group = {user}"]
+            lines.append(pool_extra)
         conf = workdir / "php-fpm.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    "[global]",
-                    f"pid = {workdir}/php-fpm.pid",
-                    f"error_log = {log}",
-                    "daemonize = no",
-                    *pool,
-                    pool_extra,
-                ]
-            )
-            + "\n"
-        )
+        conf.write_text("\n".join(lines) + "\n")
         command = [binary, "--nodaemonize", "--fpm-config", str(conf)]
         if os.geteuid() == 0 and user is None:
             command.append("--allow-to-run-as-root")
         process = _popen(command, cgroup, workdir / "stdout.log", workdir)
         seen = [process.pid]
+
+        def ready() -> bool:
+            # A child forked a moment ago still bears the master's title: count pool titles.
+            titles = [read_title(child) for child in children_of(process.pid)]
+            return all(s.exists() for s in sockets) and all(
+                titles.count(f"php-fpm: pool {name}") >= n for name, n in sizes.items()
+            )
+
         try:
             wait_until(
-                lambda: sock.exists() and len(children_of(process.pid)) >= workers,
+                ready,
                 timeout,
                 "php-fpm",
                 process,
@@ -542,7 +599,7 @@ def php_fpm(
                 process=process,
                 pid=process.pid,
                 workdir=workdir,
-                socket_path=sock,
+                socket_path=sockets[0],
                 cgroup=cgroup,
                 log=log,
             )
