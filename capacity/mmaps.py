@@ -7,7 +7,8 @@ file by its path rather than as ``capacity.mmaps`` (which would need the package
 ``sys.path``). One copy of the helpers, then, for every workload whose sizes must be exact.
 
 Every page is written with a distinct value (no zero page, no KSM merging) and transparent
-huge pages are declined, so a region of N bytes costs exactly N bytes of anonymous memory.
+huge pages are declined unless asked (``thp``), so a region of N bytes costs exactly N bytes
+of anonymous memory.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import mmap
 PAGE = mmap.PAGESIZE
 
 
-def anonymous(size: int, shared: bool = False) -> mmap.mmap | None:
-    """An anonymous mapping of ``size`` bytes (MAP_SHARED if ``shared``), THP declined;
-    None for a size of zero."""
+def anonymous(size: int, shared: bool = False, thp: bool = False) -> mmap.mmap | None:
+    """An anonymous mapping of ``size`` bytes (MAP_SHARED if ``shared``); None for a size of
+    zero.
+
+    Transparent huge pages are declined (MADV_NOHUGEPAGE) unless ``thp``: then the mapping
+    is left to the kernel's mode, neither declined nor asked for, so that under ``always``
+    it gets huge pages and under ``madvise`` it does not (the THP validation compares the
+    two on the same workload).
+    """
     if size <= 0:
         return None
     flags = (mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE) | mmap.MAP_ANONYMOUS
     region = mmap.mmap(-1, size, flags=flags)
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+    if not thp and hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
     return region
 
@@ -37,9 +44,9 @@ def touch(region: mmap.mmap | None, size: int, seed: int) -> None:
         region[offset] = (seed + index) % 251 + 1
 
 
-def touched(size: int, seed: int, shared: bool = False) -> mmap.mmap | None:
-    """``anonymous(size, shared)`` with every page written."""
-    region = anonymous(size, shared)
+def touched(size: int, seed: int, shared: bool = False, thp: bool = False) -> mmap.mmap | None:
+    """``anonymous(size, shared, thp)`` with every page written."""
+    region = anonymous(size, shared, thp)
     touch(region, size, seed)
     return region
 

@@ -20,6 +20,11 @@ Memory, all of it written so the sizes are real (no zero page, THP declined):
 * ``--mappings``: that many separate one-page mappings the parent writes before forking,
   so each worker inherits that many VMAs: its page tables, vm_area_structs and anon_vma
   chains (kernel memory) cost far more than its own pages;
+* ``--thp``: the heap and the private memory are left to the kernel's transparent huge
+  page mode instead of declining it: under ``always`` the parent's heap is in huge pages
+  that the workers' writes after fork break copy-on-write in (the kernel splits the huge
+  mapping and copies 4 KiB pages, since 5.8), and each worker's private memory faults in
+  as huge pages; under ``madvise`` the same workload has none;
 * per request: ``--scratch`` bytes written and released (transient), and ``--grow`` bytes
   kept, until a worker has kept ``--grow-cap`` (a cache filling up, a slow leak bounded by
   a restart policy).
@@ -219,7 +224,7 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         args = self.args
         mmaps.touch(self.heap, int(args.dirty * args.shared), seed=slot + 7)
-        private = mmaps.touched(args.private, seed=slot + 13)  # noqa: F841
+        private = mmaps.touched(args.private, seed=slot + 13, thp=args.thp)  # noqa: F841
         mmaps.read_all(self.shm)
         os.write(ready_fd, b"x")
         os.close(ready_fd)
@@ -280,12 +285,13 @@ def server_main(argv: list[str]) -> int:
     parser.add_argument("--grow", type=parse_size, default=0)
     parser.add_argument("--grow-cap", type=parse_size, default=0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--thp", action="store_true")
     args = parser.parse_args(argv)
     if not 0 <= args.workers <= MAX_WORKERS or not 0.0 <= args.dirty <= 1.0:
         parser.error(f"--workers must be 0..{MAX_WORKERS} and --dirty between 0 and 1")
 
     libc = Libc()
-    heap = mmaps.touched(args.shared, seed=1)
+    heap = mmaps.touched(args.shared, seed=1, thp=args.thp)
     shm = mmaps.touched(args.shm, seed=3, shared=True)
     libc.many_mappings(args.mappings)
     counters = mmaps.anonymous(MAX_WORKERS * COUNTER_SIZE, shared=True)
