@@ -89,6 +89,13 @@ class Workload:
     args: tuple[str, ...] = ()
     warm_requests: int = 20  # requests every worker serves before a count counts
     quick: bool = False  # part of the reduced set CI runs (tests/test_validation.py)
+    # The guest's rows (issue 12): the transparent huge page mode the row runs under, set
+    # in the guest (its own kernel) before the row and restored after; None keeps the mode.
+    thp: str | None = None
+    # Seconds to wait after the load reached every worker before the OOM count is read: the
+    # guest runs about 10x slower under emulation, and memory charged late (deferred
+    # freeing, per-cpu charge batches, khugepaged) must land before a count is called a fit.
+    settle: float = 0.0
 
     @property
     def method(self) -> str:
@@ -150,6 +157,92 @@ WORKLOADS = (
         limit_bytes=160 * MiB,
     ),
 )
+
+
+# Scaled for the pure cgroup v2 guest (scripts/guest, TCG, about 10x slower than the host):
+# 20-40 workers fit each limit (fewer would make one worker more than the 5 % goal), so one
+# search takes one to two minutes. `--guest` runs these.
+GUEST_WORKLOADS = (
+    Workload(
+        name="cow-heavy-v2",
+        title="copy-on-write heavy: 32 MiB heap shared by fork, 256 KiB private, 1% of the heap re-dirtied",
+        kind="forkserver",
+        limit_bytes=128 * MiB,
+        args=("--shared", "32M", "--private", "256K", "--dirty", "0.01", "--scratch", "64K"),
+        quick=True,
+        settle=1.0,
+    ),
+    Workload(
+        name="kernel-heavy-v2",
+        title="kernel memory dominates: each worker inherits 2000 one-page mappings",
+        kind="forkserver",
+        limit_bytes=128 * MiB,
+        args=("--mappings", "2000", "--private", "64K"),
+        quick=True,
+        settle=1.0,
+    ),
+    Workload(
+        name="shm-v2",
+        title="shared memory segment: 48 MiB MAP_SHARED read by every worker",
+        kind="forkserver",
+        limit_bytes=96 * MiB,
+        args=("--shm", "48M", "--private", "512K"),
+        settle=1.0,
+    ),
+    Workload(
+        name="thp-always",
+        title="THP heap: 32 MiB heap in huge pages, 1/8 of it written by each worker after fork, "
+        "2 MiB private in huge pages",
+        kind="forkserver",
+        limit_bytes=208 * MiB,
+        args=("--shared", "32M", "--dirty", "0.125", "--private", "2M", "--thp"),
+        quick=True,
+        thp="always",
+        settle=1.0,
+    ),
+    Workload(
+        name="thp-madvise",
+        title="the same THP heap workload under THP madvise (no huge pages: it does not ask)",
+        kind="forkserver",
+        limit_bytes=208 * MiB,
+        args=("--shared", "32M", "--dirty", "0.125", "--private", "2M", "--thp"),
+        thp="madvise",
+        settle=1.0,
+    ),
+)
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def thp_mode() -> str:
+    """The bracketed word of /sys/kernel/mm/transparent_hugepage/enabled, or "unknown"."""
+    try:
+        text = THP_ENABLED.read_text()
+    except OSError:
+        return "unknown"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else "unknown"
+
+
+def in_guest() -> bool:
+    """scripts/guest exports CAPPLAN_IN_GUEST=1 into the guest: the THP mode may be set there
+    (the guest's own kernel) and never on the host."""
+    return os.environ.get("CAPPLAN_IN_GUEST") == "1"
+
+
+@contextlib.contextmanager
+def thp_set(mode: str | None) -> Iterator[None]:
+    """Run with THP ``mode`` (guest only), restoring the mode it found."""
+    if mode is None or thp_mode() == mode:
+        yield
+        return
+    if not in_guest():
+        raise RuntimeError(f"THP mode {mode} is set only inside scripts/guest, never on the host")
+    before = thp_mode()
+    THP_ENABLED.write_text(mode)
+    try:
+        yield
+    finally:
+        THP_ENABLED.write_text(before)
 
 
 class Stopped(BaseException):
@@ -233,14 +326,16 @@ def wait_for_load(
             120,
             f"{workload.name}: every worker served {workload.warm_requests} requests",
         )
-        return
-    start_count = running.counter.requests_logged()
-    goal = workload.warm_requests * workers
-    servers.wait_until(
-        lambda: oom() or running.counter.requests_logged() - start_count >= goal,
-        120,
-        f"{workload.name}: {goal} requests under load",
-    )
+    else:
+        start_count = running.counter.requests_logged()
+        goal = workload.warm_requests * workers
+        servers.wait_until(
+            lambda: oom() or running.counter.requests_logged() - start_count >= goal,
+            120,
+            f"{workload.name}: {goal} requests under load",
+        )
+    if workload.settle > 0 and not oom():
+        time.sleep(workload.settle)
 
 
 # --------------------------------------------------------------------------- the truth
@@ -474,6 +569,12 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
         "method": workload.method,
         "limit_bytes": workload.limit_bytes,
         "truth": truth,
+        # Stated per row: the guest's rows differ from the host's in all three.
+        "environment": {
+            "kernel": platform.release(),
+            "cgroup": detect_layout().version,
+            "thp": thp_mode(),
+        },
         "trials": [dataclasses.asdict(t) for t in trials],
         "capplan": {
             "point": point,
@@ -504,21 +605,30 @@ def validate(
 ) -> list[dict[str, Any]]:
     results = []
     for workload in workloads:
-        log(f"{workload.name}: {workload.title} (limit {workload.limit_bytes // MiB} MiB)")
-        doc = capplan_estimate(workload, samples, interval)
-        log(
-            f"  capplan: {doc['prediction']['max_instances']} workers "
-            f"(conservative {doc['prediction']['max_instances_conservative']}), "
-            f"{doc['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
-        )
-        trials: list[Trial] = []
-        for repeat in range(repeats):
-            # The search never starts from capplan's answer, so it cannot lean towards it.
-            trial = true_maximum(workload, trials[-1].max_fit if trials else None)
-            log(f"  repeat {repeat + 1}: true maximum {trial.max_fit} ({trial.seconds:.0f} s)")
-            trials.append(trial)
-        results.append(evaluate(workload, trials, doc))
+        with thp_set(workload.thp):
+            results.append(validate_one(workload, repeats, samples, interval))
     return results
+
+
+def validate_one(workload: Workload, repeats: int, samples: int, interval: float) -> dict[str, Any]:
+    """The truth and capplan's answer for one workload, under the THP mode it runs in."""
+    log(
+        f"{workload.name}: {workload.title} (limit {workload.limit_bytes // MiB} MiB, "
+        f"THP {thp_mode()})"
+    )
+    doc = capplan_estimate(workload, samples, interval)
+    log(
+        f"  capplan: {doc['prediction']['max_instances']} workers "
+        f"(conservative {doc['prediction']['max_instances_conservative']}), "
+        f"{doc['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
+    )
+    trials: list[Trial] = []
+    for repeat in range(repeats):
+        # The search never starts from capplan's answer, so it cannot lean towards it.
+        trial = true_maximum(workload, trials[-1].max_fit if trials else None)
+        log(f"  repeat {repeat + 1}: true maximum {trial.max_fit} ({trial.seconds:.0f} s)")
+        trials.append(trial)
+    return evaluate(workload, trials, doc)
 
 
 # --------------------------------------------------------------------------- the report
@@ -528,7 +638,100 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
 
-def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The guest's rows: pure cgroup v2 on a stock distribution kernel, THP per row."""
+    rows = []
+    for r in results:
+        truth, cap, goals, env = r["truth"], r["capplan"], r["goals"], r["environment"]
+        rows.append(
+            [
+                r["name"],
+                f"{env['kernel']} / {env['cgroup']} / {env['thp']}",
+                r["limit_bytes"] // MiB,
+                f"{cap['per_worker_bytes'] / 1024:.0f} / "
+                + (
+                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
+                    if r["cgroup_per_worker_bytes"] is not None
+                    else "-"
+                ),
+                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
+                f"{cap['point']} ({_pct(cap['point_error'])})"
+                + ("" if goals["point_within_5pct"] else " **MISS**"),
+                f"{cap['conservative']}"
+                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+            ]
+        )
+    table = tabulate(
+        rows,
+        headers=[
+            "workload",
+            "kernel / cgroup / THP",
+            "limit MiB",
+            "per worker KiB: capplan / cgroup",
+            "true max min / median / max",
+            "capplan point (error)",
+            "capplan conservative",
+        ],
+        tablefmt="github",
+    )
+    met = all(all(r["goals"].values()) for r in results)
+    return [
+        "## In a pure cgroup v2 guest (issue 12)",
+        "",
+        f"Generated by `scripts/guest -- {meta['command']}` on {meta['date']}: Linux "
+        f"{meta['kernel']} (Debian's stock kernel) under software emulation, {meta['machine']}, "
+        f"cgroup {meta['cgroup']} (memory.max, memory.events `oom_kill`), capplan "
+        f"{meta['capplan']}, {meta['repeats']} repeat(s) per workload. Raw figures: "
+        f"`{meta['json']}`. Workloads are scaled down for the emulated guest (about 10x slower), "
+        "and every count waits a settle time after the load reached every worker before its "
+        "OOM count is read. The THP rows run the same workload under `always` (the guest "
+        "kernel's default) and `madvise`. "
+        + ("**Every goal is met.**" if met else "**Not every goal is met: see MISS.**"),
+        "",
+        table,
+        "",
+        *_details(results),
+        "",
+    ]
+
+
+def _details(results: list[dict[str, Any]]) -> list[str]:
+    details = []
+    for r in results:
+        cap = r["capplan"]
+        b = cap["breakdown"]
+        trials = "; ".join(
+            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s)"
+            for t in r["trials"]
+        )
+        details.append(
+            f"* **{r['name']}**: {r['title']}. Truth by {r['method']}: {trials}. "
+            f"capplan measured {cap['measured_workers']} workers: "
+            f"{cap['per_worker_bytes'] / 1024:.0f} KiB per worker "
+            f"(USS {b['per_instance_uss_bytes'] / 1024:.0f} + page tables "
+            f"{b['per_instance_page_tables_bytes'] / 1024:.0f} + kernel stack "
+            f"{b['per_instance_kernel_stack_bytes'] / 1024:.0f} + slab "
+            f"{b['per_instance_slab_bytes'] / 1024:.0f} KiB, kernel from {cap['kernel_source']}), "
+            f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
+            f"MiB reclaimable, kept only by the conservative answer), confidence "
+            f"{cap['confidence']}."
+            + (
+                f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
+                "KiB more per added worker (usage - page cache + shmem, least squares over "
+                "the counts that fitted below 90 % of the limit)."
+                if r["cgroup_per_worker_bytes"] is not None
+                else ""
+            )
+        )
+    return details
+
+
+def render_markdown(
+    results: list[dict[str, Any]],
+    meta: dict[str, Any],
+    guest: tuple[list[dict[str, Any]], dict[str, Any]] | None = None,
+) -> str:
+    """reports/validation.md: the host's table, then the guest's rows where they exist."""
     rows = []
     for r in results:
         truth, cap, usual, goals = r["truth"], r["capplan"], r["usual"], r["goals"]
@@ -567,33 +770,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         tablefmt="github",
     )
     met = all(all(r["goals"].values()) for r in results)
-    details = []
-    for r in results:
-        cap = r["capplan"]
-        b = cap["breakdown"]
-        trials = "; ".join(
-            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s)"
-            for t in r["trials"]
-        )
-        details.append(
-            f"* **{r['name']}**: {r['title']}. Truth by {r['method']}: {trials}. "
-            f"capplan measured {cap['measured_workers']} workers: "
-            f"{cap['per_worker_bytes'] / 1024:.0f} KiB per worker "
-            f"(USS {b['per_instance_uss_bytes'] / 1024:.0f} + page tables "
-            f"{b['per_instance_page_tables_bytes'] / 1024:.0f} + kernel stack "
-            f"{b['per_instance_kernel_stack_bytes'] / 1024:.0f} + slab "
-            f"{b['per_instance_slab_bytes'] / 1024:.0f} KiB, kernel from {cap['kernel_source']}), "
-            f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
-            f"MiB reclaimable, kept only by the conservative answer), confidence "
-            f"{cap['confidence']}."
-            + (
-                f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
-                "KiB more per added worker (usage - page cache + shmem, least squares over "
-                "the counts that fitted below 90 % of the limit)."
-                if r["cgroup_per_worker_bytes"] is not None
-                else ""
-            )
-        )
+    details = _details(results)
     return "\n".join(
         [
             "# Validation: capplan's predicted maximum against the true maximum",
@@ -627,6 +804,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "",
             *details,
             "",
+            *(_guest_section(*guest) if guest is not None else []),
             "## How to reproduce",
             "",
             "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm and "
@@ -635,6 +813,7 @@ def render_markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "```sh",
             "python3 scripts/validate.py            # all workloads, 3 repeats",
             "python3 scripts/validate.py --quick    # the reduced set CI runs",
+            "scripts/guest --memory 2G -- .venv/bin/python scripts/validate.py --guest   # the guest's rows",
             "```",
             "",
             "The method is described at the top of `scripts/validate.py` and in docs/validation.md.",
@@ -665,10 +844,11 @@ def _mem_total() -> int:
     return 0
 
 
-def select(names: list[str] | None, quick: bool) -> list[Workload]:
-    chosen = [w for w in WORKLOADS if (not quick or w.quick)]
+def select(names: list[str] | None, quick: bool, guest: bool = False) -> list[Workload]:
+    pool = GUEST_WORKLOADS if guest else WORKLOADS
+    chosen = [w for w in pool if (not quick or w.quick)]
     if names:
-        known = {w.name for w in WORKLOADS}
+        known = {w.name for w in pool}
         unknown = set(names) - known
         if unknown:
             raise SystemExit(f"unknown workload(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -684,6 +864,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--output", type=Path, default=REPO / "reports" / "validation.md")
+    parser.add_argument(
+        "--guest",
+        action="store_true",
+        help="the guest's workloads (inside scripts/guest only); their figures go to "
+        "validation-guest.json beside --output, and --output is rendered from both",
+    )
     arguments = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(arguments)
     args.argv = arguments
@@ -692,6 +878,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print(
             "validate.py needs root: it creates memory cgroups and reads www-data's workers",
+            file=sys.stderr,
+        )
+        return 2
+    if args.guest and not in_guest():
+        print(
+            "validate.py --guest runs inside scripts/guest only (it sets the guest's THP mode)",
             file=sys.stderr,
         )
         return 2
@@ -706,20 +898,33 @@ def main(argv: list[str] | None = None) -> int:
         raise Stopped()
 
     signal.signal(signal.SIGTERM, on_term)
-    workloads = select(args.only, args.quick)
+    workloads = select(args.only, args.quick, args.guest)
     try:
         results = validate(workloads, args.repeats, args.samples, args.interval)
     except (KeyboardInterrupt, Stopped):
         print("validate.py: stopped; every server and cgroup it started is gone", file=sys.stderr)
         return 130
-    json_path = args.output.with_suffix(".json")
+    host_json = args.output.with_suffix(".json")
+    guest_json = args.output.with_name(args.output.stem + "-guest.json")
+    json_path = guest_json if args.guest else host_json
     meta = metadata(args, json_path)
     write_file(
         json_path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n", force=True
     )
-    write_file(args.output, render_markdown(results, meta), force=True)
-    print(render_markdown(results, meta))
+    text = render_report(host_json, guest_json)
+    write_file(args.output, text, force=True)
+    print(text)
     return 0 if all(all(r["goals"].values()) for r in results) else 1
+
+
+def render_report(host_json: Path, guest_json: Path) -> str:
+    """validation.md from the host's figures and, where they exist, the guest's."""
+    host = json.loads(host_json.read_text())
+    guest = None
+    if guest_json.exists():
+        data = json.loads(guest_json.read_text())
+        guest = (data["results"], data["meta"])
+    return render_markdown(host["results"], host["meta"], guest)
 
 
 if __name__ == "__main__":
