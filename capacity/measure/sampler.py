@@ -51,6 +51,7 @@ from capacity.measure.cgroup import Layout, detect_layout, workload_cgroup
 from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
 from capacity.measure.parallel import default_threads, map_ordered
 from capacity.measure.procfs import (
+    CLOCK_TICKS,
     DEFAULT_ROOT,
     read_maps_counts,
     read_meminfo,
@@ -311,6 +312,9 @@ class Sampler:
             mappings=mappings,
             address_regions=regions,
             source="smaps" if source == "smaps" else "smaps_rollup",
+            cpu_seconds=(stat.utime_ticks + stat.stime_ticks) / CLOCK_TICKS,
+            voluntary_switches=status.voluntary_switches,
+            nonvoluntary_switches=status.nonvoluntary_switches,
         )
 
 

@@ -66,6 +66,7 @@ KNOWN_FIELDS = {
     "load",
     "drift",
     "launch",
+    "activity",
 }
 # Records added to the Estimate later and not yet given a section of their own are rendered
 # generically (a field/value table), in this order.

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from capacity.codec import dumps
 from capacity.model.drift import sampling_advice
-from capacity.records import Estimate, ModelFit, ProcessMemory
+from capacity.records import Activity, Estimate, ModelFit, ProcessMemory
 from capacity.render.escape import terminal_safe
 from capacity.render.openmetrics import render_openmetrics
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
@@ -181,6 +181,7 @@ def render_text(estimate: Estimate) -> str:
         *_model_lines(model, "instance" if e.launch is not None else "worker"),
         *(_system_lines(e) if e.launch is not None else []),
         *_load_lines(e, escape),
+        *activity_lines(e.activity),
         *_drift_lines(e),
         "",
         "Budget arithmetic",
@@ -353,6 +354,34 @@ def _load_lines(e: Estimate, escape: Callable[[str], str]) -> list[str]:
             what = "ran through the sampling (stopped by capplan)"
         requests = f", {run.requests:,} requests" if run.requests is not None else ""
         lines.append(f"Load{which}: {escape(' '.join(shown))}: {what}{requests}")
+    return lines
+
+
+def describe_activity(a: Activity) -> str:
+    """Busy or idle in one sentence (the text report and the Markdown/HTML one)."""
+    window = f"{a.duration_seconds:.1f} s between the first and last sample"
+    if a.state == "idle":
+        return f"measured idle: the {a.workers} workers did not run in the {window}"
+    if a.state == "unknown":
+        return f"not known whether the workers ran: {a.note}"
+    return (
+        f"busy: {a.busy_workers} of {a.workers} workers ran in the {window}: "
+        f"{a.cpu_per_worker:.3g} CPU seconds per worker per second (busiest {a.busiest_cpu:.3g}), "
+        f"{_rate(a.switches_per_second)} context switches per second "
+        f"({_rate(a.switches_per_worker)} per worker)"
+    )
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def activity_lines(a: Activity | None) -> list[str]:
+    if a is None:
+        return []
+    lines = [f"Activity: {describe_activity(a)}"]
+    if a.state != "unknown" and a.note:
+        lines.append(f"    {a.note}")
     return lines
 
 
