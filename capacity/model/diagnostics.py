@@ -160,8 +160,7 @@ def diagnose(
                     "kernel memory per worker is partly estimated: page tables are read, "
                     "kernel stack and slab are computed from threads and mappings"
                 ),
-                hint="run the workload in a cgroup of its own (a systemd service has one) "
-                "and capplan calibrates it from memory.stat",
+                hint=_calibration_hint(snapshots, workload),
             )
         )
 
@@ -217,6 +216,29 @@ def diagnose(
             )
         )
     return warnings
+
+
+def _calibration_hint(snapshots: Sequence[Snapshot], workload: Workload | None) -> str:
+    """Why no cgroup calibrated the kernel part, where the selection named one."""
+    selected = workload.cgroup if workload is not None else None
+    if selected is None or not snapshots:
+        return (
+            "run the workload in a cgroup of its own (a systemd service has one) "
+            "and capplan calibrates it from memory.stat"
+        )
+    found = snapshots[-1].cgroup
+    if found is None or found.path != selected:
+        return (
+            f"no memory controller accounts the selected cgroup {selected} here: on cgroup "
+            "v1 the memory hierarchy needs a cgroup of the same path (systemd: "
+            "MemoryAccounting=yes), on v2 its parent must enable memory in "
+            "cgroup.subtree_control"
+        )
+    return (
+        f"the selected cgroup {selected} also holds processes outside the selection "
+        "(capplan itself, or ones that started meanwhile): select a cgroup that holds the "
+        "workload alone"
+    )
 
 
 def _idle_warnings(

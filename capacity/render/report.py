@@ -88,7 +88,9 @@ def _interval(low: int, high: int) -> str:
     return f"[95% CI {format_interval(low, high)}]"
 
 
-def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
+def _model_lines(
+    model: ModelFit, noun: str = "worker", calibrated_by: str | None = None
+) -> list[str]:
     per_unit = pick_unit([model.per_instance_bytes])
     fixed_unit = pick_unit([model.fixed_bytes])
     lines = [
@@ -113,6 +115,8 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         note = (
             "estimated"
             if b.kernel_source == "estimate"
+            else f"estimated, checked against cgroup {calibrated_by}"
+            if calibrated_by
             else "estimated, checked against the cgroup"
         )
         lines.append(
@@ -172,13 +176,24 @@ def render_text(estimate: Estimate) -> str:
         if e.launch is not None
         else f"parent {parents}, {e.workload.worker_count} workers"
     )
+    selected = e.workload.cgroup
+    where = (
+        f" (cgroup {escape(selected)})"
+        if selected is not None and selected not in e.workload.selector
+        else ""
+    )
+    calibrated_by = last.cgroup.path if last.cgroup is not None and last.cgroup.own else None
     out: list[str] = [
-        f"Workload {escape(e.workload.selector)}: {heading}, {len(e.samples)} samples",
+        f"Workload {escape(e.workload.selector)}{where}: {heading}, {len(e.samples)} samples",
         "",
         process_table(last.processes, escape),
         "",
         *(_launch_lines(e, escape) if e.launch is not None else []),
-        *_model_lines(model, "instance" if e.launch is not None else "worker"),
+        *_model_lines(
+            model,
+            "instance" if e.launch is not None else "worker",
+            escape(calibrated_by) if calibrated_by is not None else None,
+        ),
         *(_system_lines(e) if e.launch is not None else []),
         *_load_lines(e, escape),
         *activity_lines(e.activity),
@@ -366,10 +381,15 @@ def describe_activity(a: Activity) -> str:
         return f"not known whether the workers ran: {a.note}"
     return (
         f"busy: {a.busy_workers} of {a.workers} workers ran in the {window}: "
-        f"{a.cpu_per_worker:.3g} CPU seconds per worker per second (busiest {a.busiest_cpu:.3g}), "
+        f"{_cpu(a.cpu_per_worker)} CPU seconds per worker per second "
+        f"(busiest {_cpu(a.busiest_cpu)}), "
         f"{_rate(a.switches_per_second)} context switches per second "
         f"({_rate(a.switches_per_worker)} per worker)"
     )
+
+
+def _cpu(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.2g}"
 
 
 def _rate(value: float) -> str:

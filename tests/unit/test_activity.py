@@ -92,7 +92,7 @@ def test_busy_workers_report_cpu_and_switches_per_second() -> None:
     assert found.switches_per_worker == pytest.approx(6600 / 2 / 4)
     [line] = activity_lines(found)
     assert line.startswith("Activity: busy: 2 of 2 workers ran in the 4.0 s")
-    assert "0.175 CPU seconds per worker per second (busiest 0.25)" in line
+    assert "0.175 CPU seconds per worker per second (busiest 0.250)" in line
     assert "1,650 context switches per second (825 per worker)" in line
 
 
