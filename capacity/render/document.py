@@ -465,6 +465,11 @@ def _environment(estimate: Estimate, source: str) -> list[Block]:
         ("measured at", Host(env.time)),
         ("command line", Host(" ".join(env.command_line))),
         ("workload", Host(estimate.workload.selector)),
+        *(
+            [("selected cgroup", Host(estimate.workload.cgroup))]
+            if estimate.workload.cgroup is not None
+            else []
+        ),
         ("parent command line", Host(" ".join(estimate.workload.parent_cmdline) or "unknown")),
         ("model file", Host(source)),
     ]
