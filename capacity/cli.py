@@ -57,6 +57,8 @@ def _root() -> None:
 def estimate(
     cmd: opt.CmdOption = None,
     pid: opt.PidOption = None,
+    cgroup: opt.CgroupOption = None,
+    unit: opt.UnitOption = None,
     demo: opt.EstimateDemo = False,
     samples: opt.EstimateSamples = 5,
     interval: opt.EstimateInterval = 1.0,
@@ -84,6 +86,10 @@ def estimate(
 
         capplan estimate --pid 1234 --memory 16G --reserve 10% --format json
 
+        capplan estimate --unit php8.2-fpm --samples 10
+
+        capplan estimate --cgroup /system.slice/nginx.service --format json
+
         capplan estimate --cmd apache2 --load 'ab -n 50000 -c 8 http://127.0.0.1/' --samples 30
 
         capplan estimate --launch 'redis-server --port {port} --save ""' --instances 4
@@ -100,8 +106,7 @@ def estimate(
 
     _one_of(
         {
-            "--cmd NAME": cmd is not None,
-            "--pid PID": pid is not None,
+            **_selectors(cmd, pid, cgroup, unit),
             "--demo": demo,
             "--launch COMMAND": launch is not None,
         }
@@ -116,7 +121,7 @@ def estimate(
     if launch is not None and method is not None:
         raise typer.BadParameter(
             "--launch measures each instance's process tree with smaps and the cgroup; "
-            "--method applies to --cmd, --pid and --demo",
+            "--method applies to --cmd, --pid, --cgroup, --unit and --demo",
             param_hint="--method",
         )
     launch_options = None
@@ -134,7 +139,7 @@ def estimate(
         )
     result = run_estimate(
         EstimateOptions(
-            selector=_selector(cmd, pid),
+            selector=_selector(cmd, pid, cgroup, unit),
             demo=DemoOptions() if demo else None,
             launch=launch_options,
             samples=samples,
@@ -158,6 +163,18 @@ def estimate(
     terminal.write(rendered)
 
 
+def _selectors(
+    cmd: str | None, pid: int | None, cgroup: str | None, unit: str | None
+) -> dict[str, bool]:
+    """The selectors every measuring command takes, for ``_one_of``: which were given."""
+    return {
+        "--cmd NAME": cmd is not None,
+        "--pid PID": pid is not None,
+        "--cgroup PATH": cgroup is not None,
+        "--unit NAME": unit is not None,
+    }
+
+
 def _one_of(given: dict[str, bool]) -> None:
     """The selection rule of every command that measures: exactly one selector."""
     if sum(given.values()) != 1:
@@ -167,10 +184,15 @@ def _one_of(given: dict[str, bool]) -> None:
         raise typer.BadParameter(f"give exactly one of {listed}", param_hint=hint)
 
 
-def _selector(cmd: str | None, pid: int | None) -> Selector | None:
+def _selector(
+    cmd: str | None, pid: int | None, cgroup: str | None = None, unit: str | None = None
+) -> Selector | None:
+    """The one selector given (``_one_of`` checked there is at most one), or None."""
     from capacity.measure.workload import Selector
 
-    return Selector(cmd=cmd, pid=pid) if cmd is not None or pid is not None else None
+    if not any(_selectors(cmd, pid, cgroup, unit).values()):
+        return None
+    return Selector(cmd=cmd, pid=pid, cgroup=cgroup, unit=unit)
 
 
 def _method(option: opt.MethodOption | None) -> Method | None:
@@ -188,6 +210,8 @@ def _command_line() -> tuple[str, ...]:
 def inspect(
     cmd: opt.CmdOption = None,
     pid: opt.PidOption = None,
+    cgroup: opt.CgroupOption = None,
+    unit: opt.UnitOption = None,
     demo: opt.InspectDemo = False,
     per_process: opt.InspectPerProcess = False,
     output_format: opt.InspectOutputFormat = opt.Format.text,
@@ -215,13 +239,13 @@ def inspect(
     from capacity.model.assemble import BudgetOptions
     from capacity.render import inspect
 
-    _one_of({"--cmd NAME": cmd is not None, "--pid PID": pid is not None, "--demo": demo})
+    _one_of({**_selectors(cmd, pid, cgroup, unit), "--demo": demo})
     if demo and root != Path("/"):
         raise typer.BadParameter(
             "--demo runs on this host; it cannot be combined with --root", param_hint="--root"
         )
     result = run_inspect(
-        _selector(cmd, pid),
+        _selector(cmd, pid, cgroup, unit),
         demo=demo,
         root=root,
         method=_method(method),
@@ -353,6 +377,8 @@ def check_command(
     baseline: opt.CheckBaseline,
     cmd: opt.CmdOption = None,
     pid: opt.PidOption = None,
+    cgroup: opt.CgroupOption = None,
+    unit: opt.UnitOption = None,
     demo: opt.CheckDemo = False,
     current: opt.CheckCurrent = None,
     max_increase: opt.CheckMaxIncrease = None,
@@ -390,7 +416,7 @@ def check_command(
     base = modelfile.load_estimate(baseline)
     tolerance = check.parse_tolerance(max_increase, max_increase_bytes)
     if current is not None:
-        if cmd is not None or pid is not None or demo:
+        if any(_selectors(cmd, pid, cgroup, unit).values()) or demo:
             raise typer.BadParameter(
                 "give either --current FILE or a selector to measure, not both",
                 param_hint="--current",
@@ -400,8 +426,7 @@ def check_command(
     else:
         _one_of(
             {
-                "--cmd NAME": cmd is not None,
-                "--pid PID": pid is not None,
+                **_selectors(cmd, pid, cgroup, unit),
                 "--demo": demo,
                 "--current FILE": False,
             }
@@ -409,7 +434,7 @@ def check_command(
         now = measure_like(
             base,
             source=str(baseline),
-            selector=_selector(cmd, pid),
+            selector=_selector(cmd, pid, cgroup, unit),
             demo=demo,
             samples=samples,
             interval=interval,

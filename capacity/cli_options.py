@@ -111,6 +111,25 @@ PidOption = Annotated[
     int | None,
     typer.Option("--pid", metavar="PID", help="That process and all its descendants."),
 ]
+CgroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cgroup",
+        metavar="PATH",
+        help="Every process in that cgroup and below, v1 or v2, PATH as /proc/PID/cgroup "
+        "shows it (/system.slice/nginx.service), with or without the mount point. Its memory "
+        "cgroup calibrates the kernel part and its limit is the budget.",
+    ),
+]
+UnitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--unit",
+        metavar="NAME",
+        help="A systemd unit's processes: its cgroup (NAME.service without a suffix), found "
+        "in the cgroup tree, so systemd need not run; then as --cgroup.",
+    ),
+]
 RootOption = Annotated[
     Path,
     typer.Option(

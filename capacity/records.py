@@ -17,7 +17,10 @@ new one; adding a field with a default does not need a bump):
   environment, timing. Added since, with defaults: ``load``, ``drift`` and ``launch``;
   ``prediction.max_is_upper_bound``; ``ProcessMemory.instance``;
   ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4);
-  ``Skipped.reason`` "unreadable" (a damaged captured tree, issue 11).
+  ``Skipped.reason`` "unreadable" (a damaged captured tree, issue 11);
+  ``ProcessMemory.cpu_seconds``, ``voluntary_switches`` and ``nonvoluntary_switches``,
+  ``Estimate.activity`` (busy or idle) and ``Workload.cgroup`` (``--cgroup``/``--unit``,
+  issue 13). A file without them reads with None: its activity is not known.
 """
 
 from __future__ import annotations
@@ -142,6 +145,13 @@ class ProcessMemory:
     # Separate regions of its address space (procparse.count_address_regions): each may need one
     # more page-table page in another instance, whose ASLR layout differs.
     address_regions: int | None = None
+    # Since the process started, as read at this sample (None: not read, an older model):
+    # CPU time in user and kernel mode (utime + stime of /proc/PID/stat, all threads), and
+    # its main thread's context switches (/proc/PID/status). Two samples apart they tell
+    # whether it ran in between (``capacity.model.activity``).
+    cpu_seconds: float | None = None
+    voluntary_switches: int | None = None
+    nonvoluntary_switches: int | None = None
 
 
 KernelSource = Literal["estimate", "cgroup"]
@@ -338,6 +348,8 @@ class Workload:
     worker_count: int
     parent_cmdline: tuple[str, ...] = ()
     exe: str | None = None
+    # --cgroup and --unit: the cgroup selected, as /proc/PID/cgroup names it.
+    cgroup: str | None = None
 
 
 # --------------------------------------------------------------------------- model
@@ -502,6 +514,34 @@ class LoadRun:
     stderr_tail: str = ""
 
 
+ActivityState = Literal["idle", "busy", "unknown"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Activity:
+    """Did the workers serve anything while capplan sampled? (``capacity.model.activity``)
+
+    From the CPU time and context switches of the workers present at the first and the
+    last sample (same pid and start time), between those two samples. ``state`` "idle":
+    none of them ran; "busy": ``busy_workers`` ran; "unknown": it cannot be told (one
+    sample, no worker followed, figures not read), ``note`` says why. Rates are per second
+    of the window; ``cpu_per_worker`` is CPU seconds per worker per second (1.0 is one
+    CPU all the time), ``busiest_cpu`` the same for the busiest worker.
+    """
+
+    state: ActivityState
+    workers: int = 0
+    busy_workers: int = 0
+    duration_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cpu_per_worker: float = 0.0
+    busiest_cpu: float = 0.0
+    context_switches: int = 0
+    switches_per_second: float = 0.0
+    switches_per_worker: float = 0.0
+    note: str = ""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Drift:
     """How each worker's private memory (USS) changed across the samples.
@@ -664,3 +704,4 @@ class Estimate:
     drift: Drift | None = None
     launch: Launch | None = None
     measurement: Measurement | None = None
+    activity: Activity | None = None  # attach mode; None in launch mode and older files

@@ -117,7 +117,8 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             assert options.selector is not None
             selector = options.selector
             selector_text = str(selector)
-        first = workload.select_processes(selector, root)
+        target = workload.resolve_target(selector, root)  # --cgroup, --unit: once
+        first = workload.select_processes(selector, root, target=target)
         parent_pid = first.parents[0].pid if first.parents else first.members[0].pid
         try:
             parent_cmdline = read_cmdline(parent_pid, root)
@@ -130,6 +131,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             method=options.method,
             exclude=generators.exclude if generators else None,
             deep=options.deep,
+            target=target,
         )
         if generators is not None:
             generators.start()
@@ -150,6 +152,8 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         )
     fallback = reader.exact_fallback()
     described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
+    if reader.target is not None:
+        described = dataclasses.replace(described, cgroup=reader.target.path)
     if root == Path("/"):
         # Only on the live host: a captured tree's executable path is another host's.
         software = suggest.recognise(described.name, exe, parent_cmdline)

@@ -352,6 +352,7 @@ def inspect_workload(
     return Inspection(
         workload=Workload(
             selector=str(selector),
+            cgroup=sampler.target.path if sampler.target is not None else None,
             name=names[0] if len(names) == 1 else ",".join(names),
             pids=tuple(p.pid for p in processes),
             parent_pids=tuple(p.pid for p in processes if p.role == "parent"),

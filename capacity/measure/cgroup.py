@@ -49,6 +49,9 @@ class Layout:
     v2_mount: Path | None
     v2_memory: bool
     v1_memory_mount: Path | None
+    # systemd's own v1 hierarchy (no controller, ``name=systemd``): on a v1 or hybrid host
+    # it names each unit's cgroup even where the memory controller does not follow units.
+    v1_systemd_mount: Path | None = None
 
     @property
     def version(self) -> str:
@@ -60,9 +63,11 @@ class Layout:
 
 
 def parse_mounts(data: bytes, root: Path = DEFAULT_ROOT) -> Layout:
-    """Find the cgroup2 mount and the v1 memory controller's mount in /proc/self/mounts."""
+    """Find the cgroup2 mount, the v1 memory controller's mount and systemd's v1 hierarchy
+    in /proc/self/mounts."""
     v2_mount: Path | None = None
     v1_memory: Path | None = None
+    v1_systemd: Path | None = None
     for line in data.decode("utf-8", "replace").splitlines():
         parts = line.split()
         if len(parts) < 4:
@@ -73,11 +78,18 @@ def parse_mounts(data: bytes, root: Path = DEFAULT_ROOT) -> Layout:
             v2_mount = local
         elif fstype == "cgroup" and "memory" in options and v1_memory is None:
             v1_memory = local
+        elif fstype == "cgroup" and "name=systemd" in options and v1_systemd is None:
+            v1_systemd = local
     v2_memory = False
     if v2_mount is not None:
         controllers = _read_text(v2_mount / "cgroup.controllers") or ""
         v2_memory = "memory" in controllers.split()
-    return Layout(v2_mount=v2_mount, v2_memory=v2_memory, v1_memory_mount=v1_memory)
+    return Layout(
+        v2_mount=v2_mount,
+        v2_memory=v2_memory,
+        v1_memory_mount=v1_memory,
+        v1_systemd_mount=v1_systemd,
+    )
 
 
 def detect_layout(root: Path = DEFAULT_ROOT) -> Layout:
@@ -253,6 +265,14 @@ def workload_cgroup(
         return None
     version, directory = found
     mount = layout.v2_mount if version == 2 else layout.v1_memory_mount
+    return cgroup_holding(version, directory, mount, pids)
+
+
+def cgroup_holding(
+    version: int, directory: Path, mount: Path | None, pids: list[int]
+) -> CgroupMemory | None:
+    """The memory cgroup at ``directory``, marked ``own`` when everything in it (and below)
+    is one of ``pids``: a selected cgroup (``--cgroup``, ``--unit``) or the workload's."""
     memory = read_cgroup_memory(version, directory, mount)
     if memory is None:
         return None

@@ -53,6 +53,17 @@ from capacity.records import HostMemory, MemoryRollup
 DEFAULT_ROOT = Path("/")
 
 
+def _clock_ticks() -> int:
+    """USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on every mainstream arch."""
+    try:
+        return os.sysconf("SC_CLK_TCK") or 100
+    except (ValueError, OSError):
+        return 100
+
+
+CLOCK_TICKS = _clock_ticks()
+
+
 # --------------------------------------------------------------------------- pure parsers
 
 

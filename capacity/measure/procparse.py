@@ -55,6 +55,10 @@ class ProcStat:
     rss_pages: int
     pgrp: int = 0
     session: int = 0  # a process started with setsid() leads its own session: launch uses it
+    # CPU time in user and kernel mode, in clock ticks (sysconf(_SC_CLK_TCK)), all threads
+    # of the thread group: fields 14 and 15 of proc(5).
+    utime_ticks: int = 0
+    stime_ticks: int = 0
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -80,6 +84,11 @@ class ProcStatus:
     vm_pte_bytes: int
     vm_swap_bytes: int
     has_mm: bool
+    # Times the process gave up the CPU (it waited: I/O, a lock, accept) and was made to
+    # (its time slice ran out): of its main thread only, the kernel does not sum them over
+    # threads (fs/proc/array.c); since Linux 2.6.23, None without.
+    voluntary_switches: int | None = None
+    nonvoluntary_switches: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +137,8 @@ def parse_stat(data: bytes, path: str = "stat") -> ProcStat:
             pgrp=_number(fields[2], path, "pgrp"),
             session=_number(fields[3], path, "session"),
             flags=_number(fields[6], path, "flags"),
+            utime_ticks=_number(fields[11], path, "utime"),
+            stime_ticks=_number(fields[12], path, "stime"),
             num_threads=_number(fields[17], path, "num_threads"),
             start_ticks=_number(fields[19], path, "starttime"),
             rss_pages=_number(fields[21], path, "rss"),
@@ -144,7 +155,10 @@ def _kb_line_value(value: bytes, path: str, key: str) -> int:
     return number
 
 
-_STATUS_KEYS = b"Name State Tgid Pid PPid Uid Threads VmRSS RssAnon RssFile RssShmem VmPTE VmSwap"
+_STATUS_KEYS = (
+    b"Name State Tgid Pid PPid Uid Threads VmRSS RssAnon RssFile RssShmem VmPTE VmSwap "
+    b"voluntary_ctxt_switches nonvoluntary_ctxt_switches"
+)
 
 
 _STATUS_NEEDLES = tuple((key, b"\n" + key + b":") for key in _STATUS_KEYS.split())
@@ -175,7 +189,9 @@ _STATUS_IN_ORDER = re.compile(
     rb"Name:\t([^\n]*)\n.*?\nState:\t(.).*?\nTgid:\t(\d+)\n.*?\nPid:\t(\d+)\nPPid:\t(\d+)\n"
     rb".*?\nUid:\t(\d+)\t(\d+).*?\nVmRSS:\s+(\d+) kB\nRssAnon:\s+(\d+) kB\n"
     rb"RssFile:\s+(\d+) kB\nRssShmem:\s+(\d+) kB\n.*?\nVmPTE:\s+(\d+) kB\n"
-    rb"VmSwap:\s+(\d+) kB\n.*?\nThreads:\t(\d+)\n",
+    rb"VmSwap:\s+(\d+) kB\n.*?\nThreads:\t(\d+)\n"
+    # The last two lines (2.6.23+), optional: without them the match still holds.
+    rb"(?:.*?\nvoluntary_ctxt_switches:\t(\d+)\nnonvoluntary_ctxt_switches:\t(\d+)(?:\n|\Z))?",
     re.DOTALL,
 )
 
@@ -184,11 +200,15 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
     """Parse /proc/PID/status. Kernel threads and zombies have no Vm* lines: they read as 0."""
     match = _STATUS_IN_ORDER.match(data)
     if match is not None:
-        name, state, tgid, pid, ppid, uid, euid, rss, anon, file, shmem, pte, swap, threads = (
-            match.groups()
-        )
-        if max(len(number) for number in match.groups()[2:]) > 15:  # < 2**63 bytes as kB
+        (
+            name, state, tgid, pid, ppid, uid, euid, rss, anon, file, shmem, pte, swap, threads,
+            voluntary, nonvoluntary,
+        ) = match.groups()  # fmt: skip
+        numbers = [number for number in match.groups()[2:] if number is not None]
+        if max(len(number) for number in numbers) > 15:  # < 2**63 bytes as kB
             return _parse_status_lines(data, path)
+        if nonvoluntary is None and b"\nvoluntary_ctxt_switches:" in data:
+            return _parse_status_lines(data, path)  # there, but not as a kernel writes it
         return ProcStatus(
             name=name.strip().decode("utf-8", "replace"),
             state=state.decode("ascii", "replace"),
@@ -205,6 +225,8 @@ def parse_status(data: bytes, path: str = "status") -> ProcStatus:
             vm_pte_bytes=int(pte) * 1024,
             vm_swap_bytes=int(swap) * 1024,
             has_mm=True,
+            voluntary_switches=None if voluntary is None else int(voluntary),
+            nonvoluntary_switches=None if nonvoluntary is None else int(nonvoluntary),
         )
     return _parse_status_lines(data, path)
 
@@ -238,6 +260,9 @@ def _parse_status_lines(data: bytes, path: str) -> ProcStatus:
         text = values.get(key, default) if default is not None else need(key)
         return _number(text if text is not None else b"", path, key.decode())
 
+    def optional(key: bytes) -> int | None:
+        return number(key) if key in values else None
+
     uid, euid = ids(b"Uid")
     try:
         return ProcStatus(
@@ -258,6 +283,8 @@ def _parse_status_lines(data: bytes, path: str) -> ProcStatus:
             vm_pte_bytes=size(b"VmPTE") if b"VmRSS" not in values else size_needed(b"VmPTE"),
             vm_swap_bytes=size(b"VmSwap"),  # since Linux 2.6.34
             has_mm=b"VmRSS" in values,
+            voluntary_switches=optional(b"voluntary_ctxt_switches"),  # since Linux 2.6.23
+            nonvoluntary_switches=optional(b"nonvoluntary_ctxt_switches"),
         )
     except ValueError:
         raise ParseError(path, "a numeric field is not a number") from None

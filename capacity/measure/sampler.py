@@ -47,10 +47,12 @@ from capacity.errors import (
     ZombieProcess,
 )
 from capacity.measure import gentle, pages
-from capacity.measure.cgroup import Layout, detect_layout, workload_cgroup
+from capacity.measure.cgroup import Layout, cgroup_holding, detect_layout, workload_cgroup
+from capacity.measure.cgroupselect import Target
 from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
 from capacity.measure.parallel import default_threads, map_ordered
 from capacity.measure.procfs import (
+    CLOCK_TICKS,
     DEFAULT_ROOT,
     read_maps_counts,
     read_meminfo,
@@ -59,7 +61,13 @@ from capacity.measure.procfs import (
     read_stat,
     read_status,
 )
-from capacity.measure.workload import Member, NameCache, Selector, select_processes
+from capacity.measure.workload import (
+    Member,
+    NameCache,
+    Selector,
+    resolve_target,
+    select_processes,
+)
 from capacity.records import (
     CgroupMemory,
     ExactFallback,
@@ -95,6 +103,10 @@ class Sampler:
     fallback: ExactFallback | None = dataclasses.field(init=False, default=None)
     # Pids that are never the workload (the load generator's), asked for at every sample.
     exclude: Callable[[], frozenset[int]] | None = None
+    # --cgroup and --unit: the cgroup selected, resolved once (here unless given); its
+    # memory cgroup is the one read with every snapshot (the budget's limit, the kernel
+    # calibration).
+    target: Target | None = None
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -114,6 +126,8 @@ class Sampler:
 
     def __post_init__(self) -> None:
         self.layout = detect_layout(self.root)
+        if self.selector is not None and self.target is None:
+            self.target = resolve_target(self.selector, self.root)
         self.slab_sizes = read_slab_object_sizes(self.root)
         self.stack_size = kernel_stack_size()
         if self.method != Method.SMAPS:
@@ -151,7 +165,7 @@ class Sampler:
         excluded = self.exclude() if self.exclude is not None else frozenset()
         try:
             selection = select_processes(
-                self.selector, self.root, exclude=excluded, names=self._names
+                self.selector, self.root, exclude=excluded, names=self._names, target=self.target
             )
         except SelectionError:
             if self._parents is not None and self.selector.pid in self._parents:
@@ -201,7 +215,8 @@ class Sampler:
         skipped: Sequence[Skipped] = (),
     ) -> Snapshot:
         """Read these members once; ``cgroup`` replaces the lookup of the workload's cgroup
-        (launch mode knows the cgroup it created); walk their pages if ``exact``.
+        (launch mode knows the cgroup it created; ``--cgroup`` and ``--unit`` name theirs,
+        else it is the first process's memory cgroup); walk their pages if ``exact``.
         ``skipped`` are processes the selection could not use, reported with the rest."""
         now = time.time()
         if self._started is None:
@@ -229,8 +244,12 @@ class Sampler:
                 hint="is the workload restarting? measure it once it is up",
             )
         host = read_meminfo(self.root)
+        pids = [p.pid for p in processes]
+        if cgroup is None and self.target is not None and self.target.memory is not None:
+            version, directory, mount = self.target.memory
+            cgroup = cgroup_holding(version, directory, mount, pids)
         if cgroup is None:
-            cgroup = workload_cgroup([p.pid for p in processes], self.layout, self.root)
+            cgroup = workload_cgroup(pids, self.layout, self.root)
         return Snapshot(
             index=index,
             taken_at=now,
@@ -311,6 +330,9 @@ class Sampler:
             mappings=mappings,
             address_regions=regions,
             source="smaps" if source == "smaps" else "smaps_rollup",
+            cpu_seconds=(stat.utime_ticks + stat.stime_ticks) / CLOCK_TICKS,
+            voluntary_switches=status.voluntary_switches,
+            nonvoluntary_switches=status.nonvoluntary_switches,
         )
 
 

@@ -3,9 +3,11 @@
 Selection follows ``ps -C NAME``: a process belongs to ``--cmd NAME`` when its comm name is
 NAME (the kernel truncates comm to 15 characters), or when the basename of its argv[0] or of
 its executable is NAME, so ``apache2``, ``php-fpm8.2`` and ``gunicorn`` all work.
-``--pid PID`` takes that process and all its descendants. Parents are the selected processes
-whose parent is not selected; every other selected process is a worker. /proc lists thread
-groups, not threads, so each multi-threaded worker counts once.
+``--pid PID`` takes that process and all its descendants. ``--cgroup PATH`` and ``--unit
+NAME`` take every process in that cgroup and below (``capacity.measure.cgroupselect``).
+Parents are the selected processes whose parent is not selected, the roots of the
+selection's trees; every other selected process is a worker. /proc lists thread groups, not
+threads, so each multi-threaded worker counts once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import difflib
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from capacity.errors import (
     SelectionError,
     Terminated,  # noqa: F401
 )
+from capacity.measure import cgroupselect
 from capacity.measure.procfs import (
     DEFAULT_ROOT,
     iter_pids,
@@ -50,17 +54,44 @@ COMM_LENGTH = 15  # TASK_COMM_LEN - 1
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Selector:
-    """``--cmd NAME`` or ``--pid PID``: exactly one of them."""
+    """``--cmd NAME``, ``--pid PID``, ``--cgroup PATH`` or ``--unit NAME``: exactly one.
+
+    ``str()`` gives the option as typed, which the model records (``Workload.selector``) and
+    the hints repeat, so ``check`` and a re-run select the same way."""
 
     cmd: str | None = None
     pid: int | None = None
+    cgroup: str | None = None
+    unit: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.cmd is None) == (self.pid is None):
-            raise SelectionError("give exactly one selector: --cmd NAME or --pid PID")
+        given = [v for v in (self.cmd, self.pid, self.cgroup, self.unit) if v is not None]
+        if len(given) != 1:
+            raise SelectionError(
+                "give exactly one selector: --cmd NAME, --pid PID, --cgroup PATH or --unit NAME"
+            )
 
     def __str__(self) -> str:
-        return f"--cmd {self.cmd}" if self.cmd is not None else f"--pid {self.pid}"
+        if self.cmd is not None:
+            return f"--cmd {self.cmd}"
+        if self.pid is not None:
+            return f"--pid {self.pid}"
+        if self.cgroup is not None:
+            return f"--cgroup {shlex.quote(self.cgroup)}"
+        return f"--unit {shlex.quote(str(self.unit))}"
+
+    @property
+    def by_cgroup(self) -> bool:
+        return self.cgroup is not None or self.unit is not None
+
+
+def resolve_target(selector: Selector, root: Path = DEFAULT_ROOT) -> cgroupselect.Target | None:
+    """The cgroup ``--cgroup`` or ``--unit`` names (None for the other selectors)."""
+    if selector.cgroup is not None:
+        return cgroupselect.resolve_cgroup(selector.cgroup, root)
+    if selector.unit is not None:
+        return cgroupselect.resolve_unit(selector.unit, root)
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,10 +229,12 @@ def select_processes(
     stats: dict[int, ProcStat] | None = None,
     exclude: frozenset[int] = frozenset(),
     names: NameCache | None = None,
+    target: cgroupselect.Target | None = None,
 ) -> Selection:
     """The workload's processes with their roles; SelectionError when nothing matches.
 
-    ``names`` (optional, kept by the caller between samples) caches ``--cmd`` matches.
+    ``names`` (optional, kept by the caller between samples) caches ``--cmd`` matches;
+    ``target`` is the cgroup of ``--cgroup``/``--unit`` when the caller resolved it once.
     """
     unparsed: list[int] = []
     stats = scan(root, unparsed) if stats is None else stats
@@ -213,6 +246,10 @@ def select_processes(
     excluded = _own_process(root) | exclude
     if selector.pid is not None:
         chosen = _select_tree(selector.pid, stats, root)
+    elif selector.by_cgroup:
+        target = target or resolve_target(selector, root)
+        assert target is not None
+        chosen = _select_cgroup(selector, target, stats)
     else:
         assert selector.cmd is not None
         chosen = _matches_cached(selector.cmd, stats, root, names)
@@ -302,6 +339,25 @@ def _select_tree(pid: int, stats: dict[int, ProcStat], root: Path) -> set[int]:
             hint="measure a running process: ps -eo pid,ppid,stat,comm",
         )
     return {pid} | {p for p in descendants(pid, stats) if not stats[p].is_kernel_thread}
+
+
+def _select_cgroup(
+    selector: Selector, target: cgroupselect.Target, stats: dict[int, ProcStat]
+) -> set[int]:
+    """Every user process in the cgroup and below that /proc lists."""
+    inside = cgroupselect.members(target)
+    chosen = {pid for pid in inside if pid in stats and not stats[pid].is_kernel_thread}
+    if not chosen:
+        whose = (
+            f"unit {cgroupselect.unit_name(str(selector.unit))}'s cgroup"
+            if selector.unit
+            else "cgroup"
+        )
+        raise SelectionError(
+            f"{whose} {target.path} has no processes, in it or below ({target.directory})",
+            hint="is the service running? the cgroups of a process: cat /proc/PID/cgroup",
+        )
+    return chosen
 
 
 def _not_listed(pid: int, root: Path) -> SelectionError:

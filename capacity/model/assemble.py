@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 
 from capacity.errors import ModelError
-from capacity.model import accounting, diagnostics, drift, estimators
+from capacity.model import accounting, activity, diagnostics, drift, estimators
 from capacity.model.fitting import (
     RESOLUTION_SD,
     cgroup_resolution_sd,
@@ -26,6 +26,7 @@ from capacity.model.fitting import (
     systematic_sd,
 )
 from capacity.records import (
+    Activity,
     CgroupMemory,
     Drift,
     Environment,
@@ -162,6 +163,7 @@ def build_estimate(
         samples_requested=samples_requested,
         under_load=under_load or bool(loads),
         exact_fallback=exact_fallback,
+        measured_activity=activity.measure(all_snapshots),
     )
 
 
@@ -183,9 +185,10 @@ def _estimate(
     under_load: bool,
     exact_fallback: ExactFallback | None = None,
     advise_confidence: bool = True,
+    measured_activity: Activity | None = None,
 ) -> Estimate:
     """The tail attach and launch mode share: budget, prediction, the usual rules and
-    the warnings. ``measured`` are the samples the model was fitted on (the host figures
+    the warnings. ``measured_activity``: whether the workers ran (attach mode). ``measured`` are the samples the model was fitted on (the host figures
     are the last one's), ``judged`` those drift and load are judged over, ``samples``
     every sample taken. ``advise_confidence`` False leaves LOW_CONFIDENCE to the caller,
     whose advice differs (launch mode: more instance counts)."""
@@ -212,6 +215,8 @@ def _estimate(
         under_load=under_load,
         exact_fallback=exact_fallback,
         advise_confidence=advise_confidence,
+        activity=measured_activity,
+        workload=workload,
     )
     warnings += diagnostics.diagnose_load_and_drift(
         measured_drift, loads, judged, selector=workload.selector
@@ -228,6 +233,7 @@ def _estimate(
         timing=timing(samples, total_seconds),
         load=tuple(loads),
         drift=measured_drift,
+        activity=measured_activity,
     )
 
 

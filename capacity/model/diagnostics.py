@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from capacity.model.drift import sampling_advice
+from capacity.model.suggest import recognise, server_kind
 from capacity.records import (
+    Activity,
     Budget,
     Drift,
     Environment,
@@ -24,6 +26,7 @@ from capacity.records import (
     Notice,
     Prediction,
     Snapshot,
+    Workload,
 )
 from capacity.units import format_bytes
 
@@ -56,6 +59,36 @@ def low_confidence(model: ModelFit, hint: str) -> list[Notice]:
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
 
 
+def load_hint(workload: Workload | None, rerun: str) -> str:
+    """What to run to measure the workload while it serves, with a load generator that
+    fits the server: pgbench for PostgreSQL, ab (or hey) for HTTP servers, and for a
+    program capplan does not recognise no command at all (a wrong one would mislead)."""
+    kind = None
+    software = None
+    if workload is not None:
+        kind = server_kind(workload.name, workload.exe, workload.parent_cmdline)
+        software = recognise(workload.name, workload.exe, workload.parent_cmdline)
+    if kind == "database":
+        return (
+            "measure while pgbench drives it, until it flattens: create its tables once "
+            "(pgbench -i -s 10 bench), then "
+            f"{rerun} --load 'pgbench -c 8 -j 2 -T 600 bench' --samples 30 "
+            "(add -h, -p and -U as for psql)"
+        )
+    if kind == "http":
+        where = (
+            "through the web server in front of php-fpm, at a PHP page"
+            if software == "php-fpm"
+            else "at a page it serves"
+        )
+        return (
+            f"measure while a load generator drives it ({where}), until it flattens: "
+            f"{rerun} --load 'ab -n 100000 -c 8 http://127.0.0.1:PORT/' --samples 30 "
+            "(or hey: --load 'hey -z 60s -c 8 http://127.0.0.1:PORT/')"
+        )
+    return f"put it under its usual load and measure again while it serves: {rerun} --samples 30"
+
+
 def diagnose(
     snapshots: Sequence[Snapshot],
     model: ModelFit,
@@ -68,9 +101,13 @@ def diagnose(
     under_load: bool = False,
     exact_fallback: ExactFallback | None = None,
     advise_confidence: bool = True,
+    activity: Activity | None = None,
+    workload: Workload | None = None,
 ) -> list[Notice]:
     """The warnings every estimate may carry. ``advise_confidence`` False leaves
-    LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``)."""
+    LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``).
+    ``activity`` says whether the workers ran while sampled (None: not known); ``workload``
+    names the server, for the load generator a hint proposes."""
     warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
 
@@ -123,8 +160,7 @@ def diagnose(
                     "kernel memory per worker is partly estimated: page tables are read, "
                     "kernel stack and slab are computed from threads and mappings"
                 ),
-                hint="run the workload in a cgroup of its own (a systemd service has one) "
-                "and capplan calibrates it from memory.stat",
+                hint=_calibration_hint(snapshots, workload),
             )
         )
 
@@ -159,21 +195,7 @@ def diagnose(
             )
         )
 
-    if not under_load:
-        shared = model.breakdown.fixed_shared_bytes if model.breakdown else 0
-        if shared > model.per_instance_bytes:
-            warnings.append(
-                Notice(
-                    code="COW_DRIFT_LIKELY",
-                    message=(
-                        "measured without load: workers share "
-                        f"{format_bytes(shared)} copy-on-write and grow as they serve "
-                        "requests, so the per-worker cost may rise"
-                    ),
-                    hint="measure while a load generator drives it, until it flattens: "
-                    f"{rerun} --load 'ab -n 100000 -c 8 http://127.0.0.1:PORT/' --samples 30",
-                )
-            )
+    warnings += _idle_warnings(model, activity, under_load, load_hint(workload, rerun))
 
     if prediction.room_bytes <= 0:
         warnings.append(
@@ -194,6 +216,76 @@ def diagnose(
             )
         )
     return warnings
+
+
+def _calibration_hint(snapshots: Sequence[Snapshot], workload: Workload | None) -> str:
+    """Why no cgroup calibrated the kernel part, where the selection named one."""
+    selected = workload.cgroup if workload is not None else None
+    if selected is None or not snapshots:
+        return (
+            "run the workload in a cgroup of its own (a systemd service has one) "
+            "and capplan calibrates it from memory.stat"
+        )
+    found = snapshots[-1].cgroup
+    if found is None or found.path != selected:
+        return (
+            f"no memory controller accounts the selected cgroup {selected} here: on cgroup "
+            "v1 the memory hierarchy needs a cgroup of the same path (systemd: "
+            "MemoryAccounting=yes), on v2 its parent must enable memory in "
+            "cgroup.subtree_control"
+        )
+    return (
+        f"the selected cgroup {selected} also holds processes outside the selection "
+        "(capplan itself, or ones that started meanwhile): select a cgroup that holds the "
+        "workload alone"
+    )
+
+
+def _idle_warnings(
+    model: ModelFit, activity: Activity | None, under_load: bool, hint: str
+) -> list[Notice]:
+    """Measured idle (the workers did not run), or not known: copy-on-write drift is
+    likely where the workers share more than each costs. A load generator that ran while
+    the workers stayed idle missed them."""
+    state = activity.state if activity is not None else "unknown"
+    shared = model.breakdown.fixed_shared_bytes if model.breakdown else 0
+    cow = (
+        f"they share {format_bytes(shared)} copy-on-write and grow as they serve requests, "
+        "so the per-worker cost may rise"
+    )
+    if state == "idle" and activity is not None:
+        window = f"{activity.duration_seconds:.1f} s"
+        if under_load:
+            return [
+                Notice(
+                    code="LOAD_MISSED",
+                    message=f"the load generator ran, but the {activity.workers} workers did "
+                    f"not ({window} between the first and last sample): its requests did not "
+                    "reach this workload, which was measured idle",
+                    hint="check where it sends them (this workload's port, socket or "
+                    "database): run it by hand and watch the workers' CPU time in top",
+                )
+            ]
+        if shared > model.per_instance_bytes:
+            return [
+                Notice(
+                    code="COW_DRIFT_LIKELY",
+                    message=f"measured idle: the {activity.workers} workers did not run "
+                    f"while capplan sampled ({window}); {cow}",
+                    hint=hint,
+                )
+            ]
+    if state == "unknown" and not under_load and shared > model.per_instance_bytes:
+        why = activity.note if activity is not None and activity.note else "not measured"
+        return [
+            Notice(
+                code="COW_DRIFT_LIKELY",
+                message=f"whether the workers served anything while capplan sampled is not "
+                f"known ({why}); {cow}",
+                hint=hint,
+            )
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- load and drift

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Sequence
+from typing import Literal
 
 from capacity.answers import Suggestion
 from capacity.records import Estimate
@@ -150,3 +151,25 @@ def kubernetes(instances: int, request_bytes: int, limit_bytes: int) -> Suggesti
         note="the container's cgroup also charges page cache it reads; "
         "leave room for it if the workers read large files",
     )
+
+
+ServerKind = Literal["database", "http"]
+
+# HTTP servers capplan has no configuration line for, known by name for the load they take.
+_HTTP_NAMES = ("nginx", "uwsgi", "puma", "unicorn", "lighttpd", "caddy", "uvicorn", "hypercorn")
+
+
+def server_kind(
+    name: str, exe: str | None = None, cmdline: Sequence[str] = ()
+) -> ServerKind | None:
+    """What load the program serves, for the load generator a hint names: "database"
+    (PostgreSQL), "http" (apache2, nginx, gunicorn, php-fpm behind a web server, ...) or
+    None when capplan cannot tell."""
+    software = recognise(name, exe, cmdline)
+    if software == "postgres":
+        return "database"
+    if software in ("apache2", "php-fpm", "gunicorn"):
+        return "http"
+    if any(candidate in _HTTP_NAMES for candidate in _names(name, exe, cmdline)):
+        return "http"
+    return None

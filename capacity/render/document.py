@@ -66,6 +66,7 @@ KNOWN_FIELDS = {
     "load",
     "drift",
     "launch",
+    "activity",
 }
 # Records added to the Estimate later and not yet given a section of their own are rendered
 # generically (a field/value table), in this order.
@@ -464,6 +465,11 @@ def _environment(estimate: Estimate, source: str) -> list[Block]:
         ("measured at", Host(env.time)),
         ("command line", Host(" ".join(env.command_line))),
         ("workload", Host(estimate.workload.selector)),
+        *(
+            [("selected cgroup", Host(estimate.workload.cgroup))]
+            if estimate.workload.cgroup is not None
+            else []
+        ),
         ("parent command line", Host(" ".join(estimate.workload.parent_cmdline) or "unknown")),
         ("model file", Host(source)),
     ]

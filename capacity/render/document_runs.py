@@ -14,6 +14,7 @@ from capacity.render.blocks import (
     Strong,
     Table,
 )
+from capacity.render.report import describe_activity
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 
@@ -106,8 +107,12 @@ def _load_and_drift(estimate: Estimate) -> list[Block]:
     """The load generators that ran, and how the workers' private memory moved under them."""
     blocks: list[Block] = []
     d = estimate.drift
-    if estimate.load or d is not None:
+    if estimate.load or d is not None or estimate.activity is not None:
         blocks.append(Heading(2, ("Load and copy-on-write drift",)))
+    if estimate.activity is not None:
+        blocks.append(
+            Para((Strong("Activity"), ": ", Host(describe_activity(estimate.activity)), "."))
+        )
     if estimate.load:
         rows = []
         for run in estimate.load:

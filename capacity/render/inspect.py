@@ -74,8 +74,15 @@ def render_inspect_text(inspection: Inspection) -> str:
     escape = terminal_safe
     i = inspection
     parents = ", ".join(str(pid) for pid in i.workload.parent_pids) or "none"
+    selected = i.workload.cgroup
+    where = (
+        f", cgroup {escape(selected)}"
+        if selected is not None and selected not in i.workload.selector
+        else ""
+    )
     out = [
-        f"Workload {escape(i.workload.selector)} ({escape(i.workload.name)}): parent {parents}, "
+        f"Workload {escape(i.workload.selector)} ({escape(i.workload.name)}{where}): "
+        f"parent {parents}, "
         f"{i.workload.worker_count} workers; method {_METHOD_LABEL.get(i.method, i.method)}",
         f"Rows sorted by cost at {i.max_workers:,} workers: {escape(i.max_workers_source)}.",
         f"private: what each worker pays alone (mean, max); cost at {i.max_workers:,} = "

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from capacity.codec import dumps
 from capacity.model.drift import sampling_advice
-from capacity.records import Estimate, ModelFit, ProcessMemory
+from capacity.records import Activity, Estimate, ModelFit, ProcessMemory
 from capacity.render.escape import terminal_safe
 from capacity.render.openmetrics import render_openmetrics
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
@@ -88,7 +88,9 @@ def _interval(low: int, high: int) -> str:
     return f"[95% CI {format_interval(low, high)}]"
 
 
-def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
+def _model_lines(
+    model: ModelFit, noun: str = "worker", calibrated_by: str | None = None
+) -> list[str]:
     per_unit = pick_unit([model.per_instance_bytes])
     fixed_unit = pick_unit([model.fixed_bytes])
     lines = [
@@ -113,6 +115,8 @@ def _model_lines(model: ModelFit, noun: str = "worker") -> list[str]:
         note = (
             "estimated"
             if b.kernel_source == "estimate"
+            else f"estimated, checked against cgroup {calibrated_by}"
+            if calibrated_by
             else "estimated, checked against the cgroup"
         )
         lines.append(
@@ -172,15 +176,27 @@ def render_text(estimate: Estimate) -> str:
         if e.launch is not None
         else f"parent {parents}, {e.workload.worker_count} workers"
     )
+    selected = e.workload.cgroup
+    where = (
+        f" (cgroup {escape(selected)})"
+        if selected is not None and selected not in e.workload.selector
+        else ""
+    )
+    calibrated_by = last.cgroup.path if last.cgroup is not None and last.cgroup.own else None
     out: list[str] = [
-        f"Workload {escape(e.workload.selector)}: {heading}, {len(e.samples)} samples",
+        f"Workload {escape(e.workload.selector)}{where}: {heading}, {len(e.samples)} samples",
         "",
         process_table(last.processes, escape),
         "",
         *(_launch_lines(e, escape) if e.launch is not None else []),
-        *_model_lines(model, "instance" if e.launch is not None else "worker"),
+        *_model_lines(
+            model,
+            "instance" if e.launch is not None else "worker",
+            escape(calibrated_by) if calibrated_by is not None else None,
+        ),
         *(_system_lines(e) if e.launch is not None else []),
         *_load_lines(e, escape),
+        *activity_lines(e.activity),
         *_drift_lines(e),
         "",
         "Budget arithmetic",
@@ -353,6 +369,39 @@ def _load_lines(e: Estimate, escape: Callable[[str], str]) -> list[str]:
             what = "ran through the sampling (stopped by capplan)"
         requests = f", {run.requests:,} requests" if run.requests is not None else ""
         lines.append(f"Load{which}: {escape(' '.join(shown))}: {what}{requests}")
+    return lines
+
+
+def describe_activity(a: Activity) -> str:
+    """Busy or idle in one sentence (the text report and the Markdown/HTML one)."""
+    window = f"{a.duration_seconds:.1f} s between the first and last sample"
+    if a.state == "idle":
+        return f"measured idle: the {a.workers} workers did not run in the {window}"
+    if a.state == "unknown":
+        return f"not known whether the workers ran: {a.note}"
+    return (
+        f"busy: {a.busy_workers} of {a.workers} workers ran in the {window}: "
+        f"{_cpu(a.cpu_per_worker)} CPU seconds per worker per second "
+        f"(busiest {_cpu(a.busiest_cpu)}), "
+        f"{_rate(a.switches_per_second)} context switches per second "
+        f"({_rate(a.switches_per_worker)} per worker)"
+    )
+
+
+def _cpu(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.2g}"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def activity_lines(a: Activity | None) -> list[str]:
+    if a is None:
+        return []
+    lines = [f"Activity: {describe_activity(a)}"]
+    if a.state != "unknown" and a.note:
+        lines.append(f"    {a.note}")
     return lines
 
 

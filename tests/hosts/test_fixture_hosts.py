@@ -265,5 +265,6 @@ def test_cases_cover_the_issue() -> None:
         "markup-name",
         "cgroup-v2-limit",
         "cgroup-v1-own-limit",
+        "cgroup-v2-unit",
     ):
         assert needed in CASES

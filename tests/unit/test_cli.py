@@ -47,13 +47,19 @@ def assert_usage_error(result: CliResult, *needles: str) -> None:
         ("--demo", "--pid", "1"),
         ("--demo", "--cmd", "apache2"),
         ("--demo", "--cmd", "apache2", "--pid", "1"),
+        ("--cgroup", "/system.slice/x.service", "--pid", "1"),
+        ("--unit", "x", "--cgroup", "/system.slice/x.service"),
+        ("--unit", "x", "--demo"),
     ],
-    ids=["none", "cmd+pid", "demo+pid", "demo+cmd", "all three"],
-)
+    ids=["none", "cmd+pid", "demo+pid", "demo+cmd", "all three", "cgroup+pid", "unit+cgroup",
+         "unit+demo"],
+)  # fmt: skip
 def test_exactly_one_selector(args: tuple[str, ...]) -> None:
     result = run_cli("estimate", *args)
     assert_usage_error(
-        result, "give exactly one of --cmd NAME, --pid PID, --demo or --launch COMMAND"
+        result,
+        "give exactly one of --cmd NAME, --pid PID, --cgroup PATH, --unit NAME, --demo or "
+        "--launch COMMAND",
     )
 
 

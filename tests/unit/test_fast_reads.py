@@ -137,7 +137,13 @@ def _plain_status(data: bytes) -> dict[str, object]:
         "vm_pte_bytes": size(b"VmPTE"),
         "vm_swap_bytes": size(b"VmSwap"),
         "has_mm": b"VmRSS" in values,
+        "voluntary_switches": _count(values, b"voluntary_ctxt_switches"),
+        "nonvoluntary_switches": _count(values, b"nonvoluntary_ctxt_switches"),
     }
+
+
+def _count(values: dict[bytes, bytes], key: bytes) -> int | None:
+    return int(values[key]) if key in values else None
 
 
 @pytest.mark.live

@@ -7,6 +7,7 @@ line naming the field, exit 2 and no traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -235,6 +236,35 @@ def test_old_file_without_new_fields_still_loads(tmp_path: Path) -> None:
     del doc["budget"]["reserve_fraction"]
     result = run_cli("predict", str(write(tmp_path, doc)), "--memory", "8G")
     assert result.code == 0, result.stderr
+
+
+def test_activity_and_the_selected_cgroup_round_trip_and_old_files_lack_them() -> None:
+    """Issue 13's fields: an estimate with activity, a workload.cgroup and per-process CPU
+    figures reads back equal; models/demo.json, saved before them, reads them as None."""
+    old = modelfile.estimate_from_dict(committed())
+    assert old.activity is None and old.workload.cgroup is None
+    assert all(p.cpu_seconds is None and p.voluntary_switches is None
+               for s in old.samples for p in s.processes)  # fmt: skip
+    first, *rest = old.samples
+    processes = tuple(
+        dataclasses.replace(p, cpu_seconds=1.25, voluntary_switches=7, nonvoluntary_switches=2)
+        for p in first.processes
+    )
+    new = dataclasses.replace(
+        old,
+        samples=(dataclasses.replace(first, processes=processes), *rest),
+        workload=dataclasses.replace(old.workload, cgroup="/system.slice/php8.2-fpm.service"),
+        activity=records.Activity(state="busy", workers=4, busy_workers=1, duration_seconds=4.0,
+                                  cpu_seconds=0.3, cpu_per_worker=0.019, busiest_cpu=0.075,
+                                  context_switches=800, switches_per_second=200.0,
+                                  switches_per_worker=50.0),
+    )  # fmt: skip
+    again = modelfile.estimate_from_dict(json.loads(codec.dumps(new)))
+    assert again == new
+    with pytest.raises(ModelFileError, match=r"field 'activity.state': expected one of"):
+        damaged = json.loads(codec.dumps(new))
+        damaged["activity"]["state"] = "sleepy"
+        modelfile.estimate_from_dict(damaged)
 
 
 def test_writes_are_atomic_and_keep_a_readable_mode(tmp_path: Path) -> None:

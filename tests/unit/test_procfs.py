@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from capacity import units
 from capacity.errors import (
@@ -90,6 +91,22 @@ def test_parse_stat_kernel_thread_and_zombie() -> None:
     assert zombie.state == "Z"
 
 
+def test_parse_stat_reads_cpu_time_from_fields_14_and_15() -> None:
+    stat = procparse.parse_stat(stat_line(4321, "worker"))
+    assert (stat.utime_ticks, stat.stime_ticks) == (15, 16)  # not cutime/cstime (17, 18)
+
+
+def test_parse_stat_and_status_of_a_captured_process() -> None:
+    """The demo's captured parent: utime 3, stime 0 (fields 14, 15); 21 voluntary and 5
+    involuntary context switches (the last two lines of status)."""
+    base = FIXTURES / "hosts" / "demo" / "proc" / "18121"
+    stat = procparse.parse_stat((base / "stat").read_bytes())
+    assert (stat.utime_ticks, stat.stime_ticks) == (3, 0)
+    status = procparse.parse_status((base / "status").read_bytes())
+    assert (status.voluntary_switches, status.nonvoluntary_switches) == (21, 5)
+    assert procparse._STATUS_IN_ORDER.match((base / "status").read_bytes())
+
+
 @pytest.mark.parametrize("data", [b"", b"garbage", b"12 (x) S 1"])
 def test_parse_stat_rejects_other_formats(data: bytes) -> None:
     with pytest.raises(ParseError, match="not in the format of proc"):
@@ -142,6 +159,25 @@ def test_parse_status_reads_each_field_from_its_own_line() -> None:
     assert status.vm_pte_bytes == 109 * KiB
     assert status.vm_swap_bytes == 11 * KiB
     assert status.has_mm
+
+
+SWITCHES = (
+    b"Mems_allowed_list:\t0\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t56\n"
+)
+
+
+def test_parse_status_reads_the_context_switches_both_ways() -> None:
+    """The one-match path and the line reader give the same counts; a kernel before
+    2.6.23 (no such lines) gives None, not 0: unknown, not idle."""
+    fast = procparse.parse_status(STATUS + SWITCHES)
+    assert (fast.voluntary_switches, fast.nonvoluntary_switches) == (1234, 56)
+    assert procparse._parse_status_lines(STATUS + SWITCHES, "status") == fast
+    assert procparse.parse_status((STATUS + SWITCHES).rstrip(b"\n")) == fast
+    old = procparse.parse_status(STATUS)
+    assert (old.voluntary_switches, old.nonvoluntary_switches) == (None, None)
+    assert old.vm_rss_bytes == fast.vm_rss_bytes
+    with pytest.raises(ParseError, match="bad value for voluntary_ctxt_switches"):
+        procparse.parse_status(STATUS + SWITCHES.replace(b"1234", b"-1234"))
 
 
 def test_parse_status_before_linux_4_5_has_no_rss_split() -> None:
