@@ -185,7 +185,9 @@ GUEST_WORKLOADS = (
         name="shm-v2",
         title="shared memory segment: 48 MiB MAP_SHARED read by every worker",
         kind="forkserver",
-        limit_bytes=96 * MiB,
+        # 96 MiB held only 17-18 workers (2.2 MiB each under THP always, not the 0.6 MiB
+        # planned): one worker was then 5.6 % and the point missed by one (docs/guest.md).
+        limit_bytes=136 * MiB,
         args=("--shm", "48M", "--private", "512K"),
         settle=1.0,
     ),
@@ -686,7 +688,11 @@ def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[
         "and every count waits a settle time after the load reached every worker before its "
         "OOM count is read. The THP rows run the same workload under `always` (the guest "
         "kernel's default) and `madvise`. "
-        + ("**Every goal is met.**" if met else "**Not every goal is met: see MISS.**"),
+        + ("**Every goal is met.**" if met else "**Not every goal is met: see MISS.**")
+        + "".join(
+            f" Row {name} was re-run with `{rerun['command']}` on {rerun['date']}."
+            for name, rerun in sorted(meta.get("reruns", {}).items())
+        ),
         "",
         table,
         "",
@@ -908,6 +914,8 @@ def main(argv: list[str] | None = None) -> int:
     guest_json = args.output.with_name(args.output.stem + "-guest.json")
     json_path = guest_json if args.guest else host_json
     meta = metadata(args, json_path)
+    if args.only:
+        results, meta = merge_rerun(json_path, results, meta)
     write_file(
         json_path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n", force=True
     )
@@ -915,6 +923,27 @@ def main(argv: list[str] | None = None) -> int:
     write_file(args.output, text, force=True)
     print(text)
     return 0 if all(all(r["goals"].values()) for r in results) else 1
+
+
+def merge_rerun(
+    json_path: Path, results: list[dict[str, Any]], meta: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``--only``: the rows re-run replace their own rows in the committed figures, and the
+    others stay as they were measured; ``meta.reruns`` says which row came from which
+    command and day, so a mixed table never passes for one run."""
+    try:
+        before = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return results, meta
+    fresh = {r["name"]: r for r in results}
+    merged = [fresh.pop(r["name"], r) for r in before.get("results", [])]
+    merged += list(fresh.values())
+    kept = dict(before.get("meta", meta))
+    reruns = dict(kept.get("reruns", {}))
+    for r in results:
+        reruns[r["name"]] = {"command": meta["command"], "date": meta["date"]}
+    kept["reruns"] = reruns
+    return merged, kept
 
 
 def render_report(host_json: Path, guest_json: Path) -> str:
