@@ -17,7 +17,10 @@ new one; adding a field with a default does not need a bump):
   environment, timing. Added since, with defaults: ``load``, ``drift`` and ``launch``;
   ``prediction.max_is_upper_bound``; ``ProcessMemory.instance``;
   ``Breakdown.per_instance_shared_bytes`` (launch mode and load, issue 4);
-  ``Skipped.reason`` "unreadable" (a damaged captured tree, issue 11).
+  ``Skipped.reason`` "unreadable" (a damaged captured tree, issue 11); ``groups``,
+  ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
+  (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
+  worker role only).
 """
 
 from __future__ import annotations
@@ -329,7 +332,14 @@ class Snapshot:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Workload:
-    """What was measured: the selector, the processes, and who is the parent."""
+    """What was measured: the selector, the processes, and who is paid once.
+
+    ``parent_pids`` are every process of the fixed cost (the master and the group's other
+    non-worker roles), ``worker_count`` the worker role's processes only. ``server``,
+    ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles`` (role name -> count, in
+    the last sample) name the group the model is of (``measure/roles``); None and empty in
+    files saved before issue 13. In launch mode the one role is ``instance``.
+    """
 
     selector: str
     name: str
@@ -338,6 +348,12 @@ class Workload:
     worker_count: int
     parent_cmdline: tuple[str, ...] = ()
     exe: str | None = None
+    server: str | None = None
+    pool: str | None = None
+    instance: int | None = None
+    rule: str | None = None
+    worker_role: str | None = None
+    roles: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- model
@@ -645,8 +661,84 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Suggestion:
+    """The configuration that runs ``instances`` workers of a recognised program."""
+
+    software: str  # "apache2", "php-fpm", "gunicorn", "postgres", "kubernetes"
+    title: str
+    instances: int
+    lines: tuple[str, ...]
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSetting:
+    """One setting of the server that the answer depends on, as capplan read it.
+
+    ``value`` is the text as configured (``16MB``), or None when capplan could not read it;
+    ``source`` says where it came from ("the postmaster's command line", a file, "the
+    default") or why it is unknown. Host text, stored raw.
+    """
+
+    name: str
+    value: str | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GroupEstimate:
+    """One group of a selection answered on its own (issue 13): one PostgreSQL instance,
+    one php-fpm pool, one apache2 server, or launch mode's instances.
+
+    ``instance`` is the master's pid (None in launch mode), ``roles`` role name -> count and
+    ``role_cost_bytes`` role name -> the summed cost of its processes in the last sample
+    (USS and kernel memory: what the host gets back when they exit), both in the last
+    sample; ``shared_roles`` are the fixed roles the group shares with the other groups of
+    its instance (a php-fpm master of several pools), counted in each group's fixed cost.
+    ``worker_count`` is the worker role's processes. ``model``, ``budget`` and
+    ``prediction`` are fitted on this group's processes alone, ``suggestion`` is the
+    configuration line for the conservative count (None for a program capplan does not
+    recognise) and ``settings`` what it was read from.
+    """
+
+    rule: str
+    instance: int | None
+    server: str
+    pool: str | None = None
+    worker_role: str
+    worker_count: int
+    roles: dict[str, int]
+    role_cost_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+    shared_roles: tuple[str, ...] = ()
+    mpm: str | None = None
+    threads_per_child: int | None = None
+    threads: int = 1
+    pids: tuple[int, ...] = ()
+    model: ModelFit
+    budget: Budget
+    prediction: Prediction
+    suggestion: Suggestion | None = None
+    settings: tuple[ServerSetting, ...] = ()
+    warnings: tuple[Notice, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How the group is named to the reader: ``php-fpm pool site1``, ``apache2 1234``."""
+        if self.pool is not None:
+            return f"{self.server} pool {self.pool}"
+        return self.server if self.instance is None else f"{self.server} {self.instance}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
-    """The whole result of ``capplan estimate``: also the model file's content."""
+    """The whole result of ``capplan estimate``: also the model file's content.
+
+    ``groups`` holds one entry per group of the selection (``GroupEstimate``): one for a
+    single group, whose model and prediction are the top level's. With several groups the
+    top level (``workload``, ``samples``, ``model``, ``prediction`` ...) is one group's
+    whole estimate, the group with the most workers unless asked otherwise, and a
+    ``SEVERAL_GROUPS`` warning names it. Files saved before issue 13 have none.
+    """
 
     schema_version: int = SCHEMA_VERSION
     kind: str = DOCUMENT_KIND
@@ -664,3 +756,4 @@ class Estimate:
     drift: Drift | None = None
     launch: Launch | None = None
     measurement: Measurement | None = None
+    groups: tuple[GroupEstimate, ...] = ()
