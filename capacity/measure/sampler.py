@@ -26,6 +26,12 @@ The members are read on ``readers`` threads (two where the host has two CPUs:
 ``capacity.measure.parallel``), so that two page-table walks run at once; each process is still
 read by one thread at a time.
 
+With a ``grouping`` (``measure/groups``: the selection's groups, issue 13), each sample's
+processes take their roles from it (a worker is one in its group's worker role, every
+other process is fixed cost), and the exact walk is one walk per group, kept in
+``group_pages`` by sample index: a group's pages are counted apart from the other groups'.
+``Snapshot.pages`` is then the one group's walk, or None with several.
+
 ``Snapshot.read_seconds`` is the time of the member reads alone (smaps_rollup, status and
 stat of every process, plus maps once per new process): not the selection scan, the host
 and cgroup figures, nor the exact walk, whose time is ``PageCounts.read_seconds``.
@@ -48,6 +54,7 @@ from capacity.errors import (
 )
 from capacity.measure import gentle, pages
 from capacity.measure.cgroup import Layout, detect_layout, workload_cgroup
+from capacity.measure.groups import Grouping
 from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
 from capacity.measure.parallel import default_threads, map_ordered
 from capacity.measure.procfs import (
@@ -95,6 +102,11 @@ class Sampler:
     fallback: ExactFallback | None = dataclasses.field(init=False, default=None)
     # Pids that are never the workload (the load generator's), asked for at every sample.
     exclude: Callable[[], frozenset[int]] | None = None
+    # The selection's groups (issue 13): roles from them, one exact walk per group.
+    grouping: Grouping | None = None
+    group_pages: dict[int, tuple[PageCounts | None, ...]] = dataclasses.field(
+        init=False, default_factory=dict
+    )
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -215,12 +227,17 @@ class Sampler:
             else:
                 processes.append(result)
         read_seconds = time.perf_counter() - began
+        if self.grouping is not None:
+            self.grouping.observe(processes)
+            processes = list(self.grouping.relabel(processes))
         page_counts = None
         if exact and self.method != Method.SMAPS and self.fallback is None and processes:
             large = [] if self.deep else gentle.too_large(processes)
             if large:
                 rerun = f"capplan estimate {self.selector}"
                 self._exact_failed(ExactUnavailable(gentle.refused(large, rerun)))
+            elif self.grouping is not None:
+                processes, page_counts = self._walk_groups(index, processes, skipped)
             else:
                 processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
@@ -259,6 +276,44 @@ class Sampler:
             return list(result.processes), None
         self._walked += 1
         return list(result.processes), result.walk.counts
+
+    def _walk_groups(
+        self, index: int, processes: list[ProcessMemory], skipped: list[Skipped]
+    ) -> tuple[list[ProcessMemory], PageCounts | None]:
+        """One exact walk per group, each with the group's roles; a process lost in any
+        walk leaves the sample. The snapshot's own ``pages``: the one group's walk."""
+        assert self.grouping is not None
+        self._walks += 1
+        walks: list[PageCounts | None] = []
+        walked: list[tuple[set[int], set[int]]] = []  # per walk: who it walked, who it lost
+        lost: set[int] = set()
+        for split in self.grouping.split(processes):
+            members = tuple(p for p in split if p.pid not in lost)
+            if not members:
+                walks.append(None)
+                walked.append((set(), set()))
+                continue
+            try:
+                result = pages.walk_workload(members, self.root)
+            except ExactUnavailable as err:
+                self._exact_failed(err)
+                return processes, None
+            skipped.extend(s for s in result.skipped if s.pid not in lost)
+            own_lost = {s.pid for s in result.skipped}
+            lost |= own_lost
+            walked.append(({p.pid for p in members}, own_lost))
+            walks.append(result.walk.counts if result.walk is not None else None)
+        # A process another walk lost (a master several pools share) is out of the sample:
+        # a walk that counted it no longer describes its group's processes.
+        walks = [
+            None if pids & (lost - own_lost) else walk
+            for walk, (pids, own_lost) in zip(walks, walked, strict=True)
+        ]
+        if any(walk is not None for walk in walks):
+            self._walked += 1
+        self.group_pages[index] = tuple(walks)
+        kept = [p for p in processes if p.pid not in lost]
+        return kept, walks[0] if len(walks) == 1 else None
 
     def _slab(self, threads: int, mappings: int, writable_private: int) -> int:
         """``slab_estimate``, cached: the workers of a pool share a handful of shapes."""
