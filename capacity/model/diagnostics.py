@@ -54,6 +54,17 @@ def low_confidence(model: ModelFit, hint: str) -> list[Notice]:
 
 
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
+HTTP_SERVERS = ("apache2", "php-fpm", "gunicorn", "uwsgi", "nginx", "puma", "unicorn")
+
+
+def load_example(server: str | None) -> str:
+    """A ``--load`` command that drives this kind of server: pgbench for PostgreSQL, ab for
+    an HTTP server, a placeholder when capplan does not know what the workload serves."""
+    if server == "postgresql":
+        return "'pgbench -c 8 -T 600 DBNAME'"
+    if server is None or server in HTTP_SERVERS:
+        return "'ab -n 100000 -c 8 http://127.0.0.1:PORT/'"
+    return "'COMMAND THAT DRIVES IT'"
 
 
 def diagnose(
@@ -68,9 +79,12 @@ def diagnose(
     under_load: bool = False,
     exact_fallback: ExactFallback | None = None,
     advise_confidence: bool = True,
+    server: str | None = None,
 ) -> list[Notice]:
     """The warnings every estimate may carry. ``advise_confidence`` False leaves
-    LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``)."""
+    LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``).
+    ``server`` is the rule that classified the workload (``measure/roles``: "postgresql",
+    "apache2", ...), so that a hint names a load generator that fits it."""
     warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
 
@@ -171,7 +185,7 @@ def diagnose(
                         "requests, so the per-worker cost may rise"
                     ),
                     hint="measure while a load generator drives it, until it flattens: "
-                    f"{rerun} --load 'ab -n 100000 -c 8 http://127.0.0.1:PORT/' --samples 30",
+                    f"{rerun} --load {load_example(server)} --samples 30",
                 )
             )
 

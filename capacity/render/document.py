@@ -118,8 +118,7 @@ def _summary(estimate: Estimate) -> list[Block]:
             )
         )
     )
-    software = suggest.recognise_estimate(e)
-    config = suggest.configuration(software, recommended, suggest.threads_per_worker(e))
+    config = suggest.for_estimate(e, recommended)
     if config is not None:
         blocks.append(Para((f"Configuration for {config.title}:",)))
         blocks.append(CodeBlock(config.lines))
