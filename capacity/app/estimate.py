@@ -171,7 +171,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             root, workload_pid=parent_pid, executable=exe, command_line=options.command_line
         )
     fallback = reader.exact_fallback()
-    fitted = _fit_groups(
+    fitted = fit_groups(
         options,
         grouping,
         grouping.snapshots(snapshots, reader.group_pages),
@@ -190,21 +190,28 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
     )
 
 
-def _fit_groups(
+def fit_groups(
     options: EstimateOptions,
     grouping: Grouping,
     per_group: tuple[tuple[Snapshot, ...], ...],
     *,
     selector_text: str,
     environment: Environment,
-    started: float,
-    fallback: ExactFallback | None,
-    runs: tuple[LoadRun, ...],
-    default: tuple[str | None, tuple[str, ...]],
+    started: float | None = None,
+    fallback: ExactFallback | None = None,
+    runs: tuple[LoadRun, ...] = (),
+    default: tuple[str | None, tuple[str, ...]] = (None, ()),
 ) -> Estimate:
-    """Fit every group on its own snapshots and put the answers together
-    (``assemble.combine``): the top level is ``options.group``'s group when it names one,
-    else the group with the most workers."""
+    """Fit every group on its own snapshots (``per_group``, from ``Grouping.snapshots``)
+    and put the answers together (``assemble.combine``): the top level is
+    ``options.group``'s group when it names one, else the group with the most workers.
+
+    A group with nothing to fit (no worker, one worker) is named in GROUPS_NOT_FITTED;
+    when no group fits, the error of the group with the most workers is raised, and with
+    one group its own error, as before groups. ``default`` is the executable and command
+    line to record for a group whose master was not selected; ``started`` the
+    ``time.monotonic()`` the measurement began at (for ``timing``)."""
+    started = time.monotonic() if started is None else started
     from capacity.measure.serverconf import postgresql_settings
     from capacity.measure.versions import detect_version
     from capacity.model import assemble, suggest
