@@ -175,6 +175,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         options,
         grouping,
         grouping.snapshots(snapshots, reader.group_pages),
+        whole=snapshots,
         selector_text=selector_text,
         environment=environment,
         started=started,
@@ -201,6 +202,7 @@ def fit_groups(
     fallback: ExactFallback | None = None,
     runs: tuple[LoadRun, ...] = (),
     default: tuple[str | None, tuple[str, ...]] = (None, ()),
+    whole: Sequence[Snapshot] = (),
 ) -> Estimate:
     """Fit every group on its own snapshots (``per_group``, from ``Grouping.snapshots``)
     and put the answers together (``assemble.combine``): the top level is
@@ -210,8 +212,14 @@ def fit_groups(
     when no group fits, the error of the group with the most workers is raised, and with
     one group its own error, as before groups. ``default`` is the executable and command
     line to record for a group whose master was not selected; ``started`` the
-    ``time.monotonic()`` the measurement began at (for ``timing``)."""
+    ``time.monotonic()`` the measurement began at (for ``timing``). ``whole`` are the
+    samples of the whole selection: where its cgroup holds nothing else, they calibrate
+    the kernel part of every group (a group's own snapshots cannot: the cgroup holds the
+    other groups too)."""
+    from capacity.model.accounting import slab_calibration
+
     started = time.monotonic() if started is None else started
+    calibration = slab_calibration(whole) if whole and len(grouping.groups) > 1 else None
     from capacity.measure.serverconf import postgresql_settings
     from capacity.measure.versions import detect_version
     from capacity.model import assemble, suggest
@@ -249,6 +257,7 @@ def fit_groups(
                 exact_fallback=fallback,
                 loads=runs,
                 server=group.rule,
+                calibration=calibration,
             )
         except CapplanError as err:
             if len(grouping.groups) == 1:
@@ -267,7 +276,12 @@ def fit_groups(
         )  # fmt: skip
         records.append(
             assemble.group_estimate(
-                estimate=estimate, group=group, roles=roles, shared_roles=shared, settings=settings
+                estimate=estimate,
+                group=group,
+                roles=roles,
+                shared_roles=shared,
+                settings=settings,
+                calibration=calibration,
             )
         )
         estimates.append(estimate)

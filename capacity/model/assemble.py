@@ -140,10 +140,13 @@ def build_estimate(
     exact_fallback: ExactFallback | None = None,
     loads: Sequence[LoadRun] = (),
     server: str | None = None,
+    calibration: SlabCalibration | None = None,
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
-    ``server`` the rule that classified the workload (for the hints)."""
+    ``server`` the rule that classified the workload (for the hints); ``calibration`` the
+    slab calibration when it comes from elsewhere (a group's cgroup holds the other groups
+    too: the whole selection's snapshots calibrate it), else from ``snapshots``."""
     if not snapshots:
         raise ModelError("no samples were taken")
     all_snapshots = snapshots
@@ -152,7 +155,8 @@ def build_estimate(
     measured_drift = drift.measure(drift.worker_samples(snapshots), "worker", loads)
     if measured_drift is not None and measured_drift.growing:
         snapshots = snapshots[measured_drift.fit_from_sample :]
-    calibration = accounting.slab_calibration(snapshots)
+    if calibration is None:
+        calibration = accounting.slab_calibration(snapshots)
     if method is None:
         method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
     points = accounting.points_for(method, snapshots, calibration)
@@ -266,13 +270,18 @@ def _estimate(
 
 
 def role_costs(
-    estimate: Estimate, roles: Mapping[str, Sequence[ProcessMemory]], worker_role: str
+    estimate: Estimate,
+    roles: Mapping[str, Sequence[ProcessMemory]],
+    worker_role: str,
+    calibration: SlabCalibration | None = None,
 ) -> dict[str, int]:
     """Role name -> the summed cost of its processes, as the model counts them: a worker's
     marginal cost (USS and kernel memory, the slab as calibrated), a fixed role's own pages
     less their page cache (reclaimable, kept apart) and its kernel memory. The pages they
-    share are in the fixed cost once, in no role."""
-    calibration = accounting.slab_calibration(estimate.samples)
+    share are in the fixed cost once, in no role. ``calibration`` is the fit's (by default
+    the one ``estimate``'s samples give)."""
+    if calibration is None:
+        calibration = accounting.slab_calibration(estimate.samples)
 
     def cost(process: ProcessMemory, worker: bool) -> int:
         total = accounting.process_cost(process, calibration).total_bytes
@@ -291,6 +300,7 @@ def group_estimate(
     roles: Mapping[str, Sequence[ProcessMemory]],
     shared_roles: Sequence[str] = (),
     settings: Sequence[ServerSetting] = (),
+    calibration: SlabCalibration | None = None,
 ) -> GroupEstimate:
     """``estimate`` (fitted on ``group``'s snapshots alone) as one entry of ``groups``.
     ``roles`` are the processes of each role in the last sample; the suggestion is for
@@ -304,7 +314,7 @@ def group_estimate(
         worker_role=group.worker_role,
         worker_count=estimate.workload.worker_count,
         roles={role: len(processes) for role, processes in roles.items()},
-        role_cost_bytes=role_costs(estimate, roles, group.worker_role),
+        role_cost_bytes=role_costs(estimate, roles, group.worker_role, calibration),
         shared_roles=tuple(shared_roles),
         mpm=group.mpm,
         threads_per_child=group.threads_per_child,
