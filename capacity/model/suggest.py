@@ -207,9 +207,9 @@ def for_group(group: GroupEstimate, instances: int) -> Suggestion | None:
             software="php-fpm",
             title=f"php-fpm pool {group.pool}",
             instances=n,
-            lines=(f"[{group.pool}]", f"pm.max_children = {n}"),
-            note=f"in pool {group.pool}'s section; each pool is sized on its own, its "
-            "master's cost counted in its fixed cost",
+            lines=(f"pm.max_children = {n}",),
+            note=f"in the [{group.pool}] section of pool {group.pool}'s configuration; each "
+            "pool is sized on its own, the master's cost counted in its fixed cost",
         )
     if group.rule == "apache2" and group.mpm in ("event", "worker"):
         per_child = group.threads_per_child or max(group.threads - 2, 1)

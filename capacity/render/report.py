@@ -212,9 +212,15 @@ def suggestion_lines(group: GroupEstimate, escape: Callable[[str], str]) -> list
     """The configuration line for the conservative count, where the server is known."""
     s = group.suggestion
     if s is None:
+        p = group.prediction
+        count = (
+            p.max_instances
+            if p.max_instances_conservative is None
+            else p.max_instances_conservative
+        )
         return [
-            "Configuration: capplan does not recognise this program's configuration: set "
-            "its worker limit to the conservative count"
+            f"Configuration: capplan does not know {escape(group.server)}'s directives: set "
+            f"its worker limit to {count:,}"
         ]
     lines = [f"Configuration ({escape(s.title)}, for {s.instances:,} workers):"]
     lines += [f"    {escape(line)}" for line in s.lines]

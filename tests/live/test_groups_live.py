@@ -152,11 +152,11 @@ def test_php_fpm_two_pools_are_two_answers_and_two_lines() -> None:
         ("site1", 3, {"master": 1, "pool site1 child": 3}),
         ("site2", 5, {"master": 1, "pool site2 child": 5}),
     ]
-    lines = [g["suggestion"]["lines"] for g in doc["groups"]]
+    named = [(g["suggestion"]["title"], g["suggestion"]["lines"]) for g in doc["groups"]]
     counts = [g["prediction"]["max_instances_conservative"] for g in doc["groups"]]
-    assert lines == [
-        ["[site1]", f"pm.max_children = {counts[0]}"],
-        ["[site2]", f"pm.max_children = {counts[1]}"],
+    assert named == [
+        ("php-fpm pool site1", [f"pm.max_children = {counts[0]}"]),
+        ("php-fpm pool site2", [f"pm.max_children = {counts[1]}"]),
     ]
     # The top level is the larger pool; a warning names it.
     assert doc["workload"]["pool"] == "site2"

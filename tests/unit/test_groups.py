@@ -314,9 +314,10 @@ def test_php_fpm_pools_are_two_groups_sharing_the_master(
         ("site2", 5, {"master": 1, "pool site2 child": 5}),
     ]
     assert all(g.shared_roles == ("master",) for g in estimate.groups)
-    lines = [g.suggestion.lines for g in estimate.groups if g.suggestion is not None]
-    assert [line[0] for line in lines] == ["[site1]", "[site2]"]
-    assert all(line[1].startswith("pm.max_children = ") for line in lines)
+    suggestions = [g.suggestion for g in estimate.groups if g.suggestion is not None]
+    assert [s.title for s in suggestions] == ["php-fpm pool site1", "php-fpm pool site2"]
+    assert all(s.lines == (f"pm.max_children = {s.instances}",) for s in suggestions)
+    assert "[site1] section" in suggestions[0].note
     # The pools share one master: the hint does not send the reader to --pid of it.
     notice = next(w for w in estimate.warnings if w.code == "SEVERAL_GROUPS")
     assert "share one master" in notice.hint
@@ -483,3 +484,19 @@ def test_postgresql_settings_unread_say_why(tmp_path: Path) -> None:
     found = {s.name: s for s in postgresql_settings(100, tmp_path)}
     assert found["shared_buffers"].value is None
     assert "/gone/postgresql.conf: no such file" in found["shared_buffers"].source
+
+
+def test_the_report_has_a_section_for_the_groups(environment: Environment, tmp_path: Path) -> None:
+    from capacity.render.blocks import Figure, to_markdown
+    from capacity.render.document import build
+
+    facts, processes = two_apache2()
+    estimate = estimate_of(facts, processes, environment, tmp_path, "--cmd apache2")
+    text = to_markdown(build(estimate, source="m.json", figure=Figure(missing=("none",))))
+    section = text.split("## Groups and roles", 1)[1].split("\n## ", 1)[0]
+    assert "| apache2 200 | apache2 | 3 child |" in section
+    assert "| apache2 300 | apache2 | 5 child |" in section
+    assert "Roles of apache2 300" in section
+    # A model saved before groups has no such section.
+    old = load_estimate(MODELS / "demo.json")
+    assert "## Groups" not in to_markdown(build(old, source="d", figure=Figure(missing=("x",))))
