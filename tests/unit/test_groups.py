@@ -500,3 +500,15 @@ def test_the_report_has_a_section_for_the_groups(environment: Environment, tmp_p
     # A model saved before groups has no such section.
     old = load_estimate(MODELS / "demo.json")
     assert "## Groups" not in to_markdown(build(old, source="d", figure=Figure(missing=("x",))))
+
+
+def test_a_damaged_group_is_refused_naming_its_field(
+    environment: Environment, tmp_path: Path
+) -> None:
+    from capacity.errors import ModelFileError
+
+    facts, processes = two_apache2()
+    document = to_jsonable(estimate_of(facts, processes, environment, tmp_path, "--cmd apache2"))
+    document["groups"][0]["model"]["per_instance_bytes"] = 0
+    with pytest.raises(ModelFileError, match=r"groups\[0\]\.model\.per_instance_bytes"):
+        estimate_from_dict(document)
