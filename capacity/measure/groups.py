@@ -145,6 +145,15 @@ class Grouping:
         group = self.groups[mine[0]]
         return [Placement(mine[0], group.worker_role, True)]
 
+    def siblings(self, group: int) -> tuple[int, ...]:
+        """The other groups of ``group``'s instance (the other pools of its php-fpm master)."""
+        mine = self.groups[group]
+        return tuple(
+            i
+            for i, other in enumerate(self.groups)
+            if i != group and (other.instance, other.server) == (mine.instance, mine.server)
+        )
+
     def placements_of(self, process: ProcessMemory) -> tuple[Placement, ...]:
         return self._placed.get((process.pid, process.start_ticks), ())
 

@@ -280,39 +280,28 @@ class Sampler:
     def _walk_groups(
         self, index: int, processes: list[ProcessMemory], skipped: list[Skipped]
     ) -> tuple[list[ProcessMemory], PageCounts | None]:
-        """One exact walk per group, each with the group's roles; a process lost in any
-        walk leaves the sample. The snapshot's own ``pages``: the one group's walk."""
+        """The exact walk counted per group (``pages.walk_groups``: each process read
+        once), each with the group's roles and its instance's other groups beside it; a
+        process lost in the walk leaves the sample. The snapshot's own ``pages``: the one
+        group's walk."""
         assert self.grouping is not None
         self._walks += 1
-        walks: list[PageCounts | None] = []
-        walked: list[tuple[set[int], set[int]]] = []  # per walk: who it walked, who it lost
-        lost: set[int] = set()
-        for split in self.grouping.split(processes):
-            members = tuple(p for p in split if p.pid not in lost)
-            if not members:
-                walks.append(None)
-                walked.append((set(), set()))
-                continue
-            try:
-                result = pages.walk_workload(members, self.root)
-            except ExactUnavailable as err:
-                self._exact_failed(err)
-                return processes, None
-            skipped.extend(s for s in result.skipped if s.pid not in lost)
-            own_lost = {s.pid for s in result.skipped}
-            lost |= own_lost
-            walked.append(({p.pid for p in members}, own_lost))
-            walks.append(result.walk.counts if result.walk is not None else None)
-        # A process another walk lost (a master several pools share) is out of the sample:
-        # a walk that counted it no longer describes its group's processes.
-        walks = [
-            None if pids & (lost - own_lost) else walk
-            for walk, (pids, own_lost) in zip(walks, walked, strict=True)
+        split = self.grouping.split(processes)
+        beside = [
+            tuple(p for j in self.grouping.siblings(i) for p in split[j]) for i in range(len(split))
         ]
+        try:
+            results, lost = pages.walk_groups(split, beside, self.root)
+        except ExactUnavailable as err:
+            self._exact_failed(err)
+            return processes, None
+        skipped.extend(lost)
+        walks = tuple(r.walk.counts if r.walk is not None else None for r in results)
         if any(walk is not None for walk in walks):
             self._walked += 1
-        self.group_pages[index] = tuple(walks)
-        kept = [p for p in processes if p.pid not in lost]
+        self.group_pages[index] = walks
+        gone = {s.pid for s in lost}
+        kept = [p for p in processes if p.pid not in gone]
         return kept, walks[0] if len(walks) == 1 else None
 
     def _slab(self, threads: int, mappings: int, writable_private: int) -> int:
