@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from capacity.errors import CapplanError
+from capacity.errors import CapplanError, ModelError
 from capacity.measure.launch import LaunchOptions
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.workload import Selector
@@ -216,13 +216,13 @@ def fit_groups(
     samples of the whole selection: where its cgroup holds nothing else, they calibrate
     the kernel part of every group (a group's own snapshots cannot: the cgroup holds the
     other groups too)."""
+    from capacity.measure.serverconf import postgresql_settings
+    from capacity.measure.versions import detect_version
+    from capacity.model import assemble, suggest
     from capacity.model.accounting import slab_calibration
 
     started = time.monotonic() if started is None else started
     calibration = slab_calibration(whole) if whole and len(grouping.groups) > 1 else None
-    from capacity.measure.serverconf import postgresql_settings
-    from capacity.measure.versions import detect_version
-    from capacity.model import assemble, suggest
 
     root = options.root
     estimates: list[Estimate] = []
@@ -270,10 +270,14 @@ def fit_groups(
             if group.rule == "postgresql" and grouping.facts_of(group.instance) is not None
             else ()
         )
+        instance_cost = set(grouping.classification.shared_of(group))
         shared = sorted(
-            {role for p in last.processes if p.pid in grouping.classification.shared_of(group)
-             for role in [grouping.role_of(index, p)] if role is not None}
-        )  # fmt: skip
+            {
+                name
+                for name, members in roles.items()
+                if any(p.pid in instance_cost for p in members)
+            }
+        )
         records.append(
             assemble.group_estimate(
                 estimate=estimate,
@@ -286,6 +290,11 @@ def fit_groups(
         )
         estimates.append(estimate)
     if not estimates:
+        if not errors:
+            raise ModelError(
+                f"no process of {selector_text} was read in any sample",
+                hint="is the workload restarting? measure it once it is up",
+            )
         errors.sort(key=lambda item: -item[0])
         raise errors[0][1]
     top, chosen = _top_group(records, options.group)
