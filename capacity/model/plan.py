@@ -629,7 +629,8 @@ def plan_groups(estimate: Estimate) -> Plan | None:
         notes.append(
             f"{', '.join(shared)} is shared by {len(twice)} groups and in each one's fixed "
             f"cost: the plan pays it {len(twice)} times, {format_bytes(cost * (len(twice) - 1))} "
-            "more than once (its own pages and kernel memory)"
+            "more than once for its own pages and kernel memory (and the pages it shares with "
+            "its children are in each group's shared pages): the plan errs on the safe side"
         )
     return dataclasses.replace(
         plan,
