@@ -16,6 +16,7 @@ from capacity.records import (
     PageCounts,
     ProcessMemory,
     Skipped,
+    Suggestion,
     Workload,
 )
 
@@ -67,17 +68,6 @@ class Inspection:
 
 
 # --------------------------------------------------------------------------- what-if
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Suggestion:
-    """The configuration that runs ``instances`` workers of a recognised program."""
-
-    software: str  # "apache2", "php-fpm", "gunicorn", "postgres", "kubernetes"
-    title: str
-    instances: int
-    lines: tuple[str, ...]
-    note: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

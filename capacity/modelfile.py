@@ -7,14 +7,14 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from capacity import output
 from capacity.codec import DecodeError, dumps, from_jsonable, short
 from capacity.errors import ModelFileError
-from capacity.records import DOCUMENT_KIND, SUPPORTED_SCHEMAS, Estimate
+from capacity.records import DOCUMENT_KIND, SUPPORTED_SCHEMAS, Estimate, ModelFit
 
 
 def save_estimate(path: Path, estimate: Estimate, *, force: bool = False) -> None:
@@ -64,6 +64,33 @@ MAX_FIGURE = float(2**63)
 MIN_SPREAD = 1e-30
 
 
+def _check_model(m: ModelFit, at: str, need: Callable[[bool, str, str], None]) -> None:
+    """The checks of one fit: the top level's ``model``, or a group's."""
+    need(m.per_instance_bytes > 0, f"{at}.per_instance_bytes", "must be more than 0")
+    need(m.fixed_bytes >= 0, f"{at}.fixed_bytes", "must be 0 or more")
+    for name in ("per_instance_ci95", "fixed_ci95"):
+        low, high = getattr(m, name)
+        need(low <= high, f"{at}.{name}", f"the lower end {low} is above the upper end {high}")
+    for name in SPREADS:
+        value = getattr(m, name)
+        need(value >= 0, f"{at}.{name}", "must be 0 or more")
+        # Squared (and squared again by Welch's test) these overflow above ~1e77 bytes and
+        # underflow to 0 below ~1e-77, where the test divides by them: no host holds 2**63
+        # bytes, and no fit of whole bytes leaves a spread of 1e-30 bytes.
+        need(value <= MAX_FIGURE, f"{at}.{name}", "must be at most 2**63 bytes")
+        need(value == 0 or value >= MIN_SPREAD, f"{at}.{name}", "must be 0 or at least 1e-30")
+    bound = m.fixed_se_bytes * m.per_instance_se_bytes
+    need(
+        abs(m.fixed_slope_cov) <= bound * (1 + 1e-9) + 1,
+        f"{at}.fixed_slope_cov",
+        "must be at most fixed_se_bytes x per_instance_se_bytes in magnitude "
+        "(a covariance is bounded by its standard errors)",
+    )
+    need(m.dof >= 1, f"{at}.dof", "must be at least 1 (two workers or more)")
+    need(m.n_workers >= 2, f"{at}.n_workers", "must be at least 2")
+    need(m.n_samples >= 1, f"{at}.n_samples", "must be at least 1")
+
+
 def check_estimate(estimate: Estimate) -> None:
     """Raise DecodeError for values of the right type that no measurement can produce.
 
@@ -79,29 +106,15 @@ def check_estimate(estimate: Estimate) -> None:
 
     need(estimate.unit == "bytes", "unit", f"expected 'bytes', got {short(estimate.unit)}")
     need(len(estimate.samples) > 0, "samples", "expected at least one sample, got none")
-    need(m.per_instance_bytes > 0, "model.per_instance_bytes", "must be more than 0")
-    need(m.fixed_bytes >= 0, "model.fixed_bytes", "must be 0 or more")
-    for name in ("per_instance_ci95", "fixed_ci95"):
-        low, high = getattr(m, name)
-        need(low <= high, f"model.{name}", f"the lower end {low} is above the upper end {high}")
-    for name in SPREADS:
-        value = getattr(m, name)
-        need(value >= 0, f"model.{name}", "must be 0 or more")
-        # Squared (and squared again by Welch's test) these overflow above ~1e77 bytes and
-        # underflow to 0 below ~1e-77, where the test divides by them: no host holds 2**63
-        # bytes, and no fit of whole bytes leaves a spread of 1e-30 bytes.
-        need(value <= MAX_FIGURE, f"model.{name}", "must be at most 2**63 bytes")
-        need(value == 0 or value >= MIN_SPREAD, f"model.{name}", "must be 0 or at least 1e-30")
-    bound = m.fixed_se_bytes * m.per_instance_se_bytes
-    need(
-        abs(m.fixed_slope_cov) <= bound * (1 + 1e-9) + 1,
-        "model.fixed_slope_cov",
-        "must be at most fixed_se_bytes x per_instance_se_bytes in magnitude "
-        "(a covariance is bounded by its standard errors)",
-    )
-    need(m.dof >= 1, "model.dof", "must be at least 1 (two workers or more)")
-    need(m.n_workers >= 2, "model.n_workers", "must be at least 2")
-    need(m.n_samples >= 1, "model.n_samples", "must be at least 1")
+    _check_model(m, "model", need)
+    for index, group in enumerate(estimate.groups):
+        _check_model(group.model, f"groups[{index}].model", need)
+        need(group.worker_count >= 0, f"groups[{index}].worker_count", "must be 0 or more")
+        need(
+            group.budget.total_bytes > 0,
+            f"groups[{index}].budget.total_bytes",
+            "must be more than 0",
+        )
     need(b.total_bytes > 0, "budget.total_bytes", "must be more than 0")
     need(b.reserve_bytes >= 0, "budget.reserve_bytes", "must be 0 or more")
     need(

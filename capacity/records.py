@@ -21,6 +21,10 @@ new one; adding a field with a default does not need a bump):
   ``ProcessMemory.cpu_seconds``, ``voluntary_switches`` and ``nonvoluntary_switches``,
   ``Estimate.activity`` (busy or idle) and ``Workload.cgroup`` (``--cgroup``/``--unit``,
   issue 13). A file without them reads with None: its activity is not known.
+  ``groups``,
+  ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
+  (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
+  worker role only).
 """
 
 from __future__ import annotations
@@ -339,7 +343,14 @@ class Snapshot:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Workload:
-    """What was measured: the selector, the processes, and who is the parent."""
+    """What was measured: the selector, the processes, and who is paid once.
+
+    ``parent_pids`` are every process of the fixed cost (the master and the group's other
+    non-worker roles), ``worker_count`` the worker role's processes only. ``server``,
+    ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles`` (role name -> count, in
+    the last sample) name the group the model is of (``measure/roles``); None and empty in
+    files saved before issue 13. In launch mode the one role is ``instance``.
+    """
 
     selector: str
     name: str
@@ -350,6 +361,12 @@ class Workload:
     exe: str | None = None
     # --cgroup and --unit: the cgroup selected, as /proc/PID/cgroup names it.
     cgroup: str | None = None
+    server: str | None = None
+    pool: str | None = None
+    instance: int | None = None
+    rule: str | None = None
+    worker_role: str | None = None
+    roles: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- model
@@ -685,8 +702,84 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Suggestion:
+    """The configuration that runs ``instances`` workers of a recognised program."""
+
+    software: str  # "apache2", "php-fpm", "gunicorn", "postgres", "kubernetes"
+    title: str
+    instances: int
+    lines: tuple[str, ...]
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSetting:
+    """One setting of the server that the answer depends on, as capplan read it.
+
+    ``value`` is the text as configured (``16MB``), or None when capplan could not read it;
+    ``source`` says where it came from ("the postmaster's command line", a file, "the
+    default") or why it is unknown. Host text, stored raw.
+    """
+
+    name: str
+    value: str | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GroupEstimate:
+    """One group of a selection answered on its own (issue 13): one PostgreSQL instance,
+    one php-fpm pool, one apache2 server, or launch mode's instances.
+
+    ``instance`` is the master's pid (None in launch mode), ``roles`` role name -> count and
+    ``role_cost_bytes`` role name -> the summed cost of its processes in the last sample
+    (USS and kernel memory: what the host gets back when they exit), both in the last
+    sample; ``shared_roles`` are the fixed roles the group shares with the other groups of
+    its instance (a php-fpm master of several pools), counted in each group's fixed cost.
+    ``worker_count`` is the worker role's processes. ``model``, ``budget`` and
+    ``prediction`` are fitted on this group's processes alone, ``suggestion`` is the
+    configuration line for the conservative count (None for a program capplan does not
+    recognise) and ``settings`` what it was read from.
+    """
+
+    rule: str
+    instance: int | None
+    server: str
+    pool: str | None = None
+    worker_role: str
+    worker_count: int
+    roles: dict[str, int]
+    role_cost_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+    shared_roles: tuple[str, ...] = ()
+    mpm: str | None = None
+    threads_per_child: int | None = None
+    threads: int = 1
+    pids: tuple[int, ...] = ()
+    model: ModelFit
+    budget: Budget
+    prediction: Prediction
+    suggestion: Suggestion | None = None
+    settings: tuple[ServerSetting, ...] = ()
+    warnings: tuple[Notice, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How the group is named to the reader: ``php-fpm pool site1``, ``apache2 1234``."""
+        if self.pool is not None:
+            return f"{self.server} pool {self.pool}"
+        return self.server if self.instance is None else f"{self.server} {self.instance}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
-    """The whole result of ``capplan estimate``: also the model file's content."""
+    """The whole result of ``capplan estimate``: also the model file's content.
+
+    ``groups`` holds one entry per group of the selection (``GroupEstimate``): one for a
+    single group, whose model and prediction are the top level's. With several groups the
+    top level (``workload``, ``samples``, ``model``, ``prediction`` ...) is one group's
+    whole estimate, the group with the most workers unless asked otherwise, and a
+    ``SEVERAL_GROUPS`` warning names it. Files saved before issue 13 have none.
+    """
 
     schema_version: int = SCHEMA_VERSION
     kind: str = DOCUMENT_KIND
@@ -705,3 +798,4 @@ class Estimate:
     launch: Launch | None = None
     measurement: Measurement | None = None
     activity: Activity | None = None  # attach mode; None in launch mode and older files
+    groups: tuple[GroupEstimate, ...] = ()

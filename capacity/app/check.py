@@ -49,6 +49,11 @@ def measure_like(
         root=root,
         method=Method(baseline.model.method),
         command_line=command_line,
+        # With several groups, the baseline's group at the top level, to compare like with
+        # like (model/check refuses a pair of different groups).
+        group=(baseline.workload.server, baseline.workload.pool)
+        if baseline.workload.server is not None
+        else None,
     )
     try:
         return run_estimate(options, progress=progress)

@@ -13,16 +13,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from capacity.errors import CapplanError
+from capacity.errors import CapplanError, ModelError
 from capacity.measure.launch import LaunchOptions
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.workload import Selector
 from capacity.model.assemble import BudgetOptions
-from capacity.records import DemoOptions, Estimate, Measurement, Method
+from capacity.records import (
+    DemoOptions,
+    Environment,
+    Estimate,
+    ExactFallback,
+    GroupEstimate,
+    LoadRun,
+    Measurement,
+    Method,
+    ProcessMemory,
+    Snapshot,
+)
+from capacity.roles_records import Group
+
+if TYPE_CHECKING:
+    from capacity.measure.groups import Grouping
 
 ProgressCallback = Callable[[int, int], None]
 # A progress display: given the number of steps and a label, a context that yields the
@@ -57,6 +73,9 @@ class EstimateOptions:
     deep: bool = False
     # The command as typed, recorded in the environment (the CLI passes its argv).
     command_line: tuple[str, ...] = ()
+    # With several groups, the (server, pool) whose estimate is the top level (check
+    # passes its baseline's); None: the group with the most workers.
+    group: tuple[str, str | None] | None = None
 
     def __post_init__(self) -> None:
         given = [
@@ -87,10 +106,9 @@ def run_estimate(options: EstimateOptions, *, progress: Progress = no_progress) 
 def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
     from capacity.measure import sampler, workload
     from capacity.measure.environment import read_environment
+    from capacity.measure.groups import Grouping
     from capacity.measure.loadgen import LoadGenerators
     from capacity.measure.procfs import read_cmdline, read_exe
-    from capacity.measure.versions import detect_version
-    from capacity.model import assemble, suggest
 
     root = options.root
     started = time.monotonic()
@@ -119,6 +137,9 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             selector_text = str(selector)
         target = workload.resolve_target(selector, root)  # --cgroup, --unit: once
         first = workload.select_processes(selector, root, target=target)
+        # The groups and roles of the first selection (issue 13): each group is fitted on
+        # its own, with its non-worker roles as fixed cost.
+        grouping = Grouping.read(first, root)
         parent_pid = first.parents[0].pid if first.parents else first.members[0].pid
         try:
             parent_cmdline = read_cmdline(parent_pid, root)
@@ -132,6 +153,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             exclude=generators.exclude if generators else None,
             deep=options.deep,
             target=target,
+            grouping=grouping,
         )
         if generators is not None:
             generators.start()
@@ -151,32 +173,197 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             root, workload_pid=parent_pid, executable=exe, command_line=options.command_line
         )
     fallback = reader.exact_fallback()
-    described = assemble.describe_workload(selector_text, snapshots, exe, parent_cmdline)
-    if reader.target is not None:
-        described = dataclasses.replace(described, cgroup=reader.target.path)
-    if root == Path("/"):
-        # Only on the live host: a captured tree's executable path is another host's.
-        software = suggest.recognise(described.name, exe, parent_cmdline)
-        environment = dataclasses.replace(
-            environment, executable_version=detect_version(software, exe, parent_cmdline)
-        )
-    result = assemble.build_estimate(
-        workload=described,
-        snapshots=snapshots,
+    fitted = fit_groups(
+        options,
+        grouping,
+        grouping.snapshots(snapshots, reader.group_pages),
+        whole=snapshots,
+        selector_text=selector_text,
         environment=environment,
-        budget_options=options.budget,
-        total_seconds=time.monotonic() - started,
-        samples_requested=options.samples,
-        method=Method.SMAPS if options.method == Method.SMAPS else None,
-        exact_fallback=fallback,
-        loads=runs,
+        started=started,
+        fallback=fallback,
+        runs=runs,
+        default=(exe, parent_cmdline),
     )
+    if reader.target is not None:
+        fitted = dataclasses.replace(
+            fitted, workload=dataclasses.replace(fitted.workload, cgroup=reader.target.path)
+        )
     return dataclasses.replace(
-        result,
+        fitted,
         measurement=Measurement(
             samples=options.samples, interval_seconds=options.interval, demo=options.demo
         ),
     )
+
+
+def fit_groups(
+    options: EstimateOptions,
+    grouping: Grouping,
+    per_group: tuple[tuple[Snapshot, ...], ...],
+    *,
+    selector_text: str,
+    environment: Environment,
+    started: float | None = None,
+    fallback: ExactFallback | None = None,
+    runs: tuple[LoadRun, ...] = (),
+    default: tuple[str | None, tuple[str, ...]] = (None, ()),
+    whole: Sequence[Snapshot] = (),
+) -> Estimate:
+    """Fit every group on its own snapshots (``per_group``, from ``Grouping.snapshots``)
+    and put the answers together (``assemble.combine``): the top level is
+    ``options.group``'s group when it names one, else the group with the most workers.
+
+    A group with nothing to fit (no worker, one worker) is named in GROUPS_NOT_FITTED;
+    when no group fits, the error of the group with the most workers is raised, and with
+    one group its own error, as before groups. ``default`` is the executable and command
+    line to record for a group whose master was not selected; ``started`` the
+    ``time.monotonic()`` the measurement began at (for ``timing``). ``whole`` are the
+    samples of the whole selection: where its cgroup holds nothing else, they calibrate
+    the kernel part of every group (a group's own snapshots cannot: the cgroup holds the
+    other groups too)."""
+    from capacity.measure.serverconf import postgresql_settings
+    from capacity.measure.versions import detect_version
+    from capacity.model import assemble, suggest
+    from capacity.model.accounting import slab_calibration
+
+    started = time.monotonic() if started is None else started
+    calibration = slab_calibration(whole) if whole and len(grouping.groups) > 1 else None
+
+    root = options.root
+    estimates: list[Estimate] = []
+    records: list[GroupEstimate] = []
+    not_fitted: list[tuple[str, str]] = []
+    errors: list[tuple[int, CapplanError]] = []
+    for index, (group, snapshots) in enumerate(zip(grouping.groups, per_group, strict=True)):
+        label = _label(group)
+        if not snapshots:
+            not_fitted.append((label, "none of its processes was read in any sample"))
+            continue
+        exe, cmdline = _instance_facts(grouping, group, default)
+        last = snapshots[-1]
+        roles = _roles(grouping, index, last.processes)
+        described = assemble.describe_workload(
+            selector_text,
+            snapshots,
+            exe,
+            cmdline,
+            group=group,
+            roles={role: len(processes) for role, processes in roles.items()},
+        )
+        try:
+            estimate = assemble.build_estimate(
+                workload=described,
+                snapshots=snapshots,
+                environment=environment,
+                budget_options=options.budget,
+                total_seconds=time.monotonic() - started,
+                samples_requested=options.samples,
+                method=Method.SMAPS if options.method == Method.SMAPS else None,
+                exact_fallback=fallback,
+                loads=runs,
+                server=group.rule,
+                calibration=calibration,
+            )
+        except CapplanError as err:
+            if len(grouping.groups) == 1:
+                raise
+            errors.append((len(group.workers), err))
+            not_fitted.append((label, err.message))
+            continue
+        settings = (
+            postgresql_settings(group.instance, root)
+            if group.rule == "postgresql" and grouping.facts_of(group.instance) is not None
+            else ()
+        )
+        instance_cost = set(grouping.classification.shared_of(group))
+        shared = sorted(
+            {
+                name
+                for name, members in roles.items()
+                if any(p.pid in instance_cost for p in members)
+            }
+        )
+        records.append(
+            assemble.group_estimate(
+                estimate=estimate,
+                group=group,
+                roles=roles,
+                shared_roles=shared,
+                settings=settings,
+                calibration=calibration,
+            )
+        )
+        estimates.append(estimate)
+    if not estimates:
+        if not errors:
+            raise ModelError(
+                f"no process of {selector_text} was read in any sample",
+                hint="is the workload restarting? measure it once it is up",
+            )
+        errors.sort(key=lambda item: -item[0])
+        raise errors[0][1]
+    top, chosen = _top_group(records, options.group)
+    result = assemble.combine(estimates, records, top=top, chosen=chosen, not_fitted=not_fitted)
+    if root == Path("/"):
+        # Only on the live host: a captured tree's executable path is another host's.
+        w = result.workload
+        software = suggest.recognise(w.name, w.exe, w.parent_cmdline)
+        result = dataclasses.replace(
+            result,
+            environment=dataclasses.replace(
+                environment,
+                executable_version=detect_version(software, w.exe, w.parent_cmdline),
+            ),
+        )
+    return result
+
+
+def _label(group: Group) -> str:
+    if group.pool is not None:
+        return f"{group.server} pool {group.pool}"
+    return f"{group.server} {group.instance}"
+
+
+def _instance_facts(
+    grouping: Grouping, group: Group, default: tuple[str | None, tuple[str, ...]]
+) -> tuple[str | None, tuple[str, ...]]:
+    """The executable and command line of the group's master, where it was selected."""
+    facts = grouping.facts_of(group.instance)
+    if facts is None:
+        return default
+    return facts.exe, facts.cmdline
+
+
+def _roles(
+    grouping: Grouping, index: int, processes: Sequence[ProcessMemory]
+) -> dict[str, list[ProcessMemory]]:
+    """Role name -> the processes of group ``index`` in that role, in the classifier's
+    order (the master first), the instance's shared roles before the group's own; the
+    worker role is there even with no process in it."""
+    group = grouping.groups[index]
+    found: dict[str, list[ProcessMemory]] = {}
+    for process in processes:
+        name = grouping.role_of(index, process)
+        if name is not None:
+            found.setdefault(name, []).append(process)
+    order = [name for name in found if name not in group.roles] + list(group.roles)
+    return {
+        name: found.get(name, []) for name in order if found.get(name) or name == group.worker_role
+    }
+
+
+def _top_group(
+    records: Sequence[GroupEstimate], wanted: tuple[str, str | None] | None
+) -> tuple[int, str]:
+    """Which group the top level is, and in what words it was chosen."""
+    from capacity.model import assemble
+
+    if wanted is not None:
+        same = [i for i, g in enumerate(records) if (g.server, g.pool) == wanted]
+        if len(same) == 1:
+            return same[0], "the group the baseline measured"
+    return assemble.most_workers(records), "the group with the most workers"
 
 
 def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progress) -> Estimate:

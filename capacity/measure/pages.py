@@ -50,6 +50,7 @@ from capacity.measure.procparse import Mapping
 from capacity.measure.sharing import (
     ENTRY,
     I64,
+    NOT_COUNTED,
     PAGE_SIZE,
     U64,
     Classification,
@@ -405,6 +406,110 @@ def walk_workload(processes: Sequence[ProcessMemory], root: Path = DEFAULT_ROOT)
         walk=walk if walk.counts.parent_count >= parents else None,
         skipped=skipped,
     )
+
+
+def walk_groups(
+    groups: Sequence[Sequence[ProcessMemory]],
+    beside: Sequence[Sequence[ProcessMemory]],
+    root: Path = DEFAULT_ROOT,
+) -> tuple[tuple[WorkloadWalk, ...], tuple[Skipped, ...]]:
+    """The exact walk of several groups of one selection (issue 13), each process read
+    once, counted per group as ``walk_workload`` counts one workload.
+
+    ``beside[i]`` are processes that share group i's instance without being in it (the
+    other pools of its php-fpm master): pages they map are not "outside" for group i (the
+    master's pages its pools' children all map stay in the master's, that is group i's,
+    fixed cost), but they add nothing to group i's total, and pages only they map are not
+    counted. A process lost while it was read leaves every group; a group that loses a
+    parent has no walk (None), as in ``walk_workload``.
+    """
+    began = time.perf_counter()
+    wanted: dict[tuple[int, int | None], ProcessMemory] = {}
+    for members in (*groups, *beside):
+        for p in members:
+            wanted.setdefault((p.pid, p.start_ticks), p)
+    read: dict[int, ProcessPages] = {}
+    lost: dict[int, str] = {}
+    for pid, start_ticks in wanted:
+        try:
+            read[pid] = read_process_pages(pid, root, start_ticks)
+        except ZombieProcess:
+            lost[pid] = "zombie"
+        except ReplacedProcess:
+            lost[pid] = "replaced"
+        except NoSuchProcess:
+            lost[pid] = "vanished"
+        except MappingChanged:
+            lost[pid] = "changed"
+    seconds = time.perf_counter() - began
+    walks = []
+    for members, others in zip(groups, beside, strict=True):
+        ordered = sorted(members, key=lambda p: (p.role != "parent", p.start_ticks, p.pid))
+        parents = sum(p.role == "parent" for p in ordered)
+        kept = [p for p in ordered if p.pid in read]
+        parents_kept = sum(p.role == "parent" for p in kept)
+        own = {p.pid for p in members}
+        extra = [read[p.pid] for p in others if p.pid in read and p.pid not in own]
+        walk = None
+        if kept and parents_kept >= parents:
+            walk = _count_walk(
+                [read[p.pid] for p in kept],
+                parents_kept,
+                extra,
+                root,
+                seconds,
+                len(ordered) - len(kept),
+            )
+        walks.append(
+            WorkloadWalk(
+                processes=tuple(p for p in members if p.pid in read),
+                walk=walk,
+                skipped=tuple(
+                    Skipped(pid=p.pid, name=p.name, reason=lost[p.pid])  # type: ignore[arg-type]
+                    for p in ordered
+                    if p.pid in lost
+                ),
+            )
+        )
+    everyone = {p.pid: p for p in wanted.values()}
+    skipped = tuple(
+        Skipped(pid=pid, name=everyone[pid].name, reason=reason)  # type: ignore[arg-type]
+        for pid, reason in lost.items()
+    )
+    return tuple(walks), skipped
+
+
+def _count_walk(
+    walked: Sequence[ProcessPages],
+    parent_count: int,
+    beside: Sequence[ProcessPages],
+    root: Path,
+    read_seconds: float,
+    skipped: int,
+    page_size: int = PAGE_SIZE,
+) -> Walk:
+    """Index and classify ``walked`` (parents first), with ``beside`` mapping pages but
+    adding none (``walk_groups``)."""
+    index = index_pages([p.frames for p in (*walked, *beside)], parent_count)
+    kpagecount, flags = read_frames(index.frames, root)
+    cls = classify(index, kpagecount, flags)
+    if beside:
+        # A page only the processes beside map is none of the group's; the group's totals
+        # and classes end with its own processes.
+        sharing = cls.sharing.copy()
+        sharing[index.first_owner >= len(walked)] = NOT_COUNTED
+        cls = dataclasses.replace(
+            cls, sharing=sharing, index=dataclasses.replace(index, process_count=len(walked))
+        )
+    counts = summarise(
+        cls,
+        [p.pid for p in walked],
+        page_size=page_size,
+        swapped_pages=sum(p.swapped for p in walked),
+        read_seconds=read_seconds,
+        skipped=skipped,
+    )
+    return Walk(processes=tuple(walked), skipped=(), classification=cls, counts=counts)
 
 
 def parent_lost() -> ExactFallback:

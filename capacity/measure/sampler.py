@@ -26,6 +26,12 @@ The members are read on ``readers`` threads (two where the host has two CPUs:
 ``capacity.measure.parallel``), so that two page-table walks run at once; each process is still
 read by one thread at a time.
 
+With a ``grouping`` (``measure/groups``: the selection's groups, issue 13), each sample's
+processes take their roles from it (a worker is one in its group's worker role, every
+other process is fixed cost), and the exact walk is one walk per group, kept in
+``group_pages`` by sample index: a group's pages are counted apart from the other groups'.
+``Snapshot.pages`` is then the one group's walk, or None with several.
+
 ``Snapshot.read_seconds`` is the time of the member reads alone (smaps_rollup, status and
 stat of every process, plus maps once per new process): not the selection scan, the host
 and cgroup figures, nor the exact walk, whose time is ``PageCounts.read_seconds``.
@@ -49,6 +55,7 @@ from capacity.errors import (
 from capacity.measure import gentle, pages
 from capacity.measure.cgroup import Layout, cgroup_holding, detect_layout, workload_cgroup
 from capacity.measure.cgroupselect import Target
+from capacity.measure.groups import Grouping
 from capacity.measure.kernel import kernel_stack_size, page_table_span, slab_estimate
 from capacity.measure.parallel import default_threads, map_ordered
 from capacity.measure.procfs import (
@@ -107,6 +114,11 @@ class Sampler:
     # memory cgroup is the one read with every snapshot (the budget's limit, the kernel
     # calibration).
     target: Target | None = None
+    # The selection's groups (issue 13): roles from them, one exact walk per group.
+    grouping: Grouping | None = None
+    group_pages: dict[int, tuple[PageCounts | None, ...]] = dataclasses.field(
+        init=False, default_factory=dict
+    )
     layout: Layout = dataclasses.field(init=False)
     slab_sizes: dict[str, int] = dataclasses.field(init=False)
     stack_size: int = dataclasses.field(init=False)
@@ -230,12 +242,17 @@ class Sampler:
             else:
                 processes.append(result)
         read_seconds = time.perf_counter() - began
+        if self.grouping is not None:
+            self.grouping.observe(processes)
+            processes = list(self.grouping.relabel(processes))
         page_counts = None
         if exact and self.method != Method.SMAPS and self.fallback is None and processes:
             large = [] if self.deep else gentle.too_large(processes)
             if large:
                 rerun = f"capplan estimate {self.selector}"
                 self._exact_failed(ExactUnavailable(gentle.refused(large, rerun)))
+            elif self.grouping is not None:
+                processes, page_counts = self._walk_groups(index, processes, skipped)
             else:
                 processes, page_counts = self._walk_pages(processes, skipped)
         if not processes:
@@ -278,6 +295,33 @@ class Sampler:
             return list(result.processes), None
         self._walked += 1
         return list(result.processes), result.walk.counts
+
+    def _walk_groups(
+        self, index: int, processes: list[ProcessMemory], skipped: list[Skipped]
+    ) -> tuple[list[ProcessMemory], PageCounts | None]:
+        """The exact walk counted per group (``pages.walk_groups``: each process read
+        once), each with the group's roles and its instance's other groups beside it; a
+        process lost in the walk leaves the sample. The snapshot's own ``pages``: the one
+        group's walk."""
+        assert self.grouping is not None
+        self._walks += 1
+        split = self.grouping.split(processes)
+        beside = [
+            tuple(p for j in self.grouping.siblings(i) for p in split[j]) for i in range(len(split))
+        ]
+        try:
+            results, lost = pages.walk_groups(split, beside, self.root)
+        except ExactUnavailable as err:
+            self._exact_failed(err)
+            return processes, None
+        skipped.extend(lost)
+        walks = tuple(r.walk.counts if r.walk is not None else None for r in results)
+        if any(walk is not None for walk in walks):
+            self._walked += 1
+        self.group_pages[index] = walks
+        gone = {s.pid for s in lost}
+        kept = [p for p in processes if p.pid not in gone]
+        return kept, walks[0] if len(walks) == 1 else None
 
     def _slab(self, threads: int, mappings: int, writable_private: int) -> int:
         """``slab_estimate``, cached: the workers of a pool share a handful of shapes."""

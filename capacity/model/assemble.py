@@ -3,6 +3,11 @@
 Pure: it takes what the sampler measured and the options the user gave, and returns an
 ``Estimate`` record that every output format renders. The CLI and library users call it
 the same way.
+
+A selection of several groups (issue 13) is fitted one group at a time, each on its own
+snapshots (``measure/groups``), never one line through groups that differ:
+``group_estimate`` records each group's answer, ``combine`` makes the whole ``Estimate``
+with one group's estimate at the top level and every group in ``groups``.
 """
 
 from __future__ import annotations
@@ -10,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from capacity.errors import ModelError
-from capacity.model import accounting, activity, diagnostics, drift, estimators
+from capacity.model import accounting, activity, diagnostics, drift, estimators, suggest
 from capacity.model.fitting import (
     RESOLUTION_SD,
     cgroup_resolution_sd,
@@ -32,16 +37,21 @@ from capacity.records import (
     Environment,
     Estimate,
     ExactFallback,
+    GroupEstimate,
     Launch,
     LaunchStep,
     LoadRun,
     Method,
     ModelFit,
+    Notice,
+    ProcessMemory,
+    ServerSetting,
     SlabCalibration,
     Snapshot,
     Timing,
     Workload,
 )
+from capacity.roles_records import Group
 from capacity.units import parse_size, parse_size_or_percent
 
 
@@ -79,10 +89,15 @@ def describe_workload(
     snapshots: Sequence[Snapshot],
     exe: str | None = None,
     parent_cmdline: tuple[str, ...] = (),
+    *,
+    group: Group | None = None,
+    roles: Mapping[str, int] | None = None,
 ) -> Workload:
+    """What the snapshots measured; with ``group``, the group they are of and its roles
+    (role name -> count in the last sample)."""
     last = snapshots[-1]
     names = sorted({p.name for p in last.processes})
-    return Workload(
+    workload = Workload(
         selector=selector,
         name=names[0] if len(names) == 1 else ",".join(names),
         pids=tuple(p.pid for p in last.processes),
@@ -90,6 +105,17 @@ def describe_workload(
         worker_count=len(last.workers),
         parent_cmdline=parent_cmdline,
         exe=exe,
+    )
+    if group is None:
+        return workload
+    return dataclasses.replace(
+        workload,
+        server=group.server,
+        pool=group.pool,
+        instance=group.instance,
+        rule=group.rule,
+        worker_role=group.worker_role,
+        roles=dict(roles or {}),
     )
 
 
@@ -114,9 +140,14 @@ def build_estimate(
     method: Method | None = None,
     exact_fallback: ExactFallback | None = None,
     loads: Sequence[LoadRun] = (),
+    server: str | None = None,
+    calibration: SlabCalibration | None = None,
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
-    page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used."""
+    page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
+    ``server`` the rule that classified the workload (for the hints); ``calibration`` the
+    slab calibration when it comes from elsewhere (a group's cgroup holds the other groups
+    too: the whole selection's snapshots calibrate it), else from ``snapshots``."""
     if not snapshots:
         raise ModelError("no samples were taken")
     all_snapshots = snapshots
@@ -125,7 +156,8 @@ def build_estimate(
     measured_drift = drift.measure(drift.worker_samples(snapshots), "worker", loads)
     if measured_drift is not None and measured_drift.growing:
         snapshots = snapshots[measured_drift.fit_from_sample :]
-    calibration = accounting.slab_calibration(snapshots)
+    if calibration is None:
+        calibration = accounting.slab_calibration(snapshots)
     if method is None:
         method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
     points = accounting.points_for(method, snapshots, calibration)
@@ -164,6 +196,7 @@ def build_estimate(
         under_load=under_load or bool(loads),
         exact_fallback=exact_fallback,
         measured_activity=activity.measure(all_snapshots),
+        server=server,
     )
 
 
@@ -186,6 +219,7 @@ def _estimate(
     exact_fallback: ExactFallback | None = None,
     advise_confidence: bool = True,
     measured_activity: Activity | None = None,
+    server: str | None = None,
 ) -> Estimate:
     """The tail attach and launch mode share: budget, prediction, the usual rules and
     the warnings. ``measured_activity``: whether the workers ran (attach mode). ``measured`` are the samples the model was fitted on (the host figures
@@ -217,6 +251,7 @@ def _estimate(
         advise_confidence=advise_confidence,
         activity=measured_activity,
         workload=workload,
+        server=server,
     )
     warnings += diagnostics.diagnose_load_and_drift(
         measured_drift, loads, judged, selector=workload.selector
@@ -235,6 +270,127 @@ def _estimate(
         drift=measured_drift,
         activity=measured_activity,
     )
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def role_costs(
+    estimate: Estimate,
+    roles: Mapping[str, Sequence[ProcessMemory]],
+    worker_role: str,
+    calibration: SlabCalibration | None = None,
+) -> dict[str, int]:
+    """Role name -> the summed cost of its processes, as the model counts them: a worker's
+    marginal cost (USS and kernel memory, the slab as calibrated), a fixed role's own pages
+    less their page cache (reclaimable, kept apart) and its kernel memory. The pages they
+    share are in the fixed cost once, in no role. ``calibration`` is the fit's (by default
+    the one ``estimate``'s samples give)."""
+    if calibration is None:
+        calibration = accounting.slab_calibration(estimate.samples)
+
+    def cost(process: ProcessMemory, worker: bool) -> int:
+        total = accounting.process_cost(process, calibration).total_bytes
+        return total if worker else total - accounting.private_file(process)
+
+    return {
+        role: sum(cost(p, role == worker_role) for p in processes)
+        for role, processes in roles.items()
+    }
+
+
+def group_estimate(
+    *,
+    estimate: Estimate,
+    group: Group,
+    roles: Mapping[str, Sequence[ProcessMemory]],
+    shared_roles: Sequence[str] = (),
+    settings: Sequence[ServerSetting] = (),
+    calibration: SlabCalibration | None = None,
+) -> GroupEstimate:
+    """``estimate`` (fitted on ``group``'s snapshots alone) as one entry of ``groups``.
+    ``roles`` are the processes of each role in the last sample; the suggestion is for
+    the conservative count (the point count without one)."""
+    prediction = estimate.prediction
+    record = GroupEstimate(
+        rule=group.rule,
+        instance=group.instance,
+        server=group.server,
+        pool=group.pool,
+        worker_role=group.worker_role,
+        worker_count=estimate.workload.worker_count,
+        roles={role: len(processes) for role, processes in roles.items()},
+        role_cost_bytes=role_costs(estimate, roles, group.worker_role, calibration),
+        shared_roles=tuple(shared_roles),
+        mpm=group.mpm,
+        threads_per_child=group.threads_per_child,
+        threads=group.threads,
+        pids=estimate.workload.pids,
+        model=estimate.model,
+        budget=estimate.budget,
+        prediction=prediction,
+        settings=tuple(settings),
+        warnings=estimate.warnings,
+    )
+    count = (
+        prediction.max_instances_conservative
+        if prediction.max_instances_conservative is not None
+        else prediction.max_instances
+    )
+    return dataclasses.replace(record, suggestion=suggest.for_group(record, count))
+
+
+def most_workers(groups: Sequence[GroupEstimate]) -> int:
+    """The group the top level shows by default: the one with the most workers, the first
+    of those."""
+    return max(range(len(groups)), key=lambda i: (groups[i].worker_count, -i))
+
+
+def combine(
+    estimates: Sequence[Estimate],
+    groups: Sequence[GroupEstimate],
+    *,
+    top: int,
+    chosen: str = "the group with the most workers",
+    not_fitted: Sequence[tuple[str, str]] = (),
+) -> Estimate:
+    """The whole answer of a selection: ``estimates[top]`` at the top level, every group
+    in ``groups``; with several groups a SEVERAL_GROUPS warning names the top level's, and
+    GROUPS_NOT_FITTED names the groups (label, why) that had nothing to fit."""
+    estimate = estimates[top]
+    warnings = list(estimate.warnings)
+    selector = estimate.workload.selector
+    if len(groups) > 1:
+        listed = ", ".join(f"{g.label} ({g.worker_count} {g.worker_role})" for g in groups)
+        shown = groups[top]
+        apart = [g for g in groups if g.instance not in (None, shown.instance)]
+        warnings.insert(
+            0,
+            Notice(
+                code="SEVERAL_GROUPS",
+                message=f"{selector} holds {len(groups)} groups, each fitted on its own: "
+                f"{listed}. The top level (model, prediction, samples, --save) is "
+                f"{shown.label}, {chosen}; every group's answer is in groups",
+                hint="read each group's answer in its section (JSON: groups)"
+                + (
+                    f", or measure one alone: capplan estimate --pid {apart[0].instance}"
+                    if apart
+                    else f"; its groups share one master (pid {shown.instance}), so "
+                    "--pid selects them all"
+                ),
+            ),
+        )
+    if not_fitted:
+        listed = "; ".join(f"{label}: {why}" for label, why in not_fitted)
+        warnings.append(
+            Notice(
+                code="GROUPS_NOT_FITTED",
+                message=f"{len(not_fitted)} group(s) of {selector} had no fit and are in no "
+                f"answer: {listed}",
+                hint="measure them while they run workers, or select them with --pid MASTER",
+            )
+        )
+    return dataclasses.replace(estimate, groups=tuple(groups), warnings=tuple(warnings))
 
 
 # --------------------------------------------------------------------------- launch mode
@@ -332,13 +488,21 @@ def build_launch_estimate(
         system_error = err.message
 
     selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
+    name = ",".join(sorted({p.name for p in last.processes}))
+    argv = tuple(shlex.split(launch.command)) if not launch.shell else ()
+    # One group of instances, in one role: launch mode has no master to classify under.
+    server = suggest.recognise(name, None, argv) or name
     workload = Workload(
         selector=selector,
-        name=",".join(sorted({p.name for p in last.processes})),
+        name=name,
         pids=tuple(p.pid for p in last.processes),
         parent_pids=(),
         worker_count=last_step.instances,
-        parent_cmdline=tuple(shlex.split(launch.command)) if not launch.shell else (),
+        parent_cmdline=argv,
+        server=server,
+        rule="launch",
+        worker_role="instance",
+        roles={"instance": last_step.instances},
     )
     estimate = _estimate(
         workload=workload,
@@ -387,8 +551,28 @@ def build_launch_estimate(
         no_cgroup_reason=no_cgroup_reason,
         system_error=system_error,
     )
-    return dataclasses.replace(
+    estimate = dataclasses.replace(
         estimate, launch=completed, warnings=estimate.warnings + tuple(launch_warnings)
+    )
+    prediction = estimate.prediction
+    group = GroupEstimate(
+        rule="launch",
+        instance=None,
+        server=server,
+        worker_role="instance",
+        worker_count=last_step.instances,
+        roles={"instance": last_step.instances},
+        role_cost_bytes={"instance": sum(m.marginal_bytes for m in last_step.members)},
+        pids=workload.pids,
+        model=estimate.model,
+        budget=estimate.budget,
+        prediction=prediction,
+        warnings=estimate.warnings,
+    )
+    count = prediction.max_instances_conservative
+    suggestion = suggest.for_group(group, prediction.max_instances if count is None else count)
+    return dataclasses.replace(
+        estimate, groups=(dataclasses.replace(group, suggestion=suggestion),)
     )
 
 

@@ -149,6 +149,53 @@ def describe(estimate: Estimate, source: str) -> CheckedModel:
     )
 
 
+def _group_words(server: str | None, pool: str | None, instance: int | None) -> str:
+    if server is None:
+        return "?"
+    if pool is not None:
+        return f"{server} pool {pool}"
+    return server if instance is None else f"{server} {instance}"
+
+
+def group_differences(baseline: Estimate, current: Estimate) -> list[str]:
+    """Why the two top levels may be different groups of a selection (issue 13): a model is
+    one group's, and comparing one group with another would pass or fail for nothing.
+
+    Groups are matched by server and pool (a master's pid changes with every restart):
+    the pair is not comparable when they differ, or when either side holds several groups
+    of that server and pool, since then which is which cannot be told."""
+    b, c = baseline.workload, current.workload
+    if b.server is None:
+        if len(current.groups) > 1:
+            return [
+                f"the baseline was saved before capplan told groups apart, and "
+                f"{c.selector} now holds {len(current.groups)} groups "
+                f"({', '.join(g.label for g in current.groups)}): which one it measured is "
+                "not known"
+            ]
+        return []
+    if c.server is None:
+        return []
+    reasons = []
+    if (b.server, b.pool) != (c.server, c.pool):
+        listed = ", ".join(g.label for g in current.groups) or _group_words(
+            c.server, c.pool, c.instance
+        )
+        reasons.append(
+            f"the baseline is group {_group_words(b.server, b.pool, b.instance)}, and the "
+            f"measurement has no such group (its groups: {listed})"
+        )
+    for side, estimate in (("the baseline", baseline), ("the measurement", current)):
+        alike = [g for g in estimate.groups if (g.server, g.pool) == (b.server, b.pool)]
+        if len(alike) > 1:
+            reasons.append(
+                f"{side} holds {len(alike)} groups of {_group_words(b.server, b.pool, None)} "
+                f"({', '.join(g.label for g in alike)}): which one is the baseline's cannot "
+                "be told"
+            )
+    return reasons
+
+
 def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list[str], list[str]]:
     """(reasons the pair is not comparable, other differences worth a line)."""
     blocking: list[str] = []
@@ -229,7 +276,17 @@ def compare(
     outcomes = {item.outcome for item in comparisons}
     status: CheckStatus
     refresh = f"capplan estimate {baseline.workload.selector} --save {baseline_source} --force"
-    if blocking and not allow_env_change:
+    groups = group_differences(baseline, current)
+    blocking = groups + blocking
+    if groups:
+        # Never waived by --allow-env-change: that is for the host, not for another group.
+        status = "not_comparable"
+        hint = (
+            "compare a group with itself: select it alone for both, e.g. capplan estimate "
+            f"--pid MASTER --save {baseline_source} --force, then capplan check "
+            f"{baseline_source} --pid MASTER"
+        )
+    elif blocking and not allow_env_change:
         status = "not_comparable"
         hint = (
             f"measure the baseline again where the check runs ({refresh}), "

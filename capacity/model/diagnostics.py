@@ -57,17 +57,23 @@ def low_confidence(model: ModelFit, hint: str) -> list[Notice]:
 
 
 SPREAD_WARNING = 0.10  # pyperf warns when the standard deviation is over 10 % of the mean
+HTTP_SERVERS = ("apache2", "php-fpm", "gunicorn", "uwsgi", "nginx", "puma", "unicorn")
 
 
-def load_hint(workload: Workload | None, rerun: str) -> str:
+def load_hint(workload: Workload | None, rerun: str, server: str | None = None) -> str:
     """What to run to measure the workload while it serves, with a load generator that
     fits the server: pgbench for PostgreSQL, ab (or hey) for HTTP servers, and for a
-    program capplan does not recognise no command at all (a wrong one would mislead)."""
+    program capplan does not recognise no command at all (a wrong one would mislead).
+    ``server``, the roles rule that classified the workload, wins where it is known."""
     kind = None
     software = None
     if workload is not None:
         kind = server_kind(workload.name, workload.exe, workload.parent_cmdline)
         software = recognise(workload.name, workload.exe, workload.parent_cmdline)
+    if server == "postgresql":
+        kind = "database"
+    elif server in HTTP_SERVERS:
+        kind, software = "http", server
     if kind == "database":
         return (
             "measure while pgbench drives it, until it flattens: create its tables once "
@@ -103,11 +109,13 @@ def diagnose(
     advise_confidence: bool = True,
     activity: Activity | None = None,
     workload: Workload | None = None,
+    server: str | None = None,
 ) -> list[Notice]:
     """The warnings every estimate may carry. ``advise_confidence`` False leaves
     LOW_CONFIDENCE out, for a caller whose advice differs (``diagnose_launch``).
     ``activity`` says whether the workers ran while sampled (None: not known); ``workload``
-    names the server, for the load generator a hint proposes."""
+    names the server, for the load generator a hint proposes; ``server`` is the rule that
+    classified it (``measure/roles``), which names it more surely where it is known."""
     warnings: list[Notice] = []
     rerun = f"capplan estimate {selector}"
 
@@ -195,7 +203,7 @@ def diagnose(
             )
         )
 
-    warnings += _idle_warnings(model, activity, under_load, load_hint(workload, rerun))
+    warnings += _idle_warnings(model, activity, under_load, load_hint(workload, rerun, server))
 
     if prediction.room_bytes <= 0:
         warnings.append(

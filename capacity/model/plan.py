@@ -43,7 +43,7 @@ from capacity.errors import BudgetError, PlanError
 from capacity.model import suggest
 from capacity.model.assemble import BudgetOptions
 from capacity.model.fitting import upper_bound_of_sum
-from capacity.records import Budget, Estimate
+from capacity.records import Budget, Estimate, GroupEstimate
 from capacity.units import format_bytes
 
 NAMING = "a pool's name is its model file's name without .json"
@@ -484,10 +484,11 @@ def _pool(
 ) -> PlanPool:
     estimate, model = pool.estimate, pool.estimate.model
     software = suggest.recognise_estimate(estimate)
+    group = suggest.top_group(estimate)
     return PlanPool(
         name=pool.name,
         source=pool.source,
-        server=software,
+        server=software if group is None else group.server,
         workload=estimate.workload.name,
         hostname=estimate.environment.hostname,
         measured_workers=estimate.workload.worker_count,
@@ -503,9 +504,7 @@ def _pool(
         max_instances_conservative=conservative,
         conservative_memory_bytes=model.fixed_bytes + conservative * model.per_instance_bytes,
         max_is_upper_bound=estimate.prediction.max_is_upper_bound,
-        suggestion=suggest.configuration(
-            software, conservative, suggest.threads_per_worker(estimate)
-        ),
+        suggestion=suggest.for_estimate(estimate, conservative),
     )
 
 
@@ -549,3 +548,95 @@ def _notes(pools: Sequence[PoolModel], planned: Sequence[PlanPool]) -> list[str]
                 "per-worker cost is a lower bound and every count here an upper bound"
             )
     return notes
+
+
+# --------------------------------------------------------------------------- one estimate
+
+GROUP_NAMING = "a pool's name is its group's: the server and its pool, or its master's pid"
+
+
+def group_estimate(estimate: Estimate, group: GroupEstimate) -> Estimate:
+    """One group of a measured selection as a model of its own: its fit, budget and
+    prediction in place of the top level's, the rest (host, time, samples) shared."""
+    workload = dataclasses.replace(
+        estimate.workload,
+        name=group.label,
+        worker_count=group.worker_count,
+        pids=group.pids,
+        server=group.server,
+        pool=group.pool,
+        instance=group.instance,
+        rule=group.rule,
+        worker_role=group.worker_role,
+        roles=dict(group.roles),
+    )
+    return dataclasses.replace(
+        estimate,
+        workload=workload,
+        model=group.model,
+        budget=group.budget,
+        prediction=group.prediction,
+        warnings=group.warnings,
+        groups=(group,),
+    )
+
+
+def plan_groups(estimate: Estimate) -> Plan | None:
+    """The plan for the host a selection of several groups was measured on: every group a
+    pool (``plan_host`` with the budget each group was measured with), None for one group.
+
+    The budget is the one the estimate was given: every group recorded the same memory,
+    and their reserves (each counted the other groups as outside its workload) are taken
+    less the other groups, as for models measured together. A fixed cost several groups
+    share (a php-fpm master of several pools) is in each group's, so the plan pays it once
+    per group; a note says how much that is."""
+    if len(estimate.groups) < 2:
+        return None
+    names: list[str] = []
+    for group in estimate.groups:
+        name = group.label
+        while name in names:
+            name = f"{name}'"
+        names.append(name)
+    pools = [
+        PoolModel(
+            name=name,
+            source=f"group {i + 1} of {estimate.workload.selector}",
+            estimate=group_estimate(estimate, group),
+        )
+        for i, (name, group) in enumerate(zip(names, estimate.groups, strict=True))
+    ]
+    plan = plan_host(pools)
+    budget = estimate.groups[0].budget
+    memory_source = f"the estimate's budget ({budget.source})"
+    reserve_source = plan.reserve_source
+    if budget.reserve_fraction is None and _reserve_was_measured(budget):
+        reserve_source = (
+            f"what the rest of {estimate.environment.hostname} used while capplan sampled: "
+            "each group's reserve less the other groups (each counted them as outside its "
+            "workload), the largest"
+        )
+    elif budget.reserve_fraction is None:
+        reserve_source = f"{budget.reserve_source}, as the estimate was given"
+    ratio_source = plan.ratio_source.replace("the models were", "the groups were")
+    notes = list(plan.notes)
+    twice = [g for g in estimate.groups if g.shared_roles]
+    if len(twice) > 1:
+        shared = sorted({role for g in twice for role in g.shared_roles})
+        cost = max(
+            (sum(g.role_cost_bytes.get(role, 0) for role in shared) for g in twice), default=0
+        )
+        notes.append(
+            f"{', '.join(shared)} is shared by {len(twice)} groups and in each one's fixed "
+            f"cost: the plan pays it {len(twice)} times, {format_bytes(cost * (len(twice) - 1))} "
+            "more than once for its own pages and kernel memory (and the pages it shares with "
+            "its children are in each group's shared pages): the plan errs on the safe side"
+        )
+    return dataclasses.replace(
+        plan,
+        naming=GROUP_NAMING,
+        memory_source=memory_source,
+        reserve_source=reserve_source,
+        ratio_source=ratio_source,
+        notes=tuple(notes),
+    )

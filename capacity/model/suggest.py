@@ -13,6 +13,14 @@ Each directive caps the number of worker *processes*, the unit capplan measured:
 * php-fpm: ``pm.max_children`` per pool.
 * gunicorn: ``--workers`` (``workers =`` in gunicorn.conf.py).
 * PostgreSQL: ``max_connections``: one backend process per connection.
+
+With the roles of a group (``GroupEstimate``, issue 13) the lines follow the server as it
+runs: PostgreSQL's answer is in client backends, with ``superuser_reserved_connections``
+and the background processes (fixed cost, not connections) accounted for and the
+``shared_buffers`` the fixed cost was measured with; php-fpm's is one pool's
+``pm.max_children``; apache2's follows the group's MPM (prefork: ``ServerLimit`` and
+``MaxRequestWorkers`` in processes; event and worker: ``ThreadsPerChild``, ``ServerLimit``
+in processes and ``MaxRequestWorkers`` in threads, their product).
 * Kubernetes: a memory request and limit for a container running N workers; Kubernetes
   quantities in ``Mi`` are powers of 1024, like capplan's units.
 """
@@ -21,11 +29,10 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from capacity.answers import Suggestion
-from capacity.records import Estimate
+from capacity.records import Estimate, GroupEstimate, ServerSetting, Suggestion
 from capacity.units import kubernetes_quantity
 
 SOFTWARE = ("apache2", "php-fpm", "gunicorn", "postgres")
@@ -124,9 +131,8 @@ def configuration(software: str | None, instances: int, threads: int = 1) -> Sug
             title="PostgreSQL",
             instances=n,
             lines=(f"max_connections = {n}",),
-            note="each connection is a backend process; background processes were "
-            "measured as workers too, and work_mem is spent per sort or hash on top: "
-            "measure under real queries",
+            note="each connection is a backend process; work_mem is spent per sort or "
+            "hash on top: measure under real queries",
         )
     return None
 
@@ -173,3 +179,139 @@ def server_kind(
     if any(candidate in _HTTP_NAMES for candidate in _names(name, exe, cmdline)):
         return "http"
     return None
+
+
+# --------------------------------------------------------------------------- per group
+
+
+# The rules of measure/roles whose servers ``configuration`` knows by another name.
+_RULE_SOFTWARE = {"postgresql": "postgres", "php-fpm": "php-fpm", "gunicorn": "gunicorn"}
+
+
+def top_group(estimate: Estimate) -> GroupEstimate | None:
+    """The entry of ``groups`` that the top level is (issue 13), None in older files."""
+    w = estimate.workload
+    for group in estimate.groups:
+        if (group.server, group.pool, group.instance) == (w.server, w.pool, w.instance):
+            return group
+    return estimate.groups[0] if len(estimate.groups) == 1 else None
+
+
+def for_estimate(estimate: Estimate, instances: int) -> Suggestion | None:
+    """The configuration line for ``instances`` workers of the model: the group's own
+    (``for_group``) when the model file names it, else by the program's name."""
+    group = top_group(estimate)
+    if group is not None:
+        return for_group(group, instances)
+    return configuration(recognise_estimate(estimate), instances, threads_per_worker(estimate))
+
+
+def _setting(settings: Sequence[ServerSetting], name: str) -> ServerSetting | None:
+    return next((s for s in settings if s.name == name), None)
+
+
+def _as_count(setting: ServerSetting | None, default: int) -> tuple[int, bool]:
+    """The setting as a whole number, and whether it was read (not assumed)."""
+    if setting is None or setting.value is None:
+        return default, False
+    try:
+        return int(setting.value.strip()), True
+    except ValueError:
+        return default, False
+
+
+def for_group(group: GroupEstimate, instances: int) -> Suggestion | None:
+    """The lines that run ``instances`` workers of ``group`` (the module docstring)."""
+    n = max(instances, 0)
+    if group.rule == "postgresql":
+        return _postgresql(group, n)
+    if group.rule == "php-fpm" and group.pool is not None:
+        return Suggestion(
+            software="php-fpm",
+            title=f"php-fpm pool {group.pool}",
+            instances=n,
+            lines=(f"pm.max_children = {n}",),
+            note=f"in the [{group.pool}] section of pool {group.pool}'s configuration; each "
+            "pool is sized on its own, the master's cost counted in its fixed cost",
+        )
+    if group.rule == "apache2" and group.mpm in ("event", "worker"):
+        per_child = group.threads_per_child or max(group.threads - 2, 1)
+        return Suggestion(
+            software="apache2",
+            title=f"apache2 ({group.mpm} MPM)",
+            instances=n,
+            lines=(
+                f"ThreadsPerChild {per_child}",
+                f"ServerLimit {max(n, 1)}",
+                f"MaxRequestWorkers {max(n, 1) * per_child}",
+            ),
+            note=f"the answer is {n:,} processes (ServerLimit), each running "
+            f"{per_child} request threads: {n * per_child:,} request workers "
+            "(MaxRequestWorkers = ServerLimit x ThreadsPerChild)",
+        )
+    if group.rule == "apache2" and group.mpm == "prefork":
+        return Suggestion(
+            software="apache2",
+            title="apache2 (prefork MPM)",
+            instances=n,
+            lines=(f"ServerLimit {max(n, 1)}", f"MaxRequestWorkers {n}"),
+            note="prefork runs one request per process: the answer is in processes, "
+            "and ServerLimit (default 256) caps MaxRequestWorkers",
+        )
+    software = _RULE_SOFTWARE.get(group.rule) or recognise(group.server)
+    if group.rule == "apache2":
+        software = "apache2"
+    return configuration(software, n, group.threads)
+
+
+def _postgresql(group: GroupEstimate, n: int) -> Suggestion:
+    settings = group.settings
+    reserved_setting = _setting(settings, "superuser_reserved_connections")
+    reserved, read = _as_count(reserved_setting, 3)
+    also, also_read = _as_count(_setting(settings, "reserved_connections"), 0)
+    kept = reserved + (also if also_read else 0)
+    reserved_words = (
+        f"superuser_reserved_connections = {reserved} ({reserved_setting.source})"
+        if read and reserved_setting is not None
+        else f"superuser_reserved_connections, assumed {reserved} (PostgreSQL's default; "
+        + (reserved_setting.source if reserved_setting is not None else "not read")
+        + ")"
+    )
+    if also_read and also:
+        reserved_words += f" and reserved_connections = {also}"
+    fixed = {
+        role: count
+        for role, count in group.roles.items()
+        if role not in (group.worker_role, "postmaster")
+    }
+    background = ", ".join(f"{count} {role}" for role, count in fixed.items()) or "none"
+    buffers = _setting(settings, "shared_buffers")
+    buffers_words = (
+        f"shared_buffers = {buffers.value} ({buffers.source})"
+        if buffers is not None and buffers.value is not None
+        else "shared_buffers unknown: " + (buffers.source if buffers is not None else "not read")
+    )
+    ordinary = max(n - kept, 0)
+    note = (
+        f"{n:,} client backends fit: max_connections counts every client connection, "
+        f"{kept} of them kept for superusers by {reserved_words}, so {ordinary:,} for "
+        f"ordinary clients. The background processes ({background}) are not connections: "
+        "they are in the fixed cost, as the postmaster is; autovacuum workers come and go "
+        "beside them. The fixed cost was measured with "
+        f"{buffers_words}: a larger shared_buffers raises it. work_mem is spent per sort or "
+        "hash on top: measure under real queries"
+    )
+    if n <= kept:
+        note += f". {n} connections leave none for ordinary clients: give it more memory"
+    return Suggestion(
+        software="postgres",
+        title="PostgreSQL",
+        instances=n,
+        lines=(f"max_connections = {n}",),
+        note=note,
+    )
+
+
+def role_counts(roles: Mapping[str, int]) -> str:
+    """``1 postmaster, 6 client backend, ...`` for a line of text."""
+    return ", ".join(f"{count} {role}" for role, count in roles.items())

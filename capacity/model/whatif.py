@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from capacity.answers import HostSize, InstancesMemory, Suggestion, WhatIf
+from capacity.answers import HostSize, InstancesMemory, WhatIf
 from capacity.errors import BudgetError
 from capacity.model import suggest
 from capacity.model.fitting import memory_for, predict
-from capacity.records import Budget, Estimate
+from capacity.records import Budget, Estimate, Suggestion
 
 
 def reserve_choice(
@@ -54,8 +54,6 @@ def size_row(
     memory: int,
     reserve_bytes: int | None,
     reserve_fraction: float | None,
-    software: str | None,
-    threads: int,
 ) -> HostSize:
     if memory <= 0:
         raise BudgetError(f"bad memory size {memory}: must be more than 0")
@@ -73,7 +71,7 @@ def size_row(
     prediction = predict(estimate.model, budget)
     # The model's own conservative answer (it keeps the reclaimable page cache resident).
     conservative = prediction.max_instances_conservative or 0
-    config = suggest.configuration(software, conservative, threads)
+    config = suggest.for_estimate(estimate, conservative)
     return HostSize(
         memory_bytes=memory,
         reserve_bytes=reserve,
@@ -122,17 +120,13 @@ def what_if(
     fixed_bytes, share, reserve_source = reserve_choice(
         estimate, reserve_bytes, reserve_fraction, reserve_text
     )
-    software = suggest.recognise_estimate(estimate)
-    threads = suggest.threads_per_worker(estimate)
     sizes = list(memories) or [estimate.budget.total_bytes]
-    rows = tuple(
-        size_row(estimate, memory, fixed_bytes, share, software, threads) for memory in sizes
-    )
+    rows = tuple(size_row(estimate, memory, fixed_bytes, share) for memory in sizes)
     reverse = None
     suggestions: list[Suggestion] = []
     if instances is not None:
         reverse = instances_row(estimate, instances, fixed_bytes, share)
-        config = suggest.configuration(software, instances, threads)
+        config = suggest.for_estimate(estimate, instances)
         if config is not None:
             suggestions.append(config)
         suggestions.append(suggest.kubernetes(instances, reverse.memory_bytes, reverse.high_bytes))

@@ -67,6 +67,7 @@ KNOWN_FIELDS = {
     "drift",
     "launch",
     "activity",
+    "groups",
 }
 # Records added to the Estimate later and not yet given a section of their own are rendered
 # generically (a field/value table), in this order.
@@ -119,8 +120,7 @@ def _summary(estimate: Estimate) -> list[Block]:
             )
         )
     )
-    software = suggest.recognise_estimate(e)
-    config = suggest.configuration(software, recommended, suggest.threads_per_worker(e))
+    config = suggest.for_estimate(e, recommended)
     if config is not None:
         blocks.append(Para((f"Configuration for {config.title}:",)))
         blocks.append(CodeBlock(config.lines))
@@ -382,6 +382,96 @@ def _pss_by_kind(estimate: Estimate) -> tuple[tuple[Cell, ...], ...]:
     )
 
 
+def _groups(estimate: Estimate) -> list[Block]:
+    """Groups and roles (issue 13): the roles of a single group, or with several a row per
+    group, each fitted on its own. Files saved before groups have none: no section."""
+    from capacity.model.suggest import top_group
+
+    groups = estimate.groups
+    if not groups:
+        return []
+    blocks: list[Block] = [Heading(2, ("Groups and roles",))]
+    top = top_group(estimate)
+    if len(groups) > 1:
+        blocks.append(
+            Para(
+                (
+                    f"The selection holds {len(groups)} groups, each fitted on its own; this "
+                    "report is of ",
+                    Host(top.label if top is not None else "?"),
+                    ", the top level of the model file (every group is in its groups).",
+                )
+            )
+        )
+        unit = pick_unit([g.model.per_instance_bytes for g in groups])
+        fixed_unit = pick_unit([g.model.fixed_bytes for g in groups])
+        rows: list[tuple[Cell, ...]] = []
+        for g in groups:
+            conservative = g.prediction.max_instances_conservative
+            rows.append(
+                (
+                    Host(g.label),
+                    Host(g.rule),
+                    (f"{g.worker_count:,} ", Host(g.worker_role)),
+                    format_in(g.model.fixed_bytes, fixed_unit),
+                    format_in(g.model.per_instance_bytes, unit),
+                    f"{g.prediction.max_instances:,}",
+                    f"{conservative:,}" if conservative is not None else "n/a",
+                    Host("; ".join(g.suggestion.lines)) if g.suggestion else "-",
+                )
+            )
+        blocks.append(
+            Table(
+                (
+                    "group",
+                    "rule",
+                    "workers",
+                    f"fixed {fixed_unit[0]}",
+                    f"per worker {unit[0]}",
+                    "max",
+                    "conservative",
+                    "configuration",
+                ),
+                tuple(rows),
+                ("left", "left", "left", "right", "right", "right", "right", "left"),
+            )
+        )
+    if top is not None:
+        costs = [top.role_cost_bytes.get(role, 0) for role in top.roles]
+        cost_unit = pick_unit(costs)
+        blocks.append(
+            Para(
+                (
+                    "Roles of ",
+                    Host(top.label),
+                    " (rule ",
+                    Host(top.rule),
+                    "): the ",
+                    Host(top.worker_role),
+                    " processes are the workers, every other role is paid once. Cost: in the "
+                    "last sample, a worker's USS and kernel memory, a fixed role's the same "
+                    "less its page cache.",
+                )
+            )
+        )
+        blocks.append(
+            Table(
+                ("role", "count", f"cost {cost_unit[0]}", ""),
+                tuple(
+                    (
+                        Host(role),
+                        f"{count:,}",
+                        format_in(cost, cost_unit),
+                        "workers" if role == top.worker_role else "fixed",
+                    )
+                    for (role, count), cost in zip(top.roles.items(), costs, strict=True)
+                ),
+                ("left", "right", "right", "left"),
+            )
+        )
+    return blocks
+
+
 def _extra_fields(estimate: Estimate) -> list[str]:
     names = [
         f.name
@@ -560,6 +650,7 @@ def build(estimate: Estimate, *, source: str, figure: Figure) -> list[Block]:
     blocks += _breakdown(e)
     blocks += _launch(e)
     blocks += _load_and_drift(e)
+    blocks += _groups(e)
     blocks += _extras(e)
     blocks += _warnings(e)
     blocks += _environment(e, source)

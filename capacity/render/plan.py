@@ -100,16 +100,31 @@ def _settings(pool: PlanPool) -> str:
             f"{name}: capplan does not recognise this program's configuration: set its worker "
             f"limit to {pool.max_instances_conservative:,}"
         )
-    return f"{name}: {pool.suggestion.title}: " + "; ".join(pool.suggestion.lines)
+    title = "" if pool.suggestion.title == pool.name else f"{pool.suggestion.title}: "
+    return f"{name}: {terminal_safe(title)}" + "; ".join(pool.suggestion.lines)
 
 
-def render_plan_text(plan: Plan) -> str:
+def render_plan_text(plan: Plan, *, of_groups: bool = False) -> str:
+    """``capplan plan``'s text; ``of_groups`` for the plan ``capplan estimate`` prints for
+    the groups of one selection (no model files, no --set or --weight to mention)."""
     safe = terminal_safe
     p, c = plan.point, plan.conservative
     sources = ", ".join(f"{safe(pool.name)} ({safe(pool.source)})" for pool in plan.pools)
     count = len(plan.pools)
+    heading = (
+        f"Plan for this host, its {count} groups together: "
+        + ", ".join(safe(x.name) for x in plan.pools)
+        if of_groups
+        else f"Plan for one host: {count} pool{'s' if count != 1 else ''}: {sources}"
+    )
+    names = (
+        f"Names: {safe(plan.naming)}; capplan plan plans saved models the same way, with "
+        "--set NAME=N and --weight NAME=W."
+        if of_groups
+        else f"Names: {safe(plan.naming)}; --set NAME=N pins a pool, --weight NAME=W changes its share."
+    )
     out = [
-        f"Plan for one host: {count} pool{'s' if count != 1 else ''}: {sources}",
+        heading,
         f"Memory {format_bytes(plan.memory_bytes)}: {safe(plan.memory_source)}",
         f"Reserve {format_bytes(plan.reserve_bytes)}: {safe(plan.reserve_source)}",
         f"Available {format_bytes(plan.available_bytes)} = memory - reserve; each pool's "
@@ -129,7 +144,7 @@ def render_plan_text(plan: Plan) -> str:
         "Settings for the conservative counts:",
         *(f"    {_settings(pool)}" for pool in plan.pools),
         "",
-        f"Names: {safe(plan.naming)}; --set NAME=N pins a pool, --weight NAME=W changes its share.",
+        names,
     ]
     if plan.notes:
         out.append("")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from capacity.answers import Suggestion, WhatIf
+from capacity.answers import WhatIf
 from capacity.codec import dumps
+from capacity.records import Suggestion
 from capacity.render.escape import terminal_safe
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 

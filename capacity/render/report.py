@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from capacity.codec import dumps
 from capacity.model.drift import sampling_advice
-from capacity.records import Activity, Estimate, ModelFit, ProcessMemory
+from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Prediction, ProcessMemory
 from capacity.render.escape import terminal_safe
 from capacity.render.openmetrics import render_openmetrics
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
@@ -165,11 +165,142 @@ def _model_lines(
     return lines
 
 
+def _group_title(group: GroupEstimate, escape: Callable[[str], str]) -> str:
+    words = [escape(group.label)]
+    if group.mpm is not None:
+        words.append(f"({escape(group.mpm)} MPM)")
+    return " ".join(words) + f", rule {escape(group.rule)}"
+
+
+def role_lines(group: GroupEstimate, escape: Callable[[str], str]) -> list[str]:
+    """The group's roles: count and cost of each (the last sample), workers or fixed."""
+    costs = [float(group.role_cost_bytes.get(role, 0)) for role in group.roles]
+    unit, cells = _size_column(costs)
+    rows = []
+    for (role, count), cost in zip(group.roles.items(), cells, strict=True):
+        if role == group.worker_role:
+            kind = "workers"
+        elif role in group.shared_roles:
+            kind = "fixed, shared with the instance's other groups"
+        else:
+            kind = "fixed"
+        rows.append([escape(role), f"{count:,}", cost, kind])
+    table = tabulate(
+        rows,
+        headers=["role", "count", f"cost\n{unit}", ""],
+        tablefmt="simple",
+        disable_numparse=True,
+        colalign=("left", "right", "right", "left"),
+    )
+    workers = f"{group.worker_count:,} {escape(group.worker_role)}"
+    lines = [
+        f"Roles ({_group_title(group, escape)}): the {workers} processes are the workers, "
+        "every other role is paid once",
+        table,
+        "    cost in the last sample, as the model counts it: workers their USS and kernel "
+        "memory, fixed roles the same less their page cache; shared pages are in the fixed "
+        "cost, once",
+    ]
+    if group.threads_per_child is not None and group.mpm in ("event", "worker"):
+        lines.append(
+            f"    {group.threads} threads per worker process: ThreadsPerChild "
+            f"{group.threads_per_child} request threads, a listener and the main thread"
+        )
+    for setting in group.settings:
+        value = escape(setting.value) if setting.value is not None else "unknown"
+        lines.append(f"    {escape(setting.name)} = {value}: {escape(setting.source)}")
+    return lines
+
+
+def suggestion_lines(group: GroupEstimate, escape: Callable[[str], str]) -> list[str]:
+    """The configuration line for the conservative count, where the server is known."""
+    s = group.suggestion
+    if s is None:
+        p = group.prediction
+        count = (
+            p.max_instances
+            if p.max_instances_conservative is None
+            else p.max_instances_conservative
+        )
+        return [
+            f"Configuration: capplan does not know {escape(group.server)}'s directives: set "
+            f"its worker limit to {count:,}"
+        ]
+    lines = [f"Configuration ({escape(s.title)}, for {s.instances:,} workers):"]
+    lines += [f"    {escape(line)}" for line in s.lines]
+    if s.note:
+        lines.append(f"    ({escape(s.note)})")
+    return lines
+
+
+def _answer_line(prediction: Prediction) -> str:
+    conservative = (
+        f"{prediction.max_instances_conservative:,}"
+        if prediction.max_instances_conservative is not None
+        else "n/a"
+    )
+    bound = "at most " if prediction.max_is_upper_bound else ""
+    return (
+        f"Max workers: {bound}{prediction.max_instances:,}   conservative (95%): {bound}"
+        f"{conservative}   confidence: {prediction.confidence}"
+    )
+
+
 def render_text(estimate: Estimate) -> str:
+    """The estimate as text: one group's whole report, or with several groups a section
+    per group, the plan for the host, then the top level's report."""
+    if len(estimate.groups) > 1:
+        return _render_groups(estimate)
+    return _render_one(estimate)
+
+
+def _render_groups(e: Estimate) -> str:
+    from capacity.errors import CapplanError
+    from capacity.model.plan import plan_groups
+    from capacity.model.suggest import top_group
+    from capacity.render.plan import render_plan_text
+
+    escape = terminal_safe
+    top = top_group(e)
+    count = len(e.groups)
+    out = [
+        f"Workload {escape(e.workload.selector)}: {count} groups, each fitted on its own, "
+        f"{len(e.samples)} samples",
+        "",
+    ]
+    for number, group in enumerate(e.groups, 1):
+        shown = " (the top level: its whole report is below)" if group is top else ""
+        out += [
+            f"Group {number} of {count}: {_group_title(group, escape)}{shown}",
+            *("    " + line for line in "\n".join(role_lines(group, escape)).splitlines()),
+            *("    " + line for line in _model_lines(group.model)),
+            "    " + _answer_line(group.prediction),
+            *("    " + line for line in suggestion_lines(group, escape)),
+        ]
+        codes = [w.code for w in group.warnings]
+        if codes:
+            out.append(f"    Warnings: {', '.join(codes)} (each in full in --format json)")
+        out.append("")
+    try:
+        plan = plan_groups(e)
+    except CapplanError as err:
+        out += [f"Plan for this host: none: {escape(err.message)}", ""]
+    else:
+        if plan is not None:
+            out += [render_plan_text(plan, of_groups=True).rstrip("\n"), ""]
+    label = escape(top.label) if top is not None else "?"
+    out += [f"The top level: {label}", "=" * (15 + len(label)), ""]
+    return "\n".join(out) + "\n" + _render_one(e)
+
+
+def _render_one(estimate: Estimate) -> str:
+    from capacity.model.suggest import top_group
+
     e = estimate
     escape = terminal_safe
     model, budget, prediction = e.model, e.budget, e.prediction
     last = e.samples[-1]
+    group = top_group(e)
     parents = ", ".join(f"{p.pid} ({escape(p.name)})" for p in last.parents) or "none"
     heading = (
         f"{e.workload.worker_count} instances ({len(last.processes)} processes)"
@@ -183,11 +314,20 @@ def render_text(estimate: Estimate) -> str:
         else ""
     )
     calibrated_by = last.cgroup.path if last.cgroup is not None and last.cgroup.own else None
+    if group is not None and e.launch is None:
+        fixed = len(last.processes) - e.workload.worker_count
+        heading = (
+            f"{escape(group.label)}: {e.workload.worker_count} workers "
+            f"({escape(group.worker_role)}), {fixed} process{'es' if fixed != 1 else ''} "
+            "paid once"
+        )
+    roles = [*role_lines(group, escape), ""] if group is not None and e.launch is None else []
     out: list[str] = [
         f"Workload {escape(e.workload.selector)}{where}: {heading}, {len(e.samples)} samples",
         "",
         process_table(last.processes, escape),
         "",
+        *roles,
         *(_launch_lines(e, escape) if e.launch is not None else []),
         *_model_lines(
             model,
@@ -222,21 +362,14 @@ def render_text(estimate: Estimate) -> str:
         f"{format_bytes(model.per_instance_bytes)} = {prediction.max_instances:,}"
     )
     out.append("")
-    conservative = (
-        f"{prediction.max_instances_conservative:,}"
-        if prediction.max_instances_conservative is not None
-        else "n/a"
-    )
-    bound = "at most " if prediction.max_is_upper_bound else ""
-    out.append(
-        f"Max workers: {bound}{prediction.max_instances:,}   conservative (95%): {bound}{conservative}   "
-        f"confidence: {prediction.confidence}"
-    )
+    out.append(_answer_line(prediction))
     if prediction.max_is_upper_bound:
         out.append(
             "    (workers were still growing at the last sample: the per-worker cost is a "
             "lower bound, so these counts are upper bounds)"
         )
+    if group is not None:
+        out += suggestion_lines(group, escape)
     out.append("")
     out.append("How the usual rules compare (same measurement, same budget)")
     names = list(e.estimators)

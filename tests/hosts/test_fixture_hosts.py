@@ -125,9 +125,12 @@ def independent_model(root: Path, expected: dict) -> dict[str, float]:
     def cost(f: dict[str, int]) -> float:
         return f["uss"] + f["private_hugetlb"] + f["kernel_fixed"] + round(f["slab"] * factor)
 
-    parents = [f for pid, f in live.items() if f["ppid"] not in live]
+    # Paid once: the parents, and since issue 13 every other non-worker role of the group
+    # (PostgreSQL's background processes): expected.json's parent_pids.
+    fixed = set(expected["parent_pids"])
+    parents = [f for pid, f in live.items() if pid in fixed]
     workers = sorted(
-        ((f["start"], pid, f) for pid, f in live.items() if f["ppid"] in live),
+        ((f["start"], pid, f) for pid, f in live.items() if pid not in fixed),
         key=lambda item: item[:2],
     )
     base = sum(cost(f) for f in parents) + sum(f["shared_part"] for f in live.values())

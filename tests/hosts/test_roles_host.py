@@ -5,13 +5,16 @@ clients (cluster_name 15/main), php-fpm with pools site1 (3) and site2 (5), two 
 servers (prefork with mod_cgid and a rotatelogs piped logger; event with ThreadsPerChild
 10) and gunicorn: see scripts/capture-roles-host. The readers run on it as on a live host
 (``root`` as ``--root`` does), so this checks the files as the kernel wrote them, parsers,
-selection and classifier together, without starting anything.
+selection and classifier together, without starting anything; and ``capplan estimate``
+answers per group on it (issue 13 part 2).
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, run_cli
 
 from capacity.measure.procfs import iter_pids
 from capacity.measure.roles import classify
@@ -119,3 +122,61 @@ def test_the_mod_cgid_daemon_and_the_piped_logger_are_fixed_cost() -> None:
     (daemon,) = group.roles["cgid daemon"]
     assert daemon not in group.workers
     assert set(group.fixed) == {PREFORK, logger, daemon}
+
+
+# --------------------------------------------------------------------------- estimate per group
+
+
+def estimate(*args: str) -> dict:
+    result = run_cli(
+        "estimate", "--root", str(ROOT), *args, "--samples", "1", "--method", "smaps",
+        "--format", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_estimate_of_postgres_counts_the_6_backends_and_lists_every_role() -> None:
+    doc = estimate("--cmd", "postgres")
+    workload = doc["workload"]
+    assert workload["worker_count"] == 6
+    assert (workload["server"], workload["worker_role"], workload["instance"]) == (
+        "postgresql",
+        "client backend",
+        POSTMASTER,
+    )
+    (group,) = doc["groups"]
+    assert group["roles"] == HOST_TABLE[0][5]
+    assert set(group["role_cost_bytes"]) == set(group["roles"])
+    assert group["model"] == doc["model"] and group["prediction"] == doc["prediction"]
+    count = doc["prediction"]["max_instances_conservative"]
+    assert group["suggestion"]["lines"] == [f"max_connections = {count}"]
+    # The captured tree has the postmaster's command line, not its data directory.
+    settings = {s["name"]: s for s in group["settings"]}
+    assert settings["shared_buffers"]["value"] == "16MB"
+    assert settings["superuser_reserved_connections"]["value"] is None
+    assert "no such file" in settings["superuser_reserved_connections"]["source"]
+
+
+def test_estimate_of_apache2_answers_for_each_server_and_plans_them_together() -> None:
+    doc = estimate("--cmd", "apache2")
+    groups = doc["groups"]
+    assert [(g["instance"], g["mpm"], g["worker_count"]) for g in groups] == [
+        (PREFORK, "prefork", 3),
+        (EVENT, "event", 2),
+    ]
+    assert groups[0]["roles"] == {"parent": 1, "child": 3, "cgid daemon": 1}
+    prefork, event = (g["suggestion"]["lines"] for g in groups)
+    assert prefork[0].startswith("ServerLimit ") and prefork[1].startswith("MaxRequestWorkers ")
+    threads, limit, workers = event
+    assert threads == "ThreadsPerChild 10"
+    assert int(workers.split()[1]) == 10 * int(limit.split()[1])
+    # The top level is the prefork server (3 workers), and a warning says so.
+    assert doc["workload"]["instance"] == PREFORK
+    assert doc["model"] == groups[0]["model"]
+    codes = [w["code"] for w in doc["warnings"]]
+    assert codes[0] == "SEVERAL_GROUPS"
+    text = run_cli("estimate", "--root", str(ROOT), "--cmd", "apache2", "--samples", "1")
+    assert text.code == 0, text.stderr
+    assert "Group 2 of 2: apache2 8924 (event MPM)" in text.stdout
+    assert "Plan for this host, its 2 groups together" in text.stdout

@@ -111,6 +111,11 @@ def test_per_instance_cost_is_the_private_size_plus_the_idle_baseline(idle_insta
     launch = doc["launch"]
     assert [s["instances"] for s in launch["steps"]] == [1, 2, 3, 4]
     assert launch["system_source"] == "cgroup"
+    # Launch mode is one group of instances, in one role (issue 13).
+    (group,) = doc["groups"]
+    assert (group["rule"], group["instance"], group["worker_role"]) == ("launch", None, "instance")
+    assert group["roles"] == {"instance": 4} == doc["workload"]["roles"]
+    assert group["model"] == doc["model"] and group["prediction"] == doc["prediction"]
     sides = {
         "process": (doc["model"], idle_instance["model"]),
         "system": (launch["system_model"], idle_instance["launch"]["system_model"]),

@@ -422,3 +422,46 @@ def test_a_kernel_without_kpageflags(host: FakeHost) -> None:
 
 def test_exact_is_available_when_both_files_open(host: FakeHost) -> None:
     assert pages.exact_unavailable(host.root) is None
+
+
+# --------------------------------------------------------------------------- groups (issue 13)
+
+
+def test_walk_groups_keeps_a_shared_master_s_pages_in_each_pool(tmp_path: Path) -> None:
+    """A php-fpm master (10) with two pools (worker 11 in A, 21 in B) whose children both
+    map the master's heap page 100: for each pool the other pool is beside it, so page 100
+    is the master's (the pool's fixed cost), not "outside"; the other pool's own page is
+    none of its pages."""
+    from capacity.records import MemoryRollup, ProcessMemory
+
+    fake = FakeHost(tmp_path)
+    fake.process(10, [(16, "rw-p", "[heap]", [PRESENT | 100])])
+    fake.process(11, [(16, "rw-p", "[heap]", [PRESENT | 100, PRESENT | 101])])
+    fake.process(21, [(16, "rw-p", "[heap]", [PRESENT | 100, PRESENT | 102])])
+    fake.frame(100, 3)
+    fake.frame(101, 1)
+    fake.frame(102, 1)
+    fake.write_kpage()
+
+    def member(pid: int, role: str) -> ProcessMemory:
+        return ProcessMemory(
+            pid=pid, start_ticks=1000 + pid, ppid=10, name="php-fpm", state="S",
+            role="parent" if role == "parent" else "worker", threads=1,
+            rollup=MemoryRollup(rss_bytes=0, pss_bytes=0),
+        )  # fmt: skip
+
+    master, a, b = member(10, "parent"), member(11, "worker"), member(21, "worker")
+    (one, two), lost = pages.walk_groups([[master, a], [master, b]], [[b], [a]], fake.root)
+    assert lost == ()
+    for walk, pid in ((one, 11), (two, 21)):
+        assert walk.walk is not None
+        counts = walk.walk.counts
+        assert counts.pids == (10, pid)
+        assert counts.cumulative_bytes == (PAGE, 2 * PAGE)  # page 100 with the master
+        assert counts.shared_outside_bytes == 0
+        assert counts.distinct_bytes == 2 * PAGE  # the other pool's page is not counted
+    # Alone, each pool sees page 100 shared with a process outside it: not charged.
+    (alone,), _ = pages.walk_groups([[master, a]], [[]], fake.root)
+    assert alone.walk is not None
+    assert alone.walk.counts.cumulative_bytes == (0, PAGE)
+    assert alone.walk.counts.shared_outside_bytes == PAGE
