@@ -127,9 +127,9 @@ def test_unit_resolves_from_the_cgroup_tree_without_systemd() -> None:
     assert doc["budget"]["source"] == f"memory limit of cgroup {unit.path}"
     assert text.code == 0, text.stderr
     heading = text.stdout.splitlines()[0]
-    assert heading.startswith(
-        f"Workload --unit {unit.name} (cgroup {unit.path}): parent {unit.parent}"
-    )
+    # The roles rule names the group by its master (issue 13): "python 29252: 3 workers".
+    assert heading.startswith(f"Workload --unit {unit.name} (cgroup {unit.path}): "), heading
+    assert f" {unit.parent}: 3 workers" in heading, heading
     assert f"checked against cgroup {unit.path})" in text.stdout
 
 
