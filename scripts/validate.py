@@ -84,7 +84,7 @@ class Workload:
 
     name: str
     title: str
-    kind: str  # forkserver | apache2 | php-fpm | gunicorn
+    kind: str  # forkserver | apache2 | php-fpm | gunicorn | postgresql
     limit_bytes: int
     args: tuple[str, ...] = ()
     warm_requests: int = 20  # requests every worker serves before a count counts
@@ -96,6 +96,11 @@ class Workload:
     # guest runs about 10x slower under emulation, and memory charged late (deferred
     # freeing, per-cpu charge batches, khugepaged) must land before a count is called a fit.
     settle: float = 0.0
+    # The count the one-at-a-time search starts from (incremental kinds). The guest's rows
+    # start at MEASURED_WORKERS: under emulation each step costs 2-3 s, and a forkserver's
+    # workers forked at start cost what added ones do (its parent never changes after it
+    # started); an OOM kill at the first count restarts the search from 1.
+    grow_from: int = 1
 
     @property
     def method(self) -> str:
@@ -156,6 +161,14 @@ WORKLOADS = (
         kind="gunicorn",
         limit_bytes=160 * MiB,
     ),
+    Workload(
+        name="postgresql",
+        title="PostgreSQL 15, shared_buffers 16MB, pgbench (TPC-B-like, scale 1): the workers "
+        "are client backends, one per pgbench client",
+        kind="postgresql",
+        limit_bytes=96 * MiB,
+        settle=5.0,  # pgbench runs this long at the count before its OOM count is read
+    ),
 )
 
 
@@ -171,6 +184,7 @@ GUEST_WORKLOADS = (
         args=("--shared", "32M", "--private", "256K", "--dirty", "0.01", "--scratch", "64K"),
         quick=True,
         settle=1.0,
+        grow_from=MEASURED_WORKERS,
     ),
     Workload(
         name="kernel-heavy-v2",
@@ -180,6 +194,7 @@ GUEST_WORKLOADS = (
         args=("--mappings", "2000", "--private", "64K"),
         quick=True,
         settle=1.0,
+        grow_from=MEASURED_WORKERS,
     ),
     Workload(
         name="shm-v2",
@@ -190,6 +205,7 @@ GUEST_WORKLOADS = (
         limit_bytes=136 * MiB,
         args=("--shm", "48M", "--private", "512K"),
         settle=1.0,
+        grow_from=MEASURED_WORKERS,
     ),
     Workload(
         name="thp-always",
@@ -201,6 +217,7 @@ GUEST_WORKLOADS = (
         quick=True,
         thp="always",
         settle=1.0,
+        grow_from=MEASURED_WORKERS,
     ),
     Workload(
         name="thp-madvise",
@@ -210,6 +227,7 @@ GUEST_WORKLOADS = (
         args=("--shared", "32M", "--dirty", "0.125", "--private", "2M", "--thp"),
         thp="madvise",
         settle=1.0,
+        grow_from=MEASURED_WORKERS,
     ),
 )
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -312,8 +330,27 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
                 )
 
             yield Running(server=app, url=app.url(), counter=app, add=add)
+    elif workload.kind == "postgresql":
+        from capacity.testing import servers_postgresql as pg
+
+        # max_connections above the count: a refused client is not an answer.
+        with pg.postgresql(cgroup=cgroup, max_connections=max(count + 10, 40), timeout=60) as db:
+            pg.pgbench_init(db)
+            with pg.pgbench_load(db, count, initialise=False, timeout=120):
+                yield Running(server=db, url="", counter=db, served_at_least=lambda n: True)
     else:
         raise ValueError(workload.kind)
+
+
+@contextlib.contextmanager
+def load_for(running: Running) -> Iterator[None]:
+    """ab against an HTTP workload; nothing more for PostgreSQL, whose pgbench ``start``
+    already runs with one client per worker."""
+    if not running.url:
+        yield
+        return
+    with servers.ab_load(running.url, LOAD_CONCURRENCY):
+        yield
 
 
 def wait_for_load(
@@ -382,7 +419,7 @@ def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
         try:
             with (
                 start(workload, count, cgroup) as running,
-                servers.ab_load(running.url, LOAD_CONCURRENCY),
+                load_for(running),
             ):
                 wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
                 held = held_now(cgroup)
@@ -438,8 +475,10 @@ def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
     )
 
 
-def grow_until_oom(workload: Workload) -> Trial:
-    """One worker at a time, under continuous load, until the OOM killer fires."""
+def grow_until_oom(workload: Workload, first: int | None = None) -> Trial:
+    """One worker at a time, under continuous load, until the OOM killer fires, from
+    ``first`` workers (``workload.grow_from``); from 1 again if ``first`` is OOM-killed."""
+    first = workload.grow_from if first is None else first
     began = time.monotonic()
     tried: list[tuple[int, bool]] = []
     held: list[tuple[int, int]] = []
@@ -449,31 +488,39 @@ def grow_until_oom(workload: Workload) -> Trial:
         def oom() -> bool:
             return cgroup.oom_kills() > 0
 
-        with start(workload, 1, cgroup) as running, servers.ab_load(running.url, LOAD_CONCURRENCY):
-            assert running.add is not None
-            workers = 1
-            while True:
-                try:
-                    wait_for_load(running, workload, workers, oom)
-                except RuntimeError:
-                    if not oom():
-                        raise
-                bytes_held = held_now(cgroup)
-                tried.append((workers, oom()))
-                if oom():
-                    break
-                if bytes_held is not None:
-                    held.append((workers, bytes_held))
-                if workers % 10 == 0 and bytes_held is not None:
-                    log(
-                        f"  {workload.name}: {workers} workers fit, {bytes_held / MiB:.1f} MiB held"
-                    )
-                try:
-                    running.add()
-                except RuntimeError:
-                    if not oom():
-                        raise
-                workers += 1
+        workers = first
+        try:
+            with start(workload, first, cgroup) as running, load_for(running):
+                assert running.add is not None
+                while True:
+                    try:
+                        wait_for_load(running, workload, workers, oom)
+                    except RuntimeError:
+                        if not oom():
+                            raise
+                    bytes_held = held_now(cgroup)
+                    tried.append((workers, oom()))
+                    if oom():
+                        break
+                    if bytes_held is not None:
+                        held.append((workers, bytes_held))
+                    if workers % 10 == 0 and bytes_held is not None:
+                        log(
+                            f"  {workload.name}: {workers} workers fit, {bytes_held / MiB:.1f} MiB held"
+                        )
+                    try:
+                        running.add()
+                    except RuntimeError:
+                        if not oom():
+                            raise
+                    workers += 1
+        except RuntimeError:
+            # A forkserver that starts ``first`` workers into the limit fails to start.
+            if not (oom() and workers == first and first > 1):
+                raise
+    if workers == first and first > 1:
+        log(f"  {workload.name}: OOM kill at the first count, {first}: again from 1")
+        return grow_until_oom(workload, 1)
     log(f"  {workload.name}: OOM kill with {workers} workers")
     return Trial(
         max_fit=workers - 1,
@@ -493,24 +540,32 @@ def true_maximum(workload: Workload, guess: int | None) -> Trial:
 # --------------------------------------------------------------------------- the prediction
 
 
-def capplan_estimate(workload: Workload, samples: int, interval: float) -> dict[str, Any]:
+def capplan_estimate(
+    workload: Workload, samples: int, interval: float, in_process: bool = False
+) -> dict[str, Any]:
     """capplan on the workload with 10 workers, loaded, in a cgroup without a limit.
 
     The 10 workers come the same way as in the search for the truth: added one at a time to
-    a running workload where it can add them, else started together. (It matters: gunicorn
-    workers forked by a master that has been running cost 6 MiB, those forked at start 4.3.)
+    a running workload where it can add them (from ``grow_from``), else started together.
+    (It matters: gunicorn workers forked by a master that has been running cost 6 MiB,
+    those forked at start 4.3.) ``in_process`` runs ``capacity.app.estimate.run_estimate``
+    in this process instead of the CLI (the same document: tests/hosts/test_library.py),
+    which spares the guest a 12-17 s import per workload.
     """
     incremental = workload.kind in INCREMENTAL
+    first = min(workload.grow_from, MEASURED_WORKERS) if incremental else MEASURED_WORKERS
     with (
         temporary_cgroup(CGROUP_PREFIX) as cgroup,
-        start(workload, 1 if incremental else MEASURED_WORKERS, cgroup) as running,
-        servers.ab_load(running.url, LOAD_CONCURRENCY),
+        start(workload, first, cgroup) as running,
+        load_for(running),
     ):
-        for workers in range(1, MEASURED_WORKERS if incremental else 1):
+        for workers in range(first, MEASURED_WORKERS):
             wait_for_load(running, workload, workers, lambda: False)
             assert running.add is not None
             running.add()
         wait_for_load(running, workload, MEASURED_WORKERS, lambda: False)
+        if in_process:
+            return estimate_in_process(running.server.pid, workload, samples, interval)
         completed = subprocess.run(
             [
                 sys.executable,
@@ -540,6 +595,26 @@ def capplan_estimate(workload: Workload, samples: int, interval: float) -> dict[
     if completed.returncode != 0:
         raise RuntimeError(f"capplan failed on {workload.name}: {completed.stderr.strip()}")
     return json.loads(completed.stdout)  # type: ignore[no-any-return]
+
+
+def estimate_in_process(
+    pid: int, workload: Workload, samples: int, interval: float
+) -> dict[str, Any]:
+    """``capplan estimate --pid PID --memory LIMIT --reserve 0 --format json``, as a call."""
+    from capacity.app.estimate import EstimateOptions, run_estimate
+    from capacity.codec import to_jsonable
+    from capacity.measure.workload import Selector
+    from capacity.model.assemble import BudgetOptions
+
+    estimate = run_estimate(
+        EstimateOptions(
+            selector=Selector(pid=pid),
+            samples=samples,
+            interval=interval,
+            budget=BudgetOptions.parse(str(workload.limit_bytes), "0"),
+        )
+    )
+    return json.loads(json.dumps(to_jsonable(estimate)))  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- comparing
@@ -603,22 +678,28 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
 
 
 def validate(
-    workloads: list[Workload], repeats: int, samples: int, interval: float
+    workloads: list[Workload],
+    repeats: int,
+    samples: int,
+    interval: float,
+    in_process: bool = False,
 ) -> list[dict[str, Any]]:
     results = []
     for workload in workloads:
         with thp_set(workload.thp):
-            results.append(validate_one(workload, repeats, samples, interval))
+            results.append(validate_one(workload, repeats, samples, interval, in_process))
     return results
 
 
-def validate_one(workload: Workload, repeats: int, samples: int, interval: float) -> dict[str, Any]:
+def validate_one(
+    workload: Workload, repeats: int, samples: int, interval: float, in_process: bool = False
+) -> dict[str, Any]:
     """The truth and capplan's answer for one workload, under the THP mode it runs in."""
     log(
         f"{workload.name}: {workload.title} (limit {workload.limit_bytes // MiB} MiB, "
         f"THP {thp_mode()})"
     )
-    doc = capplan_estimate(workload, samples, interval)
+    doc = capplan_estimate(workload, samples, interval, in_process)
     log(
         f"  capplan: {doc['prediction']['max_instances']} workers "
         f"(conservative {doc['prediction']['max_instances_conservative']}), "
@@ -690,7 +771,7 @@ def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[
         "kernel's default) and `madvise`. "
         + ("**Every goal is met.**" if met else "**Not every goal is met: see MISS.**")
         + "".join(
-            f" Row {name} was re-run with `{rerun['command']}` on {rerun['date']}."
+            f" Row {name} comes from `{rerun['command']}` on {rerun['date']}."
             for name, rerun in sorted(meta.get("reruns", {}).items())
         ),
         "",
@@ -783,9 +864,14 @@ def render_markdown(
             "",
             f"Generated by `{meta['command']}` on {meta['date']}: Linux {meta['kernel']}, "
             f"{meta['machine']}, cgroup {meta['cgroup']}, capplan {meta['capplan']}, "
-            f"{meta['repeats']} repeat(s) per workload. Raw figures: `{meta['json']}`.",
+            f"{meta['repeats']} repeat(s) per workload. Raw figures: `{meta['json']}`."
+            + "".join(
+                f" Row {name} comes from `{rerun['command']}` on {rerun['date']}."
+                for name, rerun in sorted(meta.get("reruns", {}).items())
+            ),
             "",
-            "**True max**: the largest worker count that ran under `ab` load in a memory cgroup "
+            "**True max**: the largest worker count that ran under `ab` load (pgbench for "
+            "PostgreSQL: one client per backend) in a memory cgroup "
             "with that hard limit and no swap without the cgroup's OOM killer firing (min / "
             "median / max over the repeats, each in a fresh cgroup). **capplan**: "
             f"`capplan estimate --pid MASTER --memory LIMIT --reserve 0` on the same workload "
