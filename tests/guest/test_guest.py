@@ -2,7 +2,7 @@
 
 Inside: tests/guest/v2 (live v2 cgroups: attach, check, launch, NO_CGROUP as nobody; and the
 OOM truth on v2 for three validation workloads). Measured on this machine kind under TCG:
-boot about 30 s, the live tests 2 min 41 s, the validation about 8 min (docs/guest.md).
+boot about 25 s, the live tests 2 min 41 s, the whole suite 8-10 min (docs/guest.md).
 Skipped only when the runner's packages are missing; CI installs them.
 """
 
