@@ -503,4 +503,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
             raise
         terminal.silence_stdout()
         terminal.fail(f"cannot write: {err.strerror or err}", None, EXIT_ERROR)
+    if terminal.RECEIVED:  # its exception was swallowed: the command ran on to its end
+        import signal
+
+        name = "Interrupted" if terminal.RECEIVED[0] == signal.SIGINT else "Terminated"
+        terminal.stderr(f"{name}: every process capplan started was stopped.\n")
+        raise SystemExit(
+            EXIT_INTERRUPTED if terminal.RECEIVED[0] == signal.SIGINT else EXIT_TERMINATED
+        )
     raise SystemExit(EXIT_OK)

@@ -65,6 +65,13 @@ def fail(message: str, hint: str | None, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+# Signals received. The exception a handler raises is lost when it lands in a weakref
+# callback (seen: SIGTERM during an import, in importlib's _get_module_lock callback:
+# "Exception ignored in ..."), and the command then runs on to its end: main() reads this to
+# exit with the signal's status all the same (a fresh-clone CI run, 2026-12-03).
+RECEIVED: list[int] = []
+
+
 def install_signal_handlers() -> None:
     """Ctrl-C and SIGTERM become exceptions that unwind through every cleanup block.
 
@@ -77,9 +84,11 @@ def install_signal_handlers() -> None:
     from capacity.errors import Interrupted, Terminated
 
     def on_int(signum: int, frame: object) -> None:
+        RECEIVED.append(signum)
         raise Interrupted()
 
     def on_term(signum: int, frame: object) -> None:
+        RECEIVED.append(signum)
         raise Terminated()
 
     signal.signal(signal.SIGINT, on_int)
