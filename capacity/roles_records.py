@@ -19,6 +19,7 @@ command lines are host text, stored raw: only ``capacity.render`` escapes them.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 # Which rule classified a group: a server capplan knows, or the generic sibling rule.
@@ -34,18 +35,8 @@ Rule = Literal[
     "unicorn",
     "generic",
 ]
-RULES: tuple[Rule, ...] = (
-    "postgresql",
-    "php-fpm",
-    "apache2",
-    "gunicorn",
-    "uwsgi",
-    "nginx",
-    "celery",
-    "puma",
-    "unicorn",
-    "generic",
-)
+# The same names as a tuple, from the Literal itself: one list to keep.
+RULES: tuple[Rule, ...] = typing.get_args(Rule)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
