@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from conftest import is_root, run_cli
+from serverkit import footprint, need
 
 from capacity.measure.cgroup import OwnCgroup, temporary_cgroup
 from capacity.measure.workload import Selector, classify_selection, select_processes
@@ -42,14 +42,6 @@ SERVERS: dict[str, tuple[Starter, Callable[[], object]]] = {
     "unicorn": (servers_more.unicorn, servers_more.unicorn_binary),
     "puma": (servers_more.puma, servers_more.puma_binary),
 }
-
-
-def need(*checks: Callable[[], object]) -> None:
-    for check in checks:
-        try:
-            check()
-        except servers.ServerUnavailable as missing:
-            pytest.skip(str(missing))
 
 
 def estimate(pid: int, samples: int = 2) -> dict[str, Any]:
@@ -147,17 +139,21 @@ def test_nginx_without_a_cache_is_master_and_workers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("procname", "roles"),
+    ("procname", "router", "roles"),
     [
-        (True, {"master": 1, "worker": 3, "spooler": 1, "mule": 1}),
-        # Without --auto-procname every child runs the master's argv: the mule and the
-        # spooler are told from the workers by the signals they catch.
-        (False, {"master": 1, "worker": 3, "helper": 2}),
+        (True, False, {"master": 1, "worker": 3, "spooler": 1, "mule": 1}),
+        (True, True, {"master": 1, "worker": 3, "spooler": 1, "mule": 1, "gateway": 1}),
+        # Without --auto-procname every child runs the master's argv: the mule, the
+        # spooler and the http router are told from the workers by the signals they catch.
+        (False, False, {"master": 1, "worker": 3, "helper": 2}),
+        (False, True, {"master": 1, "worker": 3, "helper": 3}),
     ],
 )
-def test_uwsgi_master_workers_mule_and_spooler(procname: bool, roles: dict[str, int]) -> None:
+def test_uwsgi_master_workers_mule_spooler_and_router(
+    procname: bool, router: bool, roles: dict[str, int]
+) -> None:
     need(servers_more.uwsgi_binary)
-    with servers_more.uwsgi(3, mules=1, spooler=True, procname=procname) as uwsgi:
+    with servers_more.uwsgi(3, mules=1, spooler=True, router=router, procname=procname) as uwsgi:
         doc, seen = measured(uwsgi)
     group = check_roles(doc, seen, "uwsgi", roles)
     count = conservative(group)
@@ -210,19 +206,6 @@ def test_puma_cluster_master_and_workers() -> None:
 # --------------------------------------------------------------------------- cgroup slope
 
 
-def footprint(cgroup: OwnCgroup, readings: int = 5) -> float:
-    """Median of what the cgroup holds besides page cache: usage - cache + shmem."""
-    values = []
-    for _ in range(readings):
-        memory = cgroup.memory()
-        assert memory is not None
-        values.append(
-            memory.current_bytes - memory.stat.get("file", 0) + memory.stat.get("shmem", 0)
-        )
-        time.sleep(0.2)
-    return statistics.median(values)
-
-
 def warm_up(server: PreforkServer) -> None:
     """Requests (ab) or tasks (celery) until the workers have served, then quiet."""
     if server.port is not None:
@@ -273,3 +256,21 @@ def test_per_worker_cost_matches_the_servers_cgroup(name: str) -> None:
         f"{name}: capplan's per-worker cost {per_worker / 1024:.1f} KiB differs from the "
         f"cgroup's slope {truth / 1024:.1f} KiB by {error:+.1%}"
     )
+
+
+@pytest.mark.skipif(
+    not is_root(), reason="needs root: the server runs in a memory cgroup of its own"
+)
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_servers_leave_nothing_behind(name: str) -> None:
+    """Every process a starter started, and the cgroup it ran in, is gone afterwards."""
+    start, installed = SERVERS[name]
+    need(installed)
+    with temporary_cgroup("capplan-test") as cgroup:
+        path = cgroup.path
+        with start(2, cgroup=cgroup) as server:
+            seen = [server.pid, *server.workers(), *server.helpers()]
+            assert set(seen) <= cgroup.pids()
+        assert cgroup.pids() == set()  # the starter stopped them, not the cgroup's removal
+    assert not path.exists()
+    assert [pid for pid in seen if servers.alive(pid)] == []
