@@ -27,6 +27,11 @@ without one, this module probes each file it holds open (``/proc/PID/fd``) or ma
   ``/proc/kpageflags``: ``KPF_ACTIVE`` (bit 6) is the active LRU list. A page read once
   by read() sits on the inactive list, referenced; a second access promotes it to the
   active list (``folio_mark_accessed``, mm/swap.c). Without root the flags are unknown.
+  Touching a mapped page past the end of a file that was truncated meanwhile raises
+  SIGBUS, which no Python code survives: so the touching runs in a helper process of its
+  own (``python -m capacity.measure.filecache``, handed each file's descriptor over a unix
+  socket, SIGKILLed when capplan dies); a helper killed by SIGBUS costs that file its
+  flags (counted hot), and a new helper takes the next file.
 
 The syscalls go through ctypes with errno checked; the parsers (``parse_cachestat``,
 ``resident_pages``, ``active_count``) are pure and tested on captured bytes.
@@ -40,16 +45,20 @@ import dataclasses
 import errno
 import mmap
 import os
+import socket
 import stat
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from capacity.cache_records import CachedFile, FileProbe, Hotness, ProbeCall
 from capacity.errors import CapplanError
+from capacity.measure.children import die_with_parent
 from capacity.measure.procfs import DEFAULT_ROOT, read_maps
 from capacity.measure.sharing import ENTRY, PAGE_SIZE, U64, coalesce, gather_spans
 
@@ -251,6 +260,21 @@ def _reopen(path_fd: int) -> int:
         return os.open(link, flags)
 
 
+def resident_and_active(
+    fd: int, length: int, page_size: int = PAGE_SIZE, read_flags: bool = True
+) -> tuple[int, int | None]:
+    """(resident pages, active pages or None) of the file's first ``length`` bytes, from a
+    fresh mapping: mincore, and with ``read_flags`` the page flags (this touches the
+    resident pages: run it where a SIGBUS kills nothing but the helper)."""
+    with _mapped(fd, length) as address:
+        resident = resident_pages(_mincore(address, length, page_size))
+        active = _active_pages(address, resident, page_size) if read_flags else None
+    return len(resident), active
+
+
+FlagsReader = Callable[[int, int], tuple[int, int | None] | None]
+
+
 def probe_file(
     fd: int,
     path: str,
@@ -259,23 +283,24 @@ def probe_file(
     max_bytes: int = MAX_BYTES_PER_FILE,
     page_size: int = PAGE_SIZE,
     use_cachestat: bool = True,
-    read_flags: bool = True,
+    flags: FlagsReader | None = None,
 ) -> tuple[CachedFile, ProbeCall | None]:
     """One open regular file's page cache over its first ``max_bytes`` bytes, and the call
-    that read it (None for an empty file: nothing to probe)."""
+    that read it (None for an empty file: nothing to probe). ``flags`` reads the resident
+    and active pages in a helper (``FlagsHelper``); None: residency only, read here
+    (mincore touches nothing)."""
     info = os.fstat(fd)
     size = info.st_size
     probed = min(size, max_bytes)
     counts = cachestat(fd, probed) if use_cachestat and probed > 0 else None
     active: int | None = None
     cached: int | None = None
-    if probed > 0 and (counts is None or (read_flags and counts["cache"] > 0)):
-        with _mapped(fd, probed) as address:
-            resident = resident_pages(_mincore(address, probed, page_size))
-            cached = len(resident) * page_size
-            if read_flags:
-                found = _active_pages(address, resident, page_size)
-                active = None if found is None else found * page_size
+    if probed > 0 and (counts is None or (flags is not None and counts["cache"] > 0)):
+        found = flags(fd, probed) if flags is not None else None
+        if found is None:  # no helper, or it died on this file: residency only
+            found = resident_and_active(fd, probed, page_size, read_flags=False)
+        cached = found[0] * page_size
+        active = None if found[1] is None else found[1] * page_size
     call: ProbeCall | None = None
     if counts is not None:
         call, cached_bytes = "cachestat", counts["cache"]
@@ -298,6 +323,115 @@ def probe_file(
         ),
         call,
     )
+
+
+# --------------------------------------------------------------------------- the helper
+
+
+class FlagsHelper:
+    """The process that touches the cached pages of each file to read their flags, so that
+    a SIGBUS (a file truncated under the mapping) kills it and not capplan.
+
+    Started on first use, with ``PR_SET_PDEATHSIG`` (``measure/children``); each request
+    hands it the file's descriptor (SCM_RIGHTS) and the length to probe, and it answers
+    (resident pages, active pages). A helper that dies or stalls past ``timeout`` is killed
+    and that file gets no flags; the next file starts a new one, at most ``MAX_STARTS``
+    times in a probe. Always stopped when the block ends.
+    """
+
+    MAX_STARTS = 3
+
+    def __init__(self, page_size: int = PAGE_SIZE, timeout: float = 120.0) -> None:
+        self.page_size = page_size
+        self.timeout = timeout
+        self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+
+    def __enter__(self) -> FlagsHelper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def usable() -> bool:
+        """Whether page flags can be read at all: root, and /proc/kpageflags readable."""
+        return os.geteuid() == 0 and os.access("/proc/kpageflags", os.R_OK)
+
+    def _start(self) -> bool:
+        if self.starts >= self.MAX_STARTS:
+            return False
+        self.starts += 1
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "capacity.measure.filecache", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 (prctl only, looked up before)
+            )
+        except OSError:
+            mine.close()
+            return False
+        finally:
+            theirs.close()
+        mine.settimeout(self.timeout)
+        self._socket = mine
+        return True
+
+    def read(self, fd: int, length: int) -> tuple[int, int | None] | None:
+        """(resident pages, active pages or None) of the file's first ``length`` bytes, or
+        None when the helper could not answer (it is then stopped)."""
+        if self._socket is None and not self._start():
+            return None
+        assert self._socket is not None
+        try:
+            socket.send_fds(self._socket, [struct.pack("=QQ", length, self.page_size)], [fd])
+            reply = self._socket.recv(16)
+        except OSError:  # a helper that died (BrokenPipe, reset) or stalled (timeout)
+            reply = b""
+        if len(reply) != 16:
+            self.stop()
+            return None
+        resident, active = struct.unpack("=qq", reply)
+        if resident < 0:
+            return None
+        return resident, None if active < 0 else active
+
+    def stop(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+def serve(connection: int) -> None:
+    """The helper's loop: one file per message, until capplan closes the socket."""
+    with socket.socket(fileno=connection) as channel:
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(channel, 16, 1)
+            except OSError:
+                return
+            if len(message) != 16 or len(fds) != 1:
+                for extra in fds:
+                    os.close(extra)
+                return
+            length, page_size = struct.unpack("=QQ", message)
+            try:
+                resident, active = resident_and_active(fds[0], length, page_size)
+            except OSError:
+                resident, active = -1, None
+            finally:
+                os.close(fds[0])
+            channel.send(struct.pack("=qq", resident, -1 if active is None else active))
 
 
 # --------------------------------------------------------------------------- the workload
@@ -343,9 +477,21 @@ def probe_files(
 ) -> FileProbe:
     """Probe the page cache of every regular file the ``pids`` hold open or map, each file
     once (device and inode), at most ``max_files`` files; see the module docstring."""
+    with FlagsHelper(page_size) as helper:
+        return _probe_files(pids, root, max_files, max_bytes_per_file, page_size, helper)
+
+
+def _probe_files(
+    pids: Sequence[int],
+    root: Path,
+    max_files: int,
+    max_bytes_per_file: int,
+    page_size: int,
+    helper: FlagsHelper,
+) -> FileProbe:
     began = time.perf_counter()
     use_cachestat = True
-    read_flags = True
+    read_flags = helper.usable()
     seen: dict[tuple[int, int], CachedFile] = {}
     skipped = truncated = over_limit = 0
     calls: set[ProbeCall] = set()
@@ -383,7 +529,7 @@ def probe_files(
                     max_bytes=max_bytes_per_file,
                     page_size=page_size,
                     use_cachestat=use_cachestat,
-                    read_flags=read_flags,
+                    flags=helper.read if read_flags else None,
                 )
             except OSError:
                 skipped += 1
@@ -421,3 +567,7 @@ def probe_files(
         read_seconds=time.perf_counter() - began,
         note=note,
     )
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -160,3 +160,31 @@ def test_text_output_says_hot_and_cold(files: tuple[Path, Path]) -> None:
     line = next(x for x in result.stdout.splitlines() if x.startswith("Page cache:"))
     assert "hot " in line and "cold " in line and "can be reclaimed without harm" in line
     assert str(hot) in result.stdout  # the most cached files, by name
+
+
+def test_a_helper_killed_by_sigbus_costs_one_file_its_flags(tmp_path: Path) -> None:
+    """The page flags are read in a helper process because touching a page of a file
+    truncated under the mapping raises SIGBUS: a helper that dies so answers nothing for
+    that file, and the next file starts a new one."""
+    import signal
+
+    from capacity.measure.filecache import FlagsHelper
+
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(MiB))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with FlagsHelper() as helper:
+            assert helper.read(fd, MiB) == (256, 0)  # written, cached, never read twice
+            assert helper._process is not None
+            first = helper._process.pid
+            os.kill(first, signal.SIGBUS)
+            helper._process.wait(timeout=10)
+            assert helper.read(fd, MiB) is None  # that file: no flags
+            assert helper.read(fd, MiB) == (256, 0)  # a new helper takes the next one
+            assert helper._process is not None and helper._process.pid != first
+            assert helper.starts == 2
+            process = helper._process
+        assert process.poll() is not None  # stopped with the block
+    finally:
+        os.close(fd)
