@@ -349,7 +349,10 @@ def _probe_file_cache(snapshots: Sequence[Snapshot], root: Path) -> FileProbe | 
 
     if root != Path("/") or not snapshots or has_own_cgroup(snapshots):
         return None
-    return probe_files([p.pid for p in snapshots[-1].processes], root)
+    try:
+        return probe_files([p.pid for p in snapshots[-1].processes], root)
+    except (OSError, CapplanError):  # the estimate stands without it: no page-cache line
+        return None
 
 
 def _label(group: Group) -> str:
