@@ -95,7 +95,8 @@ class FileCache:
     the point answer keeps none of it (the kernel reclaims page cache before it OOM-kills).
 
     Evidence: ``active_bytes``/``inactive_bytes`` the LRU lists (cgroup) or the cached
-    pages with and without the active flag (files, as root); ``refaults_per_second`` and
+    pages with and without the active flag (files, as root: of the files whose flags were
+    read; a file without them counts hot whole); ``refaults_per_second`` and
     ``activations_per_second`` the cgroup's ``workingset_refault_file`` and
     ``workingset_activate_file`` between the first and the last sample (None where the
     kernel has no such counter, or one sample); ``recently_evicted_bytes`` (files,

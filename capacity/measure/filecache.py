@@ -64,6 +64,9 @@ from capacity.measure.sharing import ENTRY, PAGE_SIZE, U64, coalesce, gather_spa
 
 MAX_FILES = 1000
 MAX_BYTES_PER_FILE = 4 * 1024**3  # 4 GiB of each file: one million page flags at most
+# Cached bytes whose flags one probe reads, all files together (the touching costs about a
+# second per GiB here); files past it are probed for residency only, and count as hot.
+MAX_FLAG_BYTES = 16 * 1024**3
 
 SYS_CACHESTAT = 451  # the same number on every architecture (include/uapi/asm-generic)
 CACHESTAT_FIELDS = ("cache", "dirty", "writeback", "evicted", "recently_evicted")
@@ -492,6 +495,7 @@ def _probe_files(
     began = time.perf_counter()
     use_cachestat = True
     read_flags = helper.usable()
+    flag_bytes = 0
     seen: dict[tuple[int, int], CachedFile] = {}
     skipped = truncated = over_limit = 0
     calls: set[ProbeCall] = set()
@@ -539,20 +543,27 @@ def _probe_files(
             if call is not None:
                 calls.add(call)
                 use_cachestat = call == "cachestat"
-            if found.cached_bytes and found.active_bytes is None:
-                read_flags = False  # not root: no file's flags will read
+            if found.active_bytes is not None:
+                flag_bytes += found.cached_bytes
+                read_flags = flag_bytes < MAX_FLAG_BYTES
             truncated += found.size_bytes > found.probed_bytes
             seen[key] = found
     files = sorted(
         (f for f in seen.values() if f.cached_bytes > 0), key=lambda f: (-f.cached_bytes, f.path)
     )
-    flagged = [f for f in files if f.active_bytes is not None]
-    hotness: Hotness = "kpageflags" if files and len(flagged) == len(files) else "unknown"
+    unflagged = sum(1 for f in files if f.active_bytes is None)
+    hotness: Hotness = "kpageflags" if files and unflagged < len(files) else "unknown"
     note = ""
     if files and hotness == "unknown":
         note = (
             "the active flag of the cached pages could not be read (/proc/kpageflags and "
             "frame numbers need root): every cached byte of these files counts as hot"
+        )
+    elif unflagged:
+        note = (
+            f"{unflagged} of {len(files)} files without page flags (past the probe's "
+            f"{MAX_FLAG_BYTES // 1024**3} GiB of flags, or the helper died on them): "
+            "every cached byte of those counts as hot"
         )
     return FileProbe(
         call="mincore" if "mincore" in calls else "cachestat",

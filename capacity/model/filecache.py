@@ -43,8 +43,9 @@ CGROUP_RULE = (
     "(workingset_refault_file); cold = the rest of inactive_file"
 )
 FILES_RULE = (
-    "hot = cached pages on the active list (page flags) + recently evicted pages "
-    "(cachestat), up to the inactive part; cold = the rest of the cached pages"
+    "hot = per file, cached pages on the active list (page flags) + recently evicted pages "
+    "(cachestat), up to its inactive part, and all of a file whose flags were not read; "
+    "cold = the rest of the cached pages"
 )
 UNKNOWN_RULE = "hot = every cached page of the probed files (their page flags were not read)"
 
@@ -129,8 +130,17 @@ def from_files(probe: FileProbe) -> FileCache:
     if evicted and any(e is None for e in evicted):
         recently = None  # mincore: residency only
     if probe.hotness == "kpageflags":
-        active = sum(f.active_bytes or 0 for f in probe.files)
-        hot, cold = split(active, cached - active, recently or 0)
+        # File by file: a file without flags (the probe's cap, a helper lost on it) is hot.
+        hot = active = inactive = 0
+        for found in probe.files:
+            if found.active_bytes is None:
+                hot += found.cached_bytes
+                continue
+            again = found.recently_evicted_bytes or 0
+            rest = found.cached_bytes - found.active_bytes
+            hot += split(found.active_bytes, rest, again)[0]
+            active, inactive = active + found.active_bytes, inactive + rest
+        cold = cached - hot
         return FileCache(
             source="files",
             hotness="kpageflags",
@@ -139,7 +149,7 @@ def from_files(probe: FileProbe) -> FileCache:
             cold_bytes=cold,
             rule=FILES_RULE,
             active_bytes=active,
-            inactive_bytes=cached - active,
+            inactive_bytes=inactive,
             mapped_bytes=mapped,
             recently_evicted_bytes=recently,
             probe=probe,

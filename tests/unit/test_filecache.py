@@ -264,3 +264,12 @@ def test_file_cache_record_is_frozen() -> None:
     assert isinstance(cache, FileCache)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cache.hot_bytes = 0  # type: ignore[misc]
+
+
+def test_a_file_without_flags_counts_hot_whole_and_the_others_by_their_flags() -> None:
+    found = filecache.from_files(
+        probe(cached("/flagged", 10 * MiB, 2 * MiB), cached("/lost", 4 * MiB, None, None))
+    )
+    assert found.hotness == "kpageflags"
+    assert found.hot_bytes == 2 * MiB + 4 * MiB and found.cold_bytes == 8 * MiB
+    assert (found.active_bytes, found.inactive_bytes) == (2 * MiB, 8 * MiB)
