@@ -273,3 +273,11 @@ def test_a_file_without_flags_counts_hot_whole_and_the_others_by_their_flags() -
     assert found.hotness == "kpageflags"
     assert found.hot_bytes == 2 * MiB + 4 * MiB and found.cold_bytes == 8 * MiB
     assert (found.active_bytes, found.inactive_bytes) == (2 * MiB, 8 * MiB)
+
+
+def test_openmetrics_has_hot_and_cold_gauges_only_with_a_file_cache() -> None:
+    from capacity.render.openmetrics import render_openmetrics
+
+    text = render_openmetrics(with_cache())
+    assert 'state="hot"} ' + str(30 * MiB) in text and 'state="cold"} ' + str(2 * MiB) in text
+    assert "capplan_file_cache_bytes" not in render_openmetrics(committed())
