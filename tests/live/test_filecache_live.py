@@ -188,3 +188,26 @@ def test_a_helper_killed_by_sigbus_costs_one_file_its_flags(tmp_path: Path) -> N
         assert process.poll() is not None  # stopped with the block
     finally:
         os.close(fd)
+
+
+def test_without_cachestat_mincore_reads_the_residency(files: tuple[Path, Path]) -> None:
+    """The guest's 6.1 has no cachestat (ENOSYS): mincore on a fresh mapping, the same
+    residency; the page flags as with cachestat."""
+    from capacity.measure.filecache import FlagsHelper, probe_file
+
+    hot, cold = files
+    with reader(hot, cold):
+        for path, active in ((hot, True), (cold, False)):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                alone, call = probe_file(fd, str(path), False, use_cachestat=False)
+                assert call == "mincore" and alone.cached_bytes >= 0.8 * SIZE
+                assert alone.active_bytes is None and alone.recently_evicted_bytes is None
+                with FlagsHelper() as helper:
+                    flagged, _ = probe_file(
+                        fd, str(path), False, use_cachestat=False, flags=helper.read
+                    )
+                assert flagged.active_bytes is not None
+                assert (flagged.active_bytes >= 0.8 * SIZE) is active
+            finally:
+                os.close(fd)
