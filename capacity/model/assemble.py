@@ -503,6 +503,13 @@ def build_launch_estimate(
     except ModelError as err:
         system_error = err.message
 
+    # The page cache of the run's cgroup (issue 14), over the samples with every instance
+    # running: its hot part the conservative answer keeps, as in attach mode.
+    file_cache = filecache.from_cgroup(drift_snapshots, environment.page_size)
+    if file_cache is not None:
+        file_cache = filecache.with_kept(file_cache, breakdown)
+        model = dataclasses.replace(model, hot_cache_bytes=file_cache.kept_bytes)
+
     selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
     name = ",".join(sorted({p.name for p in last.processes}))
     argv = tuple(shlex.split(launch.command)) if not launch.shell else ()
@@ -568,7 +575,10 @@ def build_launch_estimate(
         system_error=system_error,
     )
     estimate = dataclasses.replace(
-        estimate, launch=completed, warnings=estimate.warnings + tuple(launch_warnings)
+        estimate,
+        launch=completed,
+        warnings=estimate.warnings + tuple(launch_warnings),
+        file_cache=file_cache,
     )
     prediction = estimate.prediction
     group = GroupEstimate(

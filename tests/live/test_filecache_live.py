@@ -211,3 +211,39 @@ def test_without_cachestat_mincore_reads_the_residency(files: tuple[Path, Path])
                 assert (flagged.active_bytes >= 0.8 * SIZE) is active
             finally:
                 os.close(fd)
+
+
+INSTANCE = r"""
+import sys, time
+
+def read_all(f):
+    f.seek(0)
+    while f.read(1 << 20):
+        pass
+
+if sys.argv[3] == "1":  # the first instance alone reads the cold file, once
+    cold = open(sys.argv[2], "rb", buffering=0)
+    read_all(cold)
+hot = open(sys.argv[1], "rb", buffering=0)
+while True:
+    read_all(hot)
+    time.sleep(0.2)
+"""
+
+
+def test_launch_mode_reads_the_run_cgroup(files: tuple[Path, Path], tmp_path: Path) -> None:
+    hot, cold = files
+    script = tmp_path / "instance.py"
+    script.write_text(INSTANCE)
+    command = f"{sys.executable} {script} {hot} {cold} {{i}}"
+    result = run_cli(
+        "estimate", "--launch", command, "--instances", "3", "--settle", "1",
+        "--samples", "3", "--interval", "0.5", "--format", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    document = json.loads(result.stdout)
+    cache = document["file_cache"]
+    assert cache["source"] == "cgroup" and "capplan-launch-" in cache["cgroup"]
+    assert cache["hot_bytes"] >= 0.8 * SIZE and cache["hot_bytes"] - SIZE < 0.5 * SIZE
+    assert cache["cold_bytes"] >= 0.8 * SIZE
+    check_kept(document)
