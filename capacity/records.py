@@ -25,6 +25,10 @@ new one; adding a field with a default does not need a bump):
   ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
   (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
   worker role only).
+* 2 -- ``file_cache`` (the workload's page cache, hot and cold: ``cache_records``) and
+  ``model.hot_cache_bytes``, which the conservative answer keeps resident (issue 14): a
+  reader of version 1 would predict a larger conservative count from the same model.
+  Version 1 files load with neither (no hot cache kept).
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import dataclasses
 import enum
 from typing import ClassVar, Literal
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMAS = (1,)
+from capacity.cache_records import FileCache
+
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 DOCUMENT_KIND = "capplan.estimate"
 
 
@@ -428,6 +434,10 @@ class ModelFit:
     # cache of the workload's own files and kernel memory its cgroup holds beyond its
     # processes. The kernel reclaims it before an OOM kill; a host that does runs slowly.
     reclaimable_bytes: int = 0
+    # Paid once, kept by the conservative prediction only, beyond reclaimable_bytes: the hot
+    # part of the workload's page cache that those do not hold already (issue 14,
+    # ``FileCache.kept_bytes``). Evicting it costs refaults, not an OOM kill.
+    hot_cache_bytes: int = 0
     # Per worker: one page-table page per address region, the most a new instance's random
     # layout (ASLR) can add to the page tables measured here; the bounds add it N times.
     layout_allowance_bytes: int = 0
@@ -799,3 +809,4 @@ class Estimate:
     measurement: Measurement | None = None
     activity: Activity | None = None  # attach mode; None in launch mode and older files
     groups: tuple[GroupEstimate, ...] = ()
+    file_cache: FileCache | None = None  # the page cache, hot and cold (issue 14)

@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from capacity.cache_records import FileProbe
 from capacity.errors import CapplanError, ModelError
 from capacity.measure.launch import LaunchOptions
 from capacity.measure.procfs import DEFAULT_ROOT
@@ -168,6 +169,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
                 on_progress=advance,
                 sampler=reader,
             )
+        probe = _probe_file_cache(snapshots, root)  # while the workload and its load run
         runs = generators.stop() if generators is not None else ()
         environment = read_environment(
             root, workload_pid=parent_pid, executable=exe, command_line=options.command_line
@@ -184,6 +186,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         fallback=fallback,
         runs=runs,
         default=(exe, parent_cmdline),
+        probe=probe,
     )
     if reader.target is not None:
         fitted = dataclasses.replace(
@@ -209,6 +212,7 @@ def fit_groups(
     runs: tuple[LoadRun, ...] = (),
     default: tuple[str | None, tuple[str, ...]] = (None, ()),
     whole: Sequence[Snapshot] = (),
+    probe: FileProbe | None = None,
 ) -> Estimate:
     """Fit every group on its own snapshots (``per_group``, from ``Grouping.snapshots``)
     and put the answers together (``assemble.combine``): the top level is
@@ -221,14 +225,23 @@ def fit_groups(
     ``time.monotonic()`` the measurement began at (for ``timing``). ``whole`` are the
     samples of the whole selection: where its cgroup holds nothing else, they calibrate
     the kernel part of every group (a group's own snapshots cannot: the cgroup holds the
-    other groups too)."""
+    other groups too).
+
+    The workload's page cache (``model/filecache``: its own cgroup's LRU lists over
+    ``whole``, else ``probe``, the per-file reading) is the whole selection's: with one
+    group the conservative answer keeps its hot part; with several it is reported at the
+    top level and kept by none (no group alone reads it)."""
     from capacity.measure.serverconf import postgresql_settings
     from capacity.measure.versions import detect_version
-    from capacity.model import assemble, suggest
+    from capacity.model import assemble, filecache, suggest
     from capacity.model.accounting import slab_calibration
 
     started = time.monotonic() if started is None else started
     calibration = slab_calibration(whole) if whole and len(grouping.groups) > 1 else None
+    file_cache = filecache.classify(
+        whole or (per_group[0] if per_group else ()), probe, environment.page_size
+    )
+    several = len(grouping.groups) > 1
 
     root = options.root
     estimates: list[Estimate] = []
@@ -264,6 +277,7 @@ def fit_groups(
                 loads=runs,
                 server=group.rule,
                 calibration=calibration,
+                file_cache=None if several else file_cache,
             )
         except CapplanError as err:
             if len(grouping.groups) == 1:
@@ -305,6 +319,14 @@ def fit_groups(
         raise errors[0][1]
     top, chosen = _top_group(records, options.group)
     result = assemble.combine(estimates, records, top=top, chosen=chosen, not_fitted=not_fitted)
+    if several and file_cache is not None:
+        result = dataclasses.replace(
+            result,
+            file_cache=dataclasses.replace(
+                file_cache,
+                note="the selection's groups share this cache: no group's answer keeps it",
+            ),
+        )
     if root == Path("/"):
         # Only on the live host: a captured tree's executable path is another host's.
         w = result.workload
@@ -317,6 +339,20 @@ def fit_groups(
             ),
         )
     return result
+
+
+def _probe_file_cache(snapshots: Sequence[Snapshot], root: Path) -> FileProbe | None:
+    """The per-file reading of the page cache (``measure/filecache``), for a workload on
+    the live host without a memory cgroup of its own (that cgroup is the better reading)."""
+    from capacity.measure.filecache import probe_files
+    from capacity.model.filecache import has_own_cgroup
+
+    if root != Path("/") or not snapshots or has_own_cgroup(snapshots):
+        return None
+    try:
+        return probe_files([p.pid for p in snapshots[-1].processes], root)
+    except (OSError, CapplanError):  # the estimate stands without it: no page-cache line
+        return None
 
 
 def _label(group: Group) -> str:

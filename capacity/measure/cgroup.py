@@ -39,6 +39,12 @@ _V1_STAT_NAMES = {
     "total_swap": "swap",
     "total_rss_huge": "anon_thp",
     "total_inactive_file": "inactive_file",
+    # The file LRU lists and refaults (issue 14: hot and cold page cache). The refault
+    # counters are event counts (pages), not bytes, where v1 prints them (6.18 does, without
+    # workingset_activate_file); a v1 kernel without them leaves them out.
+    "total_active_file": "active_file",
+    "total_workingset_refault_file": "workingset_refault_file",
+    "total_workingset_activate_file": "workingset_activate_file",
 }
 
 

@@ -17,8 +17,17 @@ import shlex
 import statistics
 from collections.abc import Mapping, Sequence
 
+from capacity.cache_records import FileCache
 from capacity.errors import ModelError
-from capacity.model import accounting, activity, diagnostics, drift, estimators, suggest
+from capacity.model import (
+    accounting,
+    activity,
+    diagnostics,
+    drift,
+    estimators,
+    filecache,
+    suggest,
+)
 from capacity.model.fitting import (
     RESOLUTION_SD,
     cgroup_resolution_sd,
@@ -142,12 +151,15 @@ def build_estimate(
     loads: Sequence[LoadRun] = (),
     server: str | None = None,
     calibration: SlabCalibration | None = None,
+    file_cache: FileCache | None = None,
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
     ``server`` the rule that classified the workload (for the hints); ``calibration`` the
     slab calibration when it comes from elsewhere (a group's cgroup holds the other groups
-    too: the whole selection's snapshots calibrate it), else from ``snapshots``."""
+    too: the whole selection's snapshots calibrate it), else from ``snapshots``;
+    ``file_cache`` the workload's page cache (``model/filecache``), whose hot part the
+    conservative answer keeps."""
     if not snapshots:
         raise ModelError("no samples were taken")
     all_snapshots = snapshots
@@ -178,8 +190,11 @@ def build_estimate(
         layout_allowance_bytes=accounting.layout_allowance(snapshots, environment.page_size),
         systematic_sd_bytes=systematic_sd(breakdown),
     )
+    if file_cache is not None:
+        file_cache = filecache.with_kept(file_cache, breakdown)
+        model = dataclasses.replace(model, hot_cache_bytes=file_cache.kept_bytes)
 
-    return _estimate(
+    estimate = _estimate(
         workload=workload,
         model=model,
         measured=snapshots,
@@ -198,6 +213,7 @@ def build_estimate(
         measured_activity=activity.measure(all_snapshots),
         server=server,
     )
+    return estimate if file_cache is None else dataclasses.replace(estimate, file_cache=file_cache)
 
 
 def _estimate(
@@ -487,6 +503,13 @@ def build_launch_estimate(
     except ModelError as err:
         system_error = err.message
 
+    # The page cache of the run's cgroup (issue 14), over the samples with every instance
+    # running: its hot part the conservative answer keeps, as in attach mode.
+    file_cache = filecache.from_cgroup(drift_snapshots, environment.page_size)
+    if file_cache is not None:
+        file_cache = filecache.with_kept(file_cache, breakdown)
+        model = dataclasses.replace(model, hot_cache_bytes=file_cache.kept_bytes)
+
     selector = f"--launch {shlex.quote(launch.command)} --instances {launch.instances}"
     name = ",".join(sorted({p.name for p in last.processes}))
     argv = tuple(shlex.split(launch.command)) if not launch.shell else ()
@@ -552,7 +575,10 @@ def build_launch_estimate(
         system_error=system_error,
     )
     estimate = dataclasses.replace(
-        estimate, launch=completed, warnings=estimate.warnings + tuple(launch_warnings)
+        estimate,
+        launch=completed,
+        warnings=estimate.warnings + tuple(launch_warnings),
+        file_cache=file_cache,
     )
     prediction = estimate.prediction
     group = GroupEstimate(

@@ -431,9 +431,10 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
     room = budget.available_bytes - model.fixed_bytes
     point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
     # The conservative answer also keeps the reclaimable part resident (the workload's own
-    # page cache: a host that evicts its programs' code runs, but slowly).
+    # page cache: a host that evicts its programs' code runs, but slowly), and the hot part
+    # of the page cache it reads (issue 14, ``model/filecache``).
     conservative = conservative_instances(
-        model, budget.available_bytes - model.reclaimable_bytes, point
+        model, budget.available_bytes - model.reclaimable_bytes - model.hot_cache_bytes, point
     )
     note = (
         "largest N whose one-sided 95% upper prediction bound "
@@ -441,6 +442,7 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
         + (" and the error of the kernel-memory estimate" if model.systematic_sd_bytes else "")
         + ") fits the budget"
         + (" with the workload's page cache kept" if model.reclaimable_bytes else "")
+        + (" and its hot file cache" if model.hot_cache_bytes else "")
         + (", in any address-space layout (ASLR)" if model.layout_allowance_bytes else "")
     )
     return Prediction(

@@ -10,7 +10,7 @@ that ratio whose counts, ``floor(s * weight)`` for each unpinned pool, fit: the 
 answer by the point fits (``fixed + N * per_worker`` summed over the pools), the
 conservative one by the one-sided 95 % upper prediction bound of the *sum* over the pools
 (``fitting.upper_bound_of_sum``: one band for the whole host, not a band per pool), with the
-pools' reclaimable page cache kept resident as the single-pool answer keeps it.
+pools' reclaimable page cache (and hot file cache) kept resident as the single-pool answer keeps it.
 
 The search is exact: weights are Fractions, and the counts change only at the breakpoints
 ``s = k / w_i``. With L the pool of the largest weight, every other pool has at most one
@@ -419,7 +419,11 @@ def plan_host(
             hint=("lower a --set count, or " if pinned else "")
             + "give a larger --memory or a smaller --reserve",
         )
-    reclaimable = sum(p.estimate.model.reclaimable_bytes for p in pools)
+    # What each pool's conservative answer keeps resident: its page cache and kernel memory,
+    # and the hot part of the page cache it reads (issue 14).
+    reclaimable = sum(
+        p.estimate.model.reclaimable_bytes + p.estimate.model.hot_cache_bytes for p in pools
+    )
     limit = available - reclaimable
     # Compared unrounded, as conservative_instances compares: one pool is predict's answer.
     conservative_scale = _largest_scale(lambda c: _bound(pools, c) <= limit, counts_at, ratio)

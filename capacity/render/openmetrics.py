@@ -80,6 +80,18 @@ def render_openmetrics(estimate: Estimate) -> str:
             [("", e.workload.worker_count)],
         ),
     ]
+    if e.file_cache is not None:  # issue 14: the page cache the workload reads
+        families.append(
+            (
+                "capplan_file_cache_bytes",
+                "The workload's page cache: hot (needed) and cold (reclaimable without harm).",
+                "bytes",
+                [
+                    (',state="hot"', e.file_cache.hot_bytes),
+                    (',state="cold"', e.file_cache.cold_bytes),
+                ],
+            )
+        )
     if measured is not None:
         families.append(
             (

@@ -15,6 +15,7 @@ from capacity.codec import dumps
 from capacity.model.drift import sampling_advice
 from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Prediction, ProcessMemory
 from capacity.render.escape import terminal_safe
+from capacity.render.filecache import file_cache_lines
 from capacity.render.openmetrics import render_openmetrics
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
@@ -334,6 +335,7 @@ def _render_one(estimate: Estimate) -> str:
             "instance" if e.launch is not None else "worker",
             escape(calibrated_by) if calibrated_by is not None else None,
         ),
+        *file_cache_lines(e.file_cache, escape),
         *(_system_lines(e) if e.launch is not None else []),
         *_load_lines(e, escape),
         *activity_lines(e.activity),
