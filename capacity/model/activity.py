@@ -186,12 +186,12 @@ def measure_instances(snapshots: Sequence[Snapshot]) -> Activity:
     count = len(trees)
     cpu_rates = [c / d for c, _, d, _ in trees.values()]
     switch_rates = [s / d for _, s, d, _ in trees.values()]
-    busy = sum(flag for *_, flag in trees.values())
+    ran_count = sum(1 for *_, flag in trees.values() if flag)
     return Activity(
-        state="busy" if busy else "idle",
+        state="busy" if ran_count else "idle",
         unit="instance",
         workers=count,
-        busy_workers=busy,
+        busy_workers=ran_count,
         duration_seconds=duration,
         cpu_seconds=sum(c for c, *_ in trees.values()),
         cpu_per_worker=sum(cpu_rates) / count,
