@@ -523,6 +523,18 @@ def _group_section(
     costs = [g.role_cost_bytes.get(role, 0) for role in g.roles]
     cost_unit = pick_unit(costs)
     blocks.append(
+        Para(
+            (
+                "Roles of ",
+                Host(g.label),
+                ": the ",
+                Host(g.worker_role),
+                " processes are the workers, every other role is paid once (cost in the last "
+                "sample, as for the top level).",
+            )
+        )
+    )
+    blocks.append(
         Table(
             ("role", "count", f"cost {cost_unit[0]}", ""),
             tuple(
