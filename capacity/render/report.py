@@ -275,6 +275,7 @@ def _render_groups(e: Estimate) -> str:
             *("    " + line for line in "\n".join(role_lines(group, escape)).splitlines()),
             *("    " + line for line in _model_lines(group.model)),
             "    " + _answer_line(group.prediction),
+            *("    " + line for line in activity_lines(group.activity)),
             *("    " + line for line in suggestion_lines(group, escape)),
         ]
         codes = [w.code for w in group.warnings]

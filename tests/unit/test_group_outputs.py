@@ -197,6 +197,10 @@ def test_openmetrics_activity_gauges_per_group_and_top_level(pools: Estimate) ->
         pools, lambda g: dataclasses.replace(g, activity=busy if g.pool == "site1" else idle)
     )
     marked = dataclasses.replace(marked, activity=idle)
+    # The text's section of each group says it too.
+    text = render_text(marked)
+    assert "    Activity: busy: 2 of 3 workers ran in the 4.0 s" in text
+    assert "    Activity: measured idle: the 5 workers did not run" in text
     parsed = families(openmetrics.render_openmetrics(marked))
     states = {
         (labels["pool"], labels["state"]): v for labels, v in parsed["capplan_group_activity_state"]
