@@ -24,7 +24,9 @@ new one; adding a field with a default does not need a bump):
   ``groups``,
   ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
   (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
-  worker role only).
+  worker role only). ``GroupEstimate.activity`` (each group busy or idle), and
+  ``Estimate.activity`` in launch mode too, with ``Activity.unit`` "instance" there
+  (issue 13; "worker" by default, as every file before it).
 * 2 -- ``file_cache`` (the workload's page cache, hot and cold: ``cache_records``) and
   ``model.hot_cache_bytes``, which the conservative answer keeps resident (issue 14): a
   reader of version 1 would predict a larger conservative count from the same model.
@@ -554,9 +556,14 @@ class Activity:
     sample, no worker followed, figures not read), ``note`` says why. Rates are per second
     of the window; ``cpu_per_worker`` is CPU seconds per worker per second (1.0 is one
     CPU all the time), ``busiest_cpu`` the same for the busiest worker.
+
+    ``unit`` "instance" in launch mode: ``workers`` and ``busy_workers`` count launched
+    instances, each followed from the first sample its process tree was in (its step) to
+    the last, and one ran when any of its processes ran; the rates are per instance.
     """
 
     state: ActivityState
+    unit: Literal["worker", "instance"] = "worker"
     workers: int = 0
     busy_workers: int = 0
     duration_seconds: float = 0.0
@@ -771,6 +778,7 @@ class GroupEstimate:
     suggestion: Suggestion | None = None
     settings: tuple[ServerSetting, ...] = ()
     warnings: tuple[Notice, ...] = ()
+    activity: Activity | None = None  # this group's workers busy or idle (older files: None)
 
     @property
     def label(self) -> str:
@@ -807,6 +815,6 @@ class Estimate:
     drift: Drift | None = None
     launch: Launch | None = None
     measurement: Measurement | None = None
-    activity: Activity | None = None  # attach mode; None in launch mode and older files
+    activity: Activity | None = None  # None in older files (launch mode: before issue 13)
     groups: tuple[GroupEstimate, ...] = ()
     file_cache: FileCache | None = None  # the page cache, hot and cold (issue 14)

@@ -15,6 +15,13 @@ those wakes explain: at least two clock ticks (20 ms at USER_HZ 100: one tick ma
 boundary crossed, /proc rounds accumulated run time down to ticks) and at least 0.1 % of a
 CPU over the window; or when its main thread switched more than 20 times a second (a
 server that waits for I/O, its CPU time too small to show).
+
+Launch mode (``measure_instances``) starts one instance per step, so no instance but the
+first is there at the first sample: each process is followed from the first sample it is
+in (its instance's step, taken once its load generator started) to the last, over its own
+window, by the same rule; an instance ran when any process of its tree ran. An instance
+first read at the last sample (the last step, without ``--samples`` 2 or more) is not
+followed.
 """
 
 from __future__ import annotations
@@ -107,4 +114,90 @@ def measure(snapshots: Sequence[Snapshot]) -> Activity:
         note=(
             f"other workers while sampling: {' and '.join(churn)} (not followed)" if churn else ""
         ),
+    )
+
+
+def measure_instances(snapshots: Sequence[Snapshot]) -> Activity:
+    """Launch mode: the instances' activity, each process from the first of ``snapshots``
+    it is in to the last (see the module docstring); ``ProcessMemory.instance`` says whose
+    tree a process is in."""
+    if len(snapshots) < 2:
+        return Activity(
+            state="unknown",
+            unit="instance",
+            note="one sample: whether the instances ran needs two",
+        )
+    last = snapshots[-1]
+    duration = last.taken_at - snapshots[0].taken_at
+    first_seen: dict[tuple[int, int], tuple[float, ProcessMemory]] = {}
+    for snapshot in snapshots[:-1]:
+        for p in snapshot.workers:
+            first_seen.setdefault((p.pid, p.start_ticks), (snapshot.taken_at, p))
+    # instance -> (cpu seconds, switches, longest window, ran)
+    trees: dict[int, tuple[float, int, float, bool]] = {}
+    unfollowed: set[int] = set()
+    for new in last.workers:
+        if new.instance is None:
+            continue
+        seen = first_seen.get((new.pid, new.start_ticks))
+        if seen is None:
+            unfollowed.add(new.instance)
+            continue
+        at, old = seen
+        window = last.taken_at - at
+        old_switches, new_switches = _switches(old), _switches(new)
+        if (
+            old.cpu_seconds is None
+            or new.cpu_seconds is None
+            or old_switches is None
+            or new_switches is None
+        ):
+            return Activity(
+                state="unknown",
+                unit="instance",
+                duration_seconds=duration,
+                note="the instances' CPU time and context switches were not read",
+            )
+        if window <= 0:
+            continue
+        cpu = max(new.cpu_seconds - old.cpu_seconds, 0.0)
+        switches = max(new_switches - old_switches, 0)
+        total_cpu, total_switches, longest, busy = trees.get(new.instance, (0.0, 0, 0.0, False))
+        trees[new.instance] = (
+            total_cpu + cpu,
+            total_switches + switches,
+            max(longest, window),
+            busy or ran(cpu, switches, window),
+        )
+    unfollowed -= set(trees)
+    note = (
+        f"instance {', '.join(map(str, sorted(unfollowed)))} first read at the last sample "
+        "(not followed: --samples 2 or more follows every instance)"
+        if unfollowed
+        else ""
+    )
+    if not trees:
+        return Activity(
+            state="unknown",
+            unit="instance",
+            duration_seconds=duration,
+            note=note or "no instance was present at two samples",
+        )
+    count = len(trees)
+    cpu_rates = [c / d for c, _, d, _ in trees.values()]
+    switch_rates = [s / d for _, s, d, _ in trees.values()]
+    ran_count = sum(1 for *_, flag in trees.values() if flag)
+    return Activity(
+        state="busy" if ran_count else "idle",
+        unit="instance",
+        workers=count,
+        busy_workers=ran_count,
+        duration_seconds=duration,
+        cpu_seconds=sum(c for c, *_ in trees.values()),
+        cpu_per_worker=sum(cpu_rates) / count,
+        busiest_cpu=max(cpu_rates),
+        context_switches=sum(s for _, s, *_ in trees.values()),
+        switches_per_second=sum(switch_rates),
+        switches_per_worker=sum(switch_rates) / count,
+        note=note,
     )

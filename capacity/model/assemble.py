@@ -238,7 +238,8 @@ def _estimate(
     server: str | None = None,
 ) -> Estimate:
     """The tail attach and launch mode share: budget, prediction, the usual rules and
-    the warnings. ``measured_activity``: whether the workers ran (attach mode). ``measured`` are the samples the model was fitted on (the host figures
+    the warnings. ``measured_activity``: whether the workers (launch mode: the instances)
+    ran. ``measured`` are the samples the model was fitted on (the host figures
     are the last one's), ``judged`` those drift and load are judged over, ``samples``
     every sample taken. ``advise_confidence`` False leaves LOW_CONFIDENCE to the caller,
     whose advice differs (launch mode: more instance counts)."""
@@ -347,6 +348,7 @@ def group_estimate(
         prediction=prediction,
         settings=tuple(settings),
         warnings=estimate.warnings,
+        activity=estimate.activity,
     )
     count = (
         prediction.max_instances_conservative
@@ -541,8 +543,12 @@ def build_launch_estimate(
         environment=environment,
         total_seconds=total_seconds,
         samples_requested=len(drift_snapshots),
-        under_load=True,  # separate instances share no copy-on-write pages to lose
+        # No idle warning without --load: separate instances share no copy-on-write pages
+        # to lose (the breakdown's fixed shared pages are 0); with it, LOAD_MISSED when
+        # the instances did not run.
+        under_load=bool(loads),
         advise_confidence=False,
+        measured_activity=activity.measure_instances(snapshots),
     )
 
     at = max(estimate.prediction.max_instances, *counts)
@@ -594,6 +600,7 @@ def build_launch_estimate(
         budget=estimate.budget,
         prediction=prediction,
         warnings=estimate.warnings,
+        activity=estimate.activity,
     )
     count = prediction.max_instances_conservative
     suggestion = suggest.for_group(group, prediction.max_instances if count is None else count)

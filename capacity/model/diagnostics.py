@@ -267,9 +267,9 @@ def _idle_warnings(
             return [
                 Notice(
                     code="LOAD_MISSED",
-                    message=f"the load generator ran, but the {activity.workers} workers did "
-                    f"not ({window} between the first and last sample): its requests did not "
-                    "reach this workload, which was measured idle",
+                    message=f"the load generator ran, but the {activity.workers} "
+                    f"{activity.unit}s did not ({window} between the first and last sample): "
+                    "its requests did not reach this workload, which was measured idle",
                     hint="check where it sends them (this workload's port, socket or "
                     "database): run it by hand and watch the workers' CPU time in top",
                 )

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from capacity.codec import to_jsonable
 from capacity.model import suggest
 from capacity.model.fitting import memory_for
-from capacity.records import Estimate, ProcessMemory
+from capacity.records import Estimate, GroupEstimate, ProcessMemory
 from capacity.render.blocks import (
     Block,
     Bullets,
@@ -41,7 +41,7 @@ from capacity.render.blocks import (
 )
 from capacity.render.document_runs import _launch, _load_and_drift
 from capacity.render.plot import INSTALL_HINT, PlotUnavailable, render_png, render_svg
-from capacity.render.report import MAX_PROCESS_ROWS
+from capacity.render.report import MAX_PROCESS_ROWS, describe_activity, host_plan
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 # --------------------------------------------------------------------------- blocks
@@ -384,7 +384,9 @@ def _pss_by_kind(estimate: Estimate) -> tuple[tuple[Cell, ...], ...]:
 
 def _groups(estimate: Estimate) -> list[Block]:
     """Groups and roles (issue 13): the roles of a single group, or with several a row per
-    group, each fitted on its own. Files saved before groups have none: no section."""
+    group, each fitted on its own, a section per group and the plan for the host (every
+    group together, as ``capplan plan`` plans). Files saved before groups have none: no
+    section."""
     from capacity.model.suggest import top_group
 
     groups = estimate.groups
@@ -436,6 +438,10 @@ def _groups(estimate: Estimate) -> list[Block]:
                 ("left", "left", "left", "right", "right", "right", "right", "left"),
             )
         )
+        for number, g in enumerate(groups, 1):
+            blocks += _group_section(number, len(groups), g, top)
+        # Each group's section has its roles: the top level's are among them.
+        return blocks + _host_plan(estimate)
     if top is not None:
         costs = [top.role_cost_bytes.get(role, 0) for role in top.roles]
         cost_unit = pick_unit(costs)
@@ -469,6 +475,185 @@ def _groups(estimate: Estimate) -> list[Block]:
                 ("left", "right", "right", "left"),
             )
         )
+    return blocks
+
+
+def _group_section(
+    number: int, count: int, g: GroupEstimate, top: GroupEstimate | None
+) -> list[Block]:
+    """One group of several: its answer, how sure, its configuration and its roles."""
+    model, prediction = g.model, g.prediction
+    conservative = prediction.max_instances_conservative
+    per_unit = pick_unit([model.per_instance_bytes])
+    low, high = model.per_instance_ci95
+    bound = "at most " if prediction.max_is_upper_bound else ""
+    blocks: list[Block] = [
+        Heading(3, (f"Group {number} of {count}: ", Host(g.label))),
+        Para(
+            (
+                f"Max workers: {bound}{prediction.max_instances:,}, conservative (95%): "
+                + (f"{bound}{conservative:,}" if conservative is not None else "n/a")
+                + f", confidence {model.confidence}, fitted on its own: one more ",
+                Host(g.worker_role),
+                f" costs {format_bytes(model.per_instance_bytes, per_unit)} "
+                f"(95% CI {format_interval(low, high)}), the group pays "
+                f"{format_bytes(model.fixed_bytes)} once (95% CI "
+                f"{format_interval(*model.fixed_ci95)}); {model.n_workers} workers × "
+                f"{model.n_samples} samples, method {model.method}, rule ",
+                Host(g.rule),
+                "." + (" Its whole report is the rest of this document." if g is top else ""),
+            )
+        ),
+    ]
+    if g.activity is not None:
+        blocks.append(Para(("Activity: ", Host(describe_activity(g.activity)), ".")))
+    if g.suggestion is not None:
+        blocks.append(
+            Para(
+                (
+                    "Configuration (",
+                    Host(g.suggestion.title),
+                    f", for {g.suggestion.instances:,} workers): ",
+                    *_joined([Code(line) for line in g.suggestion.lines], "; "),
+                    *((" (", Host(g.suggestion.note), ")") if g.suggestion.note else ()),
+                    ".",
+                )
+            )
+        )
+    costs = [g.role_cost_bytes.get(role, 0) for role in g.roles]
+    cost_unit = pick_unit(costs)
+    blocks.append(
+        Para(
+            (
+                "Roles of ",
+                Host(g.label),
+                ": the ",
+                Host(g.worker_role),
+                " processes are the workers, every other role is paid once (cost in the last "
+                "sample, as for the top level).",
+            )
+        )
+    )
+    blocks.append(
+        Table(
+            ("role", "count", f"cost {cost_unit[0]}", ""),
+            tuple(
+                (
+                    Host(role),
+                    f"{n:,}",
+                    format_in(cost, cost_unit),
+                    "workers"
+                    if role == g.worker_role
+                    else "fixed, shared with the instance's other groups"
+                    if role in g.shared_roles
+                    else "fixed",
+                )
+                for (role, n), cost in zip(g.roles.items(), costs, strict=True)
+            ),
+            ("left", "right", "right", "left"),
+        )
+    )
+    if g.warnings:
+        blocks.append(
+            Para(("Warnings: ", ", ".join(w.code for w in g.warnings), " (each in the JSON)."))
+        )
+    return blocks
+
+
+def _joined(spans: list[Span], separator: str) -> list[Span]:
+    out: list[Span] = []
+    for index, span in enumerate(spans):
+        if index:
+            out.append(separator)
+        out.append(span)
+    return out
+
+
+def _host_plan(estimate: Estimate) -> list[Block]:
+    """The plan for the host, every group together (``model.plan.plan_groups``), as the
+    text output prints it after the groups."""
+    plan, error = host_plan(estimate)
+    blocks: list[Block] = [Heading(3, ("Plan for this host, every group together",))]
+    if plan is None:
+        blocks.append(Para(("No plan: ", Host(error or "one group"), ".")))
+        return blocks
+    p, c = plan.point, plan.conservative
+    blocks.append(
+        Para(
+            (
+                f"Memory {format_bytes(plan.memory_bytes)}: ",
+                Host(plan.memory_source),
+                f". Reserve {format_bytes(plan.reserve_bytes)}: ",
+                Host(plan.reserve_source),
+                f". Available {format_bytes(plan.available_bytes)} = memory - reserve; each "
+                "group's fixed cost is paid once. Ratio: ",
+                Host(plan.ratio_source),
+                ".",
+            )
+        )
+    )
+    fixed_unit = pick_unit([pool.fixed_bytes for pool in plan.pools])
+    unit = pick_unit([pool.per_instance_bytes for pool in plan.pools])
+    memory_unit = pick_unit([p.memory_bytes])
+    rows: list[tuple[Cell, ...]] = [
+        (
+            Host(pool.name),
+            format_in(pool.fixed_bytes, fixed_unit),
+            format_in(pool.per_instance_bytes, unit),
+            f"{pool.weight:,.6g}" if pool.weight is not None else "--set",
+            f"{pool.max_instances:,}",
+            format_in(pool.memory_bytes, memory_unit),
+            f"{pool.max_instances_conservative:,}",
+            Host("; ".join(pool.suggestion.lines)) if pool.suggestion else "-",
+        )
+        for pool in plan.pools
+    ]
+    rows.append(
+        (
+            "total",
+            format_in(sum(pool.fixed_bytes for pool in plan.pools), fixed_unit),
+            "",
+            "",
+            f"{p.workers:,}",
+            format_in(p.memory_bytes, memory_unit),
+            f"{c.workers:,}",
+            "",
+        )
+    )
+    blocks.append(
+        Table(
+            (
+                "pool",
+                f"fixed {fixed_unit[0]}",
+                f"per worker {unit[0]}",
+                "ratio",
+                "max",
+                f"memory {memory_unit[0]}",
+                "conservative (95%, sum)",
+                "configuration (conservative)",
+            ),
+            tuple(rows),
+            ("left", "right", "right", "right", "right", "right", "right", "left"),
+        )
+    )
+    room = (
+        f"room left {format_bytes(c.room_bytes)}"
+        if c.room_bytes >= 0
+        else f"over by {format_bytes(-c.room_bytes)}"
+    )
+    blocks.append(
+        Para(
+            (
+                f"Max workers together: {p.workers:,}, using {format_bytes(p.memory_bytes)} of "
+                f"{format_bytes(p.limit_bytes)}. Conservative: {c.workers:,}, whose total is "
+                f"at most {format_bytes(c.high_bytes)} by one 95% upper prediction bound for "
+                f"the sum over the groups (not one per group), within "
+                f"{format_bytes(c.limit_bytes)}: {room}.",
+            )
+        )
+    )
+    if plan.notes:
+        blocks.append(Bullets(tuple(("Note: ", Host(note)) for note in plan.notes)))
     return blocks
 
 

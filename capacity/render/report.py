@@ -7,11 +7,13 @@ with escape sequences), Markdown and HTML get their metacharacters escaped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
-from capacity.codec import dumps
+from capacity.answers import Plan
+from capacity.codec import to_jsonable
 from capacity.model.drift import sampling_advice
 from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Prediction, ProcessMemory
 from capacity.render.escape import terminal_safe
@@ -256,8 +258,6 @@ def render_text(estimate: Estimate) -> str:
 
 
 def _render_groups(e: Estimate) -> str:
-    from capacity.errors import CapplanError
-    from capacity.model.plan import plan_groups
     from capacity.model.suggest import top_group
     from capacity.render.plan import render_plan_text
 
@@ -276,19 +276,18 @@ def _render_groups(e: Estimate) -> str:
             *("    " + line for line in "\n".join(role_lines(group, escape)).splitlines()),
             *("    " + line for line in _model_lines(group.model)),
             "    " + _answer_line(group.prediction),
+            *("    " + line for line in activity_lines(group.activity)),
             *("    " + line for line in suggestion_lines(group, escape)),
         ]
         codes = [w.code for w in group.warnings]
         if codes:
             out.append(f"    Warnings: {', '.join(codes)} (each in full in --format json)")
         out.append("")
-    try:
-        plan = plan_groups(e)
-    except CapplanError as err:
-        out += [f"Plan for this host: none: {escape(err.message)}", ""]
-    else:
-        if plan is not None:
-            out += [render_plan_text(plan, of_groups=True).rstrip("\n"), ""]
+    plan, error = host_plan(e)
+    if error is not None:
+        out += [f"Plan for this host: none: {escape(error)}", ""]
+    elif plan is not None:
+        out += [render_plan_text(plan, of_groups=True).rstrip("\n"), ""]
     label = escape(top.label) if top is not None else "?"
     out += [f"The top level: {label}", "=" * (15 + len(label)), ""]
     return "\n".join(out) + "\n" + _render_one(e)
@@ -510,16 +509,17 @@ def _load_lines(e: Estimate, escape: Callable[[str], str]) -> list[str]:
 def describe_activity(a: Activity) -> str:
     """Busy or idle in one sentence (the text report and the Markdown/HTML one)."""
     window = f"{a.duration_seconds:.1f} s between the first and last sample"
+    unit = a.unit
     if a.state == "idle":
-        return f"measured idle: the {a.workers} workers did not run in the {window}"
+        return f"measured idle: the {a.workers} {unit}s did not run in the {window}"
     if a.state == "unknown":
-        return f"not known whether the workers ran: {a.note}"
+        return f"not known whether the {unit}s ran: {a.note}"
     return (
-        f"busy: {a.busy_workers} of {a.workers} workers ran in the {window}: "
-        f"{_cpu(a.cpu_per_worker)} CPU seconds per worker per second "
+        f"busy: {a.busy_workers} of {a.workers} {unit}s ran in the {window}: "
+        f"{_cpu(a.cpu_per_worker)} CPU seconds per {unit} per second "
         f"(busiest {_cpu(a.busiest_cpu)}), "
         f"{_rate(a.switches_per_second)} context switches per second "
-        f"({_rate(a.switches_per_worker)} per worker)"
+        f"({_rate(a.switches_per_worker)} per {unit})"
     )
 
 
@@ -579,8 +579,29 @@ def _drift_lines(e: Estimate) -> list[str]:
     return lines
 
 
+def host_plan(estimate: Estimate) -> tuple[Plan | None, str | None]:
+    """The plan for the host of a selection of several groups (``model.plan.plan_groups``),
+    or why there is none: (None, None) for one group, (None, the reason) when the groups'
+    fixed costs alone do not fit."""
+    from capacity.errors import CapplanError
+    from capacity.model.plan import plan_groups
+
+    try:
+        return plan_groups(estimate), None
+    except CapplanError as err:
+        return None, err.message
+
+
 def render_json(estimate: Estimate) -> str:
-    return dumps(estimate)
+    """The estimate's document, as the model file holds it, and ``plan``: the host plan
+    the text prints for several groups (the ``capplan.plan`` document ``capplan plan``
+    writes), with ``plan_error`` why there is none; both null for one group. The plan is
+    derived from ``groups``, so the model file does not store it (loading ignores it)."""
+    plan, error = host_plan(estimate)
+    document = to_jsonable(estimate)
+    document["plan"] = None if plan is None else to_jsonable(plan)
+    document["plan_error"] = error
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"
 
 
 # --------------------------------------------------------------------------- OpenMetrics
