@@ -84,7 +84,7 @@ class Workload:
 
     name: str
     title: str
-    kind: str  # forkserver | apache2 | php-fpm | gunicorn | postgresql
+    kind: str  # forkserver | apache2 | apache2-event | php-fpm | php-fpm-pools | gunicorn | postgresql
     limit_bytes: int
     args: tuple[str, ...] = ()
     warm_requests: int = 20  # requests every worker serves before a count counts
@@ -101,6 +101,14 @@ class Workload:
     # emulation each step costs 2-3 s. An OOM kill at the first count restarts from 1.
     # (capplan's own measurement still adds its 10 one at a time: see capplan_estimate.)
     grow_from: int = 1
+    # php-fpm-pools: the second pool (site2) runs this many children, lightly loaded, in every
+    # count of the search and in capplan's measurement; the count searched is site1's.
+    pinned: int = 0
+    # apache2-event: threads of each child (Debian's default 25); the count is children.
+    threads_per_child: int = 25
+    # apache2-event: ab's concurrency is every thread of every child (count x
+    # threads_per_child), not LOAD_CONCURRENCY.
+    busy_threads: bool = False
 
     @property
     def method(self) -> str:
@@ -154,6 +162,29 @@ WORKLOADS = (
         kind="php-fpm",
         limit_bytes=128 * MiB,
         quick=True,
+    ),
+    Workload(
+        name="php-fpm-pools",
+        title="php-fpm, a pool per site under one master: site1 loaded and searched, site2 "
+        "held at 10 children under light load (both static, behind apache2)",
+        kind="php-fpm-pools",
+        limit_bytes=128 * MiB,
+        pinned=MEASURED_WORKERS,
+    ),
+    Workload(
+        name="apache2-event",
+        title="apache2 event MPM (Debian's default), 25 threads per child, static page: the "
+        "count is children",
+        kind="apache2-event",
+        limit_bytes=64 * MiB,
+        threads_per_child=25,
+        # Every thread busy: ab's concurrency is children x ThreadsPerChild (the
+        # MaxRequestWorkers the count admits), and every thread serves about 10 requests
+        # before a count counts. A thread keeps the stack pages and allocator memory it
+        # touched, and the MPM hands requests to the threads idle last, so at a fixed
+        # concurrency a child costs less the more children share the load (docs/validation.md).
+        busy_threads=True,
+        warm_requests=250,
     ),
     Workload(
         name="gunicorn",
@@ -286,6 +317,8 @@ class Running:
     counter: servers.Server  # whose access log counts the requests served
     add: Callable[[], None] | None = None
     served_at_least: Callable[[int], bool] | None = None  # per-worker counts (forkserver)
+    light_url: str = ""  # a second site loaded by one client at a time (php-fpm-pools)
+    concurrency: int = LOAD_CONCURRENCY  # ab's clients on ``url``
 
 
 @contextlib.contextmanager
@@ -311,6 +344,36 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
     elif workload.kind == "apache2":
         with servers.apache2(count, cgroup=cgroup, timeout=30) as apache:
             yield Running(server=apache, url=apache.url(), counter=apache)
+    elif workload.kind == "apache2-event":
+        with servers.apache2(
+            count,
+            cgroup=cgroup,
+            timeout=30,
+            mpm="event",
+            threads_per_child=workload.threads_per_child,
+        ) as apache:
+            yield Running(
+                server=apache,
+                url=apache.url(),
+                counter=apache,
+                concurrency=count * workload.threads_per_child
+                if workload.busy_threads
+                else LOAD_CONCURRENCY,
+            )
+    elif workload.kind == "php-fpm-pools":
+        pools = {"site1": count, "site2": workload.pinned}
+        with servers.php_fpm(cgroup=cgroup, timeout=30, pools=pools) as fpm:
+            site2 = dataclasses.replace(fpm, socket_path=fpm.workdir / "site2.sock")
+            with (
+                servers.php_fpm_frontend(fpm, 10) as front,  # the first pool's socket: site1
+                servers.php_fpm_frontend(site2, 2) as light,
+            ):
+                yield Running(
+                    server=fpm,
+                    url=front.url("/index.php"),
+                    counter=front,
+                    light_url=light.url("/index.php"),
+                )
     elif workload.kind == "php-fpm":
         with (
             servers.php_fpm(count, cgroup=cgroup, timeout=30) as fpm,
@@ -343,13 +406,16 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
 
 
 @contextlib.contextmanager
-def load_for(running: Running) -> Iterator[None]:
-    """ab against an HTTP workload; nothing more for PostgreSQL, whose pgbench ``start``
-    already runs with one client per worker."""
+def load_for(running: Running, workload: Workload) -> Iterator[None]:
+    """ab against an HTTP workload (and one client on a lightly loaded second site); nothing
+    more for PostgreSQL, whose pgbench ``start`` already runs with one client per worker."""
     if not running.url:
         yield
         return
-    with servers.ab_load(running.url, LOAD_CONCURRENCY):
+    with contextlib.ExitStack() as loads:
+        loads.enter_context(servers.ab_load(running.url, running.concurrency))
+        if running.light_url:
+            loads.enter_context(servers.ab_load(running.light_url, 1))
         yield
 
 
@@ -419,7 +485,7 @@ def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
         try:
             with (
                 start(workload, count, cgroup) as running,
-                load_for(running),
+                load_for(running, workload),
             ):
                 wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
                 held = held_now(cgroup)
@@ -490,7 +556,7 @@ def grow_until_oom(workload: Workload, first: int | None = None) -> Trial:
 
         workers = first
         try:
-            with start(workload, first, cgroup) as running, load_for(running):
+            with start(workload, first, cgroup) as running, load_for(running, workload):
                 assert running.add is not None
                 while True:
                     try:
@@ -560,7 +626,7 @@ def capplan_estimate(
     with (
         temporary_cgroup(CGROUP_PREFIX) as cgroup,
         start(workload, first, cgroup) as running,
-        load_for(running),
+        load_for(running, workload),
     ):
         for workers in range(first, MEASURED_WORKERS):
             wait_for_load(running, workload, workers, lambda: False)
@@ -627,13 +693,80 @@ def relative(predicted: int, truth: float) -> float:
     return (predicted - truth) / truth
 
 
+def pinned_plan(workload: Workload, doc: dict[str, Any]) -> dict[str, Any]:
+    """php-fpm-pools: capplan's answer for site1 with site2 pinned at its size, as
+    ``capplan plan --memory LIMIT --reserve 0 --set site2=N`` plans the groups of one
+    estimate (``model.plan.group_estimate`` per group, as ``plan_groups`` builds them)."""
+    from capacity.model.assemble import BudgetOptions
+    from capacity.model.plan import PoolModel, group_estimate, plan_host
+    from capacity.modelfile import estimate_from_dict
+
+    estimate = estimate_from_dict(doc)
+    pools = [
+        PoolModel(
+            name=group.pool or group.label,
+            source=f"group {i + 1}",
+            estimate=group_estimate(estimate, group),
+        )
+        for i, group in enumerate(estimate.groups)
+    ]
+    names = sorted(p.name for p in pools)
+    if names != ["site1", "site2"]:
+        raise RuntimeError(f"{workload.name}: capplan found the groups {names}, not the two pools")
+    plan = plan_host(
+        pools,
+        budget=BudgetOptions.parse(str(workload.limit_bytes), "0"),
+        counts={"site2": workload.pinned},
+    )
+    site1 = next(p for p in plan.pools if p.name == "site1")
+    group = next(g for g in doc["groups"] if g["pool"] == "site1")
+    return {
+        "point": site1.max_instances,
+        "conservative": site1.max_instances_conservative,
+        "model": group["model"],
+        "measured_workers": group["worker_count"],
+        "usual": None,  # the usual rules have no answer for one pool beside a pinned one
+        "plan": {
+            "pinned": {"site2": workload.pinned},
+            "pools": [
+                {
+                    "name": p.name,
+                    "fixed_bytes": p.fixed_bytes,
+                    "per_instance_bytes": p.per_instance_bytes,
+                    "max_instances": p.max_instances,
+                    "max_instances_conservative": p.max_instances_conservative,
+                }
+                for p in plan.pools
+            ],
+            "notes": list(plan.notes),
+        },
+        "suggestion": None if site1.suggestion is None else "; ".join(site1.suggestion.lines),
+    }
+
+
+def capplan_answer(workload: Workload, doc: dict[str, Any]) -> dict[str, Any]:
+    """The answer compared with the truth: the estimate's own, or site1's in the plan."""
+    if workload.kind == "php-fpm-pools":
+        return pinned_plan(workload, doc)
+    groups = doc.get("groups") or []
+    suggestion = groups[0].get("suggestion") if len(groups) == 1 else None
+    return {
+        "point": doc["prediction"]["max_instances"],
+        "conservative": doc["prediction"]["max_instances_conservative"],
+        "model": doc["model"],
+        "measured_workers": doc["workload"]["worker_count"],
+        "usual": {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES},
+        "suggestion": None if suggestion is None else "; ".join(suggestion["lines"]),
+    }
+
+
 def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> dict[str, Any]:
     maxima = [t.max_fit for t in trials]
     truth = {"min": min(maxima), "median": statistics.median(maxima), "max": max(maxima)}
-    point = doc["prediction"]["max_instances"]
-    conservative = doc["prediction"]["max_instances_conservative"]
-    usual = {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES}
-    model = doc["model"]
+    answer = capplan_answer(workload, doc)
+    point, conservative = answer["point"], answer["conservative"]
+    usual = answer["usual"]
+    model = answer["model"]
     # Near the limit the kernel squeezes what it can reclaim, which flattens the line: only
     # counts that held at most 90 % of the limit measure what a worker costs.
     roomy = [
@@ -667,12 +800,14 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
             "confidence": model["confidence"],
             "kernel_source": model["breakdown"]["kernel_source"],
             "breakdown": model["breakdown"],
-            "measured_workers": doc["workload"]["worker_count"],
+            "measured_workers": answer["measured_workers"],
+            "suggestion": answer["suggestion"],
+            "plan": answer.get("plan"),
         },
         "cgroup_per_worker_bytes": cgroup_slope,
-        "usual": {
-            name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()
-        },
+        "usual": None
+        if usual is None
+        else {name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()},
         "goals": {
             "point_within_5pct": abs(relative(point, truth["median"])) <= POINT_TOLERANCE,
             "conservative_at_most_min": conservative <= truth["min"],
@@ -703,10 +838,11 @@ def validate_one(
         f"THP {thp_mode()})"
     )
     doc = capplan_estimate(workload, samples, interval, in_process)
+    answer = capplan_answer(workload, doc)
     log(
-        f"  capplan: {doc['prediction']['max_instances']} workers "
-        f"(conservative {doc['prediction']['max_instances_conservative']}), "
-        f"{doc['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
+        f"  capplan: {answer['point']} workers "
+        f"(conservative {answer['conservative']}), "
+        f"{answer['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
     )
     trials: list[Trial] = []
     for repeat in range(repeats):
@@ -724,27 +860,35 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
 
+def _cells(r: dict[str, Any]) -> list[str]:
+    """The cells both tables share: per worker (capplan / cgroup), the truth, capplan's
+    point (error, MISS) and conservative (MISS) answers."""
+    truth, cap, goals = r["truth"], r["capplan"], r["goals"]
+    return [
+        f"{cap['per_worker_bytes'] / 1024:.0f} / "
+        + (
+            f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
+            if r["cgroup_per_worker_bytes"] is not None
+            else "-"
+        ),
+        f"{truth['min']} / {truth['median']:g} / {truth['max']}",
+        f"{cap['point']} ({_pct(cap['point_error'])})"
+        + ("" if goals["point_within_5pct"] else " **MISS**"),
+        f"{cap['conservative']}" + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+    ]
+
+
 def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     """The guest's rows: pure cgroup v2 on a stock distribution kernel, THP per row."""
     rows = []
     for r in results:
-        truth, cap, goals, env = r["truth"], r["capplan"], r["goals"], r["environment"]
+        env = r["environment"]
         rows.append(
             [
                 r["name"],
                 f"{env['kernel']} / {env['cgroup']} / {env['thp']}",
                 r["limit_bytes"] // MiB,
-                f"{cap['per_worker_bytes'] / 1024:.0f} / "
-                + (
-                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
-                    if r["cgroup_per_worker_bytes"] is not None
-                    else "-"
-                ),
-                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
-                f"{cap['point']} ({_pct(cap['point_error'])})"
-                + ("" if goals["point_within_5pct"] else " **MISS**"),
-                f"{cap['conservative']}"
-                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+                *_cells(r),
             ]
         )
     table = tabulate(
@@ -785,6 +929,24 @@ def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[
     ]
 
 
+def _plan_sentence(plan: dict[str, Any] | None) -> str:
+    """php-fpm-pools: how site1's answer came out of the plan with site2 pinned."""
+    if not plan:
+        return ""
+    pinned = ", ".join(f"{name}={n}" for name, n in plan["pinned"].items())
+    pools = "; ".join(
+        f"{p['name']} {p['per_instance_bytes'] / 1024:.0f} KiB per worker, fixed "
+        f"{p['fixed_bytes'] / MiB:.1f} MiB, {p['max_instances']} "
+        f"(conservative {p['max_instances_conservative']})"
+        for p in plan["pools"]
+    )
+    notes = "".join(f" Plan note: {note}." for note in plan["notes"])
+    return (
+        f" The answer is site1's in the plan of the estimate's groups with --memory LIMIT "
+        f"--reserve 0 --set {pinned}: {pools}.{notes}"
+    )
+
+
 def _details(results: list[dict[str, Any]]) -> list[str]:
     details = []
     for r in results:
@@ -805,6 +967,8 @@ def _details(results: list[dict[str, Any]]) -> list[str]:
             f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
             f"MiB reclaimable, kept only by the conservative answer), confidence "
             f"{cap['confidence']}."
+            + _plan_sentence(cap.get("plan"))
+            + (f" capplan suggests `{cap['suggestion']}`." if cap.get("suggestion") else "")
             + (
                 f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
                 "KiB more per added worker (usage - page cache + shmem, least squares over "
@@ -824,23 +988,16 @@ def render_markdown(
     """reports/validation.md: the host's table, then the guest's rows where they exist."""
     rows = []
     for r in results:
-        truth, cap, usual, goals = r["truth"], r["capplan"], r["usual"], r["goals"]
+        usual = r["usual"]
         rows.append(
             [
                 r["name"],
                 r["limit_bytes"] // MiB,
-                f"{cap['per_worker_bytes'] / 1024:.0f} / "
-                + (
-                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
-                    if r["cgroup_per_worker_bytes"] is not None
-                    else "-"
+                *_cells(r),
+                *(
+                    f"{usual[n]['max']} ({_pct(usual[n]['error'])})" if usual else "-"
+                    for n in USUAL_RULES
                 ),
-                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
-                f"{cap['point']} ({_pct(cap['point_error'])})"
-                + ("" if goals["point_within_5pct"] else " **MISS**"),
-                f"{cap['conservative']}"
-                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
-                *(f"{usual[n]['max']} ({_pct(usual[n]['error'])})" for n in USUAL_RULES),
             ]
         )
     table = tabulate(
