@@ -401,6 +401,9 @@ class _TitleRule:
     is_master: Callable[[ProcessFacts, list[ProcessFacts]], bool]
     child_role: ChildRole
     orphan_titles: tuple[str, ...] = ()
+    # Children that run the master's own command line (no titles) are split by their signal
+    # dispositions (``_untitled_workers``): those outside the workers' set play this role.
+    untitled_helper: str | None = None
 
     def is_orphan(self, process: ProcessFacts) -> bool:
         title = process.title
@@ -410,8 +413,20 @@ class _TitleRule:
         self, tree: _Tree, master: ProcessFacts | None, tops: list[ProcessFacts]
     ) -> _Found:
         assigned: list[tuple[str, int]] = [(self.master_role, master.pid)] if master else []
+        helpers: set[int] = set()
+        if self.untitled_helper is not None and master is not None:
+            untitled = [
+                top
+                for top in tops
+                if _same_command(top, master) and self.child_role(top, master) == self.worker_role
+            ]
+            workers = {w.pid for w in _untitled_workers(untitled)}
+            helpers = {top.pid for top in untitled if top.pid not in workers}
         for top in tops:
-            role = self.child_role(top, master)
+            if top.pid in helpers and self.untitled_helper is not None:
+                role = self.untitled_helper
+            else:
+                role = self.child_role(top, master)
             assigned += _assign_below(tree, top, role, self.worker_role)
         first = (self.master_role, self.worker_role) if master else (self.worker_role,)
         roles = _roles(assigned, first)
@@ -426,6 +441,26 @@ class _TitleRule:
             threads=_most_threads(tree, roles[self.worker_role]),
         )
         return _Found(self.rule, instance, self.rule, [group])
+
+
+def _untitled_workers(children: list[ProcessFacts]) -> list[ProcessFacts]:
+    """The workers among children that all run the master's command line (uWSGI without
+    ``--auto-procname``, whose mules, spooler and routers look the same): the set with the
+    same signal dispositions that catches the most signals (a uWSGI 2.0 worker catches 10,
+    a mule, the spooler or a router 5 or 6), then the larger set, then the later-forked
+    one. Without signal masks (not read) every child is a worker."""
+    buckets: dict[tuple[int, int] | None, list[ProcessFacts]] = {}
+    for child in children:
+        buckets.setdefault(child.signals, []).append(child)
+
+    def key(item: tuple[tuple[int, int] | None, list[ProcessFacts]]) -> tuple[int, int, int]:
+        signals, members = item
+        caught = bin(signals[1]).count("1") if signals is not None else 0
+        return (caught, len(members), min(m.start_ticks for m in members))
+
+    if None in buckets:
+        return list(children)
+    return max(buckets.items(), key=key)[1] if buckets else []
 
 
 def _by_title(table: Sequence[tuple[str, str]], same_command: str | None = None) -> ChildRole:
@@ -532,6 +567,7 @@ _UWSGI = _TitleRule(
         same_command="worker",
     ),
     ("uWSGI worker", "uWSGI mule", "uWSGI spooler"),
+    untitled_helper="helper",  # a mule, the spooler or a router, without titles
 )
 _GUNICORN = _TitleRule(
     "gunicorn",

@@ -13,6 +13,9 @@ Each directive caps the number of worker *processes*, the unit capplan measured:
 * php-fpm: ``pm.max_children`` per pool.
 * gunicorn: ``--workers`` (``workers =`` in gunicorn.conf.py).
 * PostgreSQL: ``max_connections``: one backend process per connection.
+* nginx: ``worker_processes``; uWSGI: ``processes``; celery's prefork pool:
+  ``--concurrency``; unicorn: ``worker_processes``; puma (cluster mode): ``workers``. These
+  come from the group's roles rule only: a file without groups names no line for them.
 
 With the roles of a group (``GroupEstimate``, issue 13) the lines follow the server as it
 runs: PostgreSQL's answer is in client backends, with ``superuser_reserved_connections``
@@ -134,6 +137,63 @@ def configuration(software: str | None, instances: int, threads: int = 1) -> Sug
             note="each connection is a backend process; work_mem is spent per sort or "
             "hash on top: measure under real queries",
         )
+    return _other_server(software, n, threads)
+
+
+def _other_server(software: str | None, n: int, threads: int) -> Suggestion | None:
+    """The worker-process directive of nginx, uWSGI, celery, unicorn and puma (issue 13),
+    known from the roles rule that classified them."""
+    if software == "nginx":
+        return Suggestion(
+            software="nginx",
+            title="nginx",
+            instances=n,
+            lines=(f"worker_processes {n};",),
+            note="in the main context of nginx.conf; the master and the cache manager and "
+            "loader are fixed cost. Each worker serves worker_connections connections: "
+            "nginx usually runs one worker per core (worker_processes auto), so CPU caps "
+            "it long before memory does",
+        )
+    if software == "uwsgi":
+        return Suggestion(
+            software="uwsgi",
+            title="uWSGI",
+            instances=n,
+            lines=(f"processes = {n}", f"--processes {n}"),
+            note="in the [uwsgi] section of the ini file, or on the command line; the "
+            "master, mules and the spooler are fixed cost, not processes",
+        )
+    if software == "celery":
+        return Suggestion(
+            software="celery",
+            title="celery (prefork pool)",
+            instances=n,
+            lines=(f"--concurrency {n}", f"worker_concurrency = {n}"),
+            note="celery worker's option, or the app's setting; the main process is fixed "
+            "cost. A task's own peak is on top: measure while the pool runs real tasks",
+        )
+    if software == "unicorn":
+        return Suggestion(
+            software="unicorn",
+            title="unicorn",
+            instances=n,
+            lines=(f"worker_processes {n}",),
+            note="in unicorn's configuration file (-c); the master is fixed cost",
+        )
+    if software == "puma":
+        words = (
+            f"which ran {threads} threads each, puma's own included"
+            if threads > 1
+            else "each with its threads"
+        )
+        return Suggestion(
+            software="puma",
+            title="puma (cluster mode)",
+            instances=n,
+            lines=(f"workers {n}", f"--workers {n}"),
+            note=f"in config/puma.rb, or on the command line: {n:,} worker processes, "
+            f"{words} (the threads setting is per worker); the master is fixed cost",
+        )
     return None
 
 
@@ -185,7 +245,16 @@ def server_kind(
 
 
 # The rules of measure/roles whose servers ``configuration`` knows by another name.
-_RULE_SOFTWARE = {"postgresql": "postgres", "php-fpm": "php-fpm", "gunicorn": "gunicorn"}
+_RULE_SOFTWARE = {
+    "postgresql": "postgres",
+    "php-fpm": "php-fpm",
+    "gunicorn": "gunicorn",
+    "nginx": "nginx",
+    "uwsgi": "uwsgi",
+    "celery": "celery",
+    "unicorn": "unicorn",
+    "puma": "puma",
+}
 
 
 def top_group(estimate: Estimate) -> GroupEstimate | None:

@@ -226,6 +226,28 @@ def test_configuration_lines() -> None:
     assert suggest.configuration(None, 10) is None
 
 
+@pytest.mark.parametrize(
+    ("software", "lines"),
+    [
+        ("nginx", ("worker_processes 12;",)),
+        ("uwsgi", ("processes = 12", "--processes 12")),
+        ("celery", ("--concurrency 12", "worker_concurrency = 12")),
+        ("unicorn", ("worker_processes 12",)),
+        ("puma", ("workers 12", "--workers 12")),
+    ],
+)
+def test_configuration_lines_of_the_servers_the_roles_know(
+    software: str, lines: tuple[str, ...]
+) -> None:
+    """nginx, uWSGI, celery, unicorn and puma (issue 13): the directive for the worker
+    processes, named by the roles rule; the note says what stays fixed cost."""
+    line = suggest.configuration(software, 12, threads=7)
+    assert line is not None and line.lines == lines
+    assert "fixed cost" in line.note
+    if software == "puma":
+        assert "7 threads each" in line.note
+
+
 def test_kubernetes_quantities_round_up_in_binary_units() -> None:
     assert kubernetes_quantity(MiB) == "1Mi"
     assert kubernetes_quantity(MiB + 1) == "2Mi"

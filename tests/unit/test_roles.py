@@ -400,6 +400,31 @@ def test_uwsgi_without_titles_children_of_the_master_are_workers() -> None:
     assert (group.rule, group.workers) == ("uwsgi", (11, 12))
 
 
+# uWSGI 2.0.21 (Debian 12) without --auto-procname, read from /proc/PID/status.
+UWSGI_WORKER = (0x1000004, 0x8085E83)
+UWSGI_MULE = (0x1083A00, 0x4487)
+UWSGI_SPOOLER = (0x1083805, 0x4682)
+UWSGI_HTTP = (0x1083A01, 0x4486)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_uwsgi_without_titles_mules_spooler_and_router_are_helpers(workers: int) -> None:
+    """Every child runs the master's argv; the workers catch more signals than the rest,
+    even when one worker is outnumbered by two mules."""
+    argv = ("uwsgi", "--master", "--processes", str(workers), "--mule", "--mule")
+    tree = [
+        proc(10, 1, argv, signals=(0x1001000, 0x84687)),
+        proc(11, 10, argv, signals=UWSGI_SPOOLER),
+        *(proc(12 + i, 10, argv, signals=UWSGI_WORKER) for i in range(workers)),
+        proc(20, 10, argv, signals=UWSGI_MULE),
+        proc(21, 10, argv, signals=UWSGI_MULE),
+        proc(22, 10, argv, signals=UWSGI_HTTP),
+    ]
+    group = only(classify(tree))
+    assert (group.rule, group.workers) == ("uwsgi", tuple(range(12, 12 + workers)))
+    assert group.counts == {"master": 1, "worker": workers, "helper": 4}
+
+
 def test_nginx_master_workers_and_cache_processes() -> None:
     tree = [
         proc(10, 1, "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"),
