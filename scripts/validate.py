@@ -19,12 +19,26 @@ For each workload:
      StartServers = Min/MaxSpareServers = MaxRequestWorkers = N; php-fpm: pm = static,
      pm.max_children = N) in a fresh limited cgroup, loaded with ``ab`` until every worker
      has served requests. Counts are searched by bracketing and bisection: the answer is
-     the N that ran without an OOM kill while N + 1 was OOM-killed.
+     the N that ran without an OOM kill while N + 1 was OOM-killed. The OOM count is read
+     under load, before the instance is stopped: an OOM kill while stopping (uWSGI's
+     workers finalising Python copy the pages they share with the master) is recorded
+     (``oom_at_stop``) and said in the report, but it is not what the count runs.
+   * The same way, a fresh instance per count: apache2 with the event MPM (the count is
+     children of ThreadsPerChild 25 threads, StartServers = ServerLimit, spare-thread bounds
+     that keep every child; ab runs children x 25 clients, so every thread is busy), nginx
+     (worker_processes) and uWSGI (processes; capacity/testing/servers_more.py).
+   * php-fpm with a pool per site (``php-fpm-pools``): one master, pool site2 static at
+     ``pinned`` children under one ab client, pool site1 static at the count under the usual
+     load, both in the one limited cgroup. The truth is the largest site1 pm.max_children
+     that runs; capplan's answer is site1's in the plan of the estimate's groups with
+     ``--memory LIMIT --reserve 0 --set site2=N`` (``model.plan.plan_host``), as
+     ``capplan plan`` answers for pools on one host.
 
 2. **The prediction.** Start the same workload with 10 workers in a fresh cgroup *without*
    a limit, load it the same way, and run capplan as a user would:
    ``capplan estimate --pid MASTER --memory LIMIT --reserve 0`` (the budget is the limit).
-   The usual rules (largest RSS, RSS - SHR, PSS, USS) come from the same measurement.
+   The usual rules (largest RSS, RSS - SHR, PSS, USS) come from the same measurement
+   (none for php-fpm-pools: they answer for the whole selection, not one pool beside another).
 
 Goals: capplan's point prediction within 5 % of the true median on every workload, and
 its conservative prediction never above the true minimum. The table says plainly where a
@@ -84,7 +98,8 @@ class Workload:
 
     name: str
     title: str
-    kind: str  # forkserver | apache2 | apache2-event | php-fpm | php-fpm-pools | gunicorn | postgresql
+    kind: str  # forkserver | apache2 | apache2-event | php-fpm | php-fpm-pools | nginx | uwsgi
+    # | gunicorn | postgresql
     limit_bytes: int
     args: tuple[str, ...] = ()
     warm_requests: int = 20  # requests every worker serves before a count counts
@@ -185,6 +200,22 @@ WORKLOADS = (
         # concurrency a child costs less the more children share the load (docs/validation.md).
         busy_threads=True,
         warm_requests=250,
+    ),
+    Workload(
+        name="nginx",
+        title="nginx, static page: the workers are worker_processes",
+        kind="nginx",
+        limit_bytes=32 * MiB,
+    ),
+    Workload(
+        name="uwsgi",
+        title="uWSGI with a master, tiny WSGI app over --http-socket: the workers are processes",
+        kind="uwsgi",
+        limit_bytes=96 * MiB,
+        # A worker's memory grows for its first few hundred requests (10 workers under ab:
+        # 28 MiB anon at start, 34.2 after about 8 s, flat from then): with 20 requests per
+        # worker the search ran counts far from what their workers grow to.
+        warm_requests=1000,
     ),
     Workload(
         name="gunicorn",
@@ -380,6 +411,18 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
             servers.php_fpm_frontend(fpm, 10) as front,
         ):
             yield Running(server=fpm, url=front.url("/index.php"), counter=front)
+    elif workload.kind == "nginx":
+        from capacity.testing import servers_more
+
+        with servers_more.nginx(count, cgroup=cgroup, timeout=30) as web:
+            yield Running(server=web, url=web.url("/index.html"), counter=web)
+    elif workload.kind == "uwsgi":
+        from capacity.testing import servers_more
+
+        with servers_more.uwsgi(count, cgroup=cgroup, timeout=30) as wsgi:
+            # uWSGI logs a line per request (and a few of its own) to its log.
+            wsgi.access_log = wsgi.log
+            yield Running(server=wsgi, url=wsgi.url(), counter=wsgi)
     elif workload.kind == "gunicorn":
         with servers.gunicorn(count, cgroup=cgroup, timeout=30) as app:
 
@@ -457,6 +500,8 @@ class Trial:
     # (workers, what the cgroup held besides page cache) for every count that fitted, read
     # under load: the slope is what one more worker really cost during the search.
     held: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    # Counts that ran without an OOM kill but were OOM-killed while being stopped (bisection).
+    oom_at_stop: list[int] = dataclasses.field(default_factory=list)
 
 
 def held_now(cgroup: OwnCgroup) -> int | None:
@@ -476,10 +521,14 @@ def slope(points: list[tuple[int, int]]) -> float | None:
     return float(stats.linregress([n for n, _ in points], [b for _, b in points]).slope)
 
 
-def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
+def fits(workload: Workload, count: int) -> tuple[bool, int | None, bool]:
     """A fresh instance with ``count`` workers under load: did it run without an OOM kill?
-    Also what its cgroup held, under load, when it did."""
+    Also what its cgroup held, under load, when it did, and whether stopping it was
+    OOM-killed after it ran (uWSGI: every worker's Python finalization writes the refcounts
+    of the objects it shares with the master, and copy-on-write copies them all at once).
+    The count is read before the stop: the truth is what runs, not what stops."""
     held = None
+    ran = False
     with temporary_cgroup(CGROUP_PREFIX) as cgroup:
         cgroup.set_limit(workload.limit_bytes)
         try:
@@ -489,24 +538,31 @@ def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
             ):
                 wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
                 held = held_now(cgroup)
+                ran = cgroup.oom_kills() == 0
         except RuntimeError:
             if cgroup.oom_kills() == 0:
                 raise  # it failed for another reason: that is not an answer
-        ok = cgroup.oom_kills() == 0
-        return ok, held if ok else None
+            ran = False
+        return ran, held if ran else None, ran and cgroup.oom_kills() > 0
 
 
 def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
     began = time.monotonic()
     tried: list[tuple[int, bool]] = []
     held: list[tuple[int, int]] = []
+    oom_at_stop: list[int] = []
 
     def probe(count: int) -> bool:
-        ok, bytes_held = fits(workload, count)
+        ok, bytes_held, killed_stopping = fits(workload, count)
         tried.append((count, not ok))
         if bytes_held is not None:
             held.append((count, bytes_held))
-        log(f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}")
+        if killed_stopping:
+            oom_at_stop.append(count)
+        log(
+            f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}"
+            + (" (OOM kill while stopping)" if killed_stopping else "")
+        )
         return ok
 
     low, high = 1, None  # low fits (verified below), high does not
@@ -537,7 +593,12 @@ def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
         else:
             high = middle
     return Trial(
-        max_fit=low, first_oom=high, tried=tried, seconds=time.monotonic() - began, held=held
+        max_fit=low,
+        first_oom=high,
+        tried=tried,
+        seconds=time.monotonic() - began,
+        held=held,
+        oom_at_stop=oom_at_stop,
     )
 
 
@@ -953,7 +1014,13 @@ def _details(results: list[dict[str, Any]]) -> list[str]:
         cap = r["capplan"]
         b = cap["breakdown"]
         trials = "; ".join(
-            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s)"
+            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s"
+            + (
+                f"; OOM-killed while stopping at {', '.join(map(str, t['oom_at_stop']))}"
+                if t.get("oom_at_stop")
+                else ""
+            )
+            + ")"
             for t in r["trials"]
         )
         details.append(
@@ -1059,8 +1126,9 @@ def render_markdown(
             *(_guest_section(*guest) if guest is not None else []),
             "## How to reproduce",
             "",
-            "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm and "
-            "gunicorn installed (`.ci/install-system-packages`, `pip install -e '.[test]'`):",
+            "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm, "
+            "nginx, uWSGI, PostgreSQL and gunicorn installed (`.ci/install-system-packages`, "
+            "`pip install -e '.[test]'`):",
             "",
             "```sh",
             "python3 scripts/validate.py            # all workloads, 3 repeats",
