@@ -206,6 +206,7 @@ WORKLOADS = (
         title="nginx, static page: the workers are worker_processes",
         kind="nginx",
         limit_bytes=32 * MiB,
+        quick=True,  # about 20 s with one repeat
     ),
     Workload(
         name="uwsgi",

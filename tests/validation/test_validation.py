@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import REPO, is_root
 
-from capacity.testing import servers
+from capacity.testing import servers, servers_more
 
 pytestmark = pytest.mark.skipif(
     not is_root(), reason="needs root: OOM experiments run in memory cgroups of their own"
@@ -45,6 +45,8 @@ def results() -> dict[str, dict[str, Any]]:
         needed.append(servers.apache2_binary)
     if any(w.kind == "php-fpm" for w in QUICK):
         needed.append(servers.php_fpm_binary)
+    if any(w.kind == "nginx" for w in QUICK):
+        needed.append(servers_more.nginx_binary)
     for check in needed:
         try:
             check()
