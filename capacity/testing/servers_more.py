@@ -50,6 +50,7 @@ from capacity.testing.servers import (
 )
 
 UWSGI_PYTHON_PLUGIN = Path("/usr/lib/uwsgi/plugins/python3_plugin.so")
+UWSGI_HTTP_PLUGIN = Path("/usr/lib/uwsgi/plugins/http_plugin.so")  # in uwsgi-core
 _PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE", re.IGNORECASE)
 
 
@@ -163,9 +164,11 @@ def _serve(
     timeout: float,
     log: Path,
     use_port: bool = True,
+    settled: Callable[[int], bool] | None = None,
 ) -> Iterator[PreforkServer]:
     """Start ``start(port)``'s command until it binds a free port (3 tries), wait until
-    ``roles(master)`` has at least ``expected`` of each role, yield, always stop."""
+    ``roles(master)`` has at least ``expected`` of each role (and ``settled(master)``
+    holds), yield, always stop."""
     for _attempt in range(3):
         port = free_port() if use_port else 0
         command, env = start(port)
@@ -183,7 +186,9 @@ def _serve(
             if use_port and not port_accepts(port):
                 return False
             found = roles(master)
-            return all(len(found.get(role, [])) >= n for role, n in expected.items())
+            if not all(len(found.get(role, [])) >= n for role, n in expected.items()):
+                return False
+            return settled is None or settled(master)
 
         try:
             wait_until(
@@ -316,7 +321,7 @@ def application(environ, start_response):
     return [body]
 '''
 
-_UWSGI_SPAWNED = re.compile(rb"spawned uWSGI (worker|mule) \d+ \(pid: (\d+)")
+_UWSGI_SPAWNED = re.compile(rb"spawned uWSGI (worker|mule|http) \d+ \(pid: (\d+)")
 _UWSGI_SPOOLER = re.compile(rb"spawned the uWSGI spooler on dir .* with pid (\d+)")
 
 
@@ -338,19 +343,39 @@ def _uwsgi_roles(log: Path, master: int) -> dict[str, list[int]]:
     return {role: sorted(set(pids)) for role, pids in found.items()}
 
 
+def _signal_masks(pid: int) -> tuple[str, str] | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return fields.get("SigIgn", "").strip(), fields.get("SigCgt", "").strip()
+
+
+def _own_signal_handlers(master: int) -> bool:
+    """Every child has set up its own signal handlers: uWSGI logs a child as spawned right
+    after fork, while it still has the master's, and without titles its signals are what
+    tells a worker from a mule or the spooler."""
+    mine = _signal_masks(master)
+    return mine is not None and all(_signal_masks(kid) != mine for kid in children_of(master))
+
+
 @contextlib.contextmanager
 def uwsgi(
     workers: int = 4,
     *,
     mules: int = 0,
     spooler: bool = False,
+    router: bool = False,
     procname: bool = True,
     cgroup: OwnCgroup | None = None,
     timeout: float = 60.0,
 ) -> Iterator[PreforkServer]:
     """uWSGI with a master and ``processes`` = ``workers`` serving a tiny WSGI app over
     HTTP on a free loopback port (``--http-socket``: the workers answer HTTP themselves),
-    ``mules`` mules and optionally a spooler (fixed cost). ``procname=True`` passes
+    ``mules`` mules and optionally a spooler (fixed cost). ``router=True`` puts uWSGI's
+    http router in front instead (``--http``: role ``http``, fixed cost), which passes
+    requests to the workers over a socket of its own. ``procname=True`` passes
     ``--auto-procname`` (titles ``uWSGI master``, ``uWSGI worker 1``, ...); without it
     every process keeps the master's command line, as uWSGI's default is."""
     binary = uwsgi_binary()
@@ -371,7 +396,8 @@ def uwsgi(
                 "--master",
                 "--processes",
                 str(workers),
-                "--http-socket",
+                *(["--plugin", str(UWSGI_HTTP_PLUGIN)] if router else []),
+                "--http" if router else "--http-socket",
                 f"127.0.0.1:{port}",
                 "--chdir",
                 str(workdir),
@@ -394,6 +420,8 @@ def uwsgi(
             expected["mule"] = mules
         if spooler:
             expected["spooler"] = 1
+        if router:
+            expected["http"] = 1
         with _serve(
             "uwsgi",
             workdir,
@@ -403,6 +431,7 @@ def uwsgi(
             cgroup=cgroup,
             timeout=timeout,
             log=log,
+            settled=_own_signal_handlers,
         ) as server:
             yield server
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import is_root, run_cli
+from serverkit import footprint, need
 
 from capacity.measure.cgroup import OwnCgroup, temporary_cgroup
 from capacity.testing import servers
@@ -50,33 +50,12 @@ PG_ROLES = {
 }
 
 
-def need(*checks: Callable[[], object]) -> None:
-    for check in checks:
-        try:
-            check()
-        except servers.ServerUnavailable as missing:
-            pytest.skip(str(missing))
-
-
 def estimate(*args: str, samples: int = 3) -> dict[str, Any]:
     result = run_cli(
         "estimate", *args, "--samples", str(samples), "--interval", "0.5", "--format", "json"
     )
     assert result.code == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-def footprint(cgroup: OwnCgroup, readings: int = 5) -> float:
-    """Median of what the cgroup holds besides page cache: usage - cache + shmem."""
-    values = []
-    for _ in range(readings):
-        memory = cgroup.memory()
-        assert memory is not None
-        values.append(
-            memory.current_bytes - memory.stat.get("file", 0) + memory.stat.get("shmem", 0)
-        )
-        time.sleep(0.2)
-    return statistics.median(values)
 
 
 def assert_agrees(what: str, per_worker: float, truth: float) -> None:

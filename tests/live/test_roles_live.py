@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from serverkit import need
 
 from capacity.measure.roles import classify
 from capacity.measure.workload import Selector, classify_selection, role_facts, select_processes
@@ -29,14 +30,6 @@ PG_BACKGROUND = {
     "autovacuum launcher": 1,
     "logical replication launcher": 1,
 }
-
-
-def need(*checks: Callable[[], object]) -> None:
-    for check in checks:
-        try:
-            check()
-        except servers.ServerUnavailable as missing:
-            pytest.skip(str(missing))
 
 
 def roles_of(*servers_: servers.Server) -> Classification:

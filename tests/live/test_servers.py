@@ -13,16 +13,15 @@ than one reading cancels what is paid once (the parent, the shared pages).
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from conftest import REPO, is_root, run_cli
+from serverkit import footprint, need
 
 from capacity.measure.cgroup import OwnCgroup, temporary_cgroup
 from capacity.testing import servers
@@ -36,28 +35,6 @@ pytestmark = pytest.mark.skipif(
 TOLERANCE = 0.15
 LOAD_CONCURRENCY = 10
 MIN_REQUESTS_DURING_MEASUREMENT = 500
-
-
-def need(*checks: Callable[[], object]) -> None:
-    """Skip, naming the missing package, when a server or tool is not installed."""
-    for check in checks:
-        try:
-            check()
-        except servers.ServerUnavailable as missing:
-            pytest.skip(str(missing))
-
-
-def footprint(cgroup: OwnCgroup, readings: int = 5) -> float:
-    """Median of what the cgroup holds besides page cache: usage - cache + shmem."""
-    values = []
-    for _ in range(readings):
-        memory = cgroup.memory()
-        assert memory is not None
-        values.append(
-            memory.current_bytes - memory.stat.get("file", 0) + memory.stat.get("shmem", 0)
-        )
-        time.sleep(0.2)
-    return statistics.median(values)
 
 
 def capplan_under_load(
