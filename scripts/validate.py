@@ -19,12 +19,26 @@ For each workload:
      StartServers = Min/MaxSpareServers = MaxRequestWorkers = N; php-fpm: pm = static,
      pm.max_children = N) in a fresh limited cgroup, loaded with ``ab`` until every worker
      has served requests. Counts are searched by bracketing and bisection: the answer is
-     the N that ran without an OOM kill while N + 1 was OOM-killed.
+     the N that ran without an OOM kill while N + 1 was OOM-killed. The OOM count is read
+     under load, before the instance is stopped: an OOM kill while stopping (uWSGI's
+     workers finalising Python copy the pages they share with the master) is recorded
+     (``oom_at_stop``) and said in the report, but it is not what the count runs.
+   * The same way, a fresh instance per count: apache2 with the event MPM (the count is
+     children of ThreadsPerChild 25 threads, StartServers = ServerLimit, spare-thread bounds
+     that keep every child; ab runs children x 25 clients, so every thread is busy), nginx
+     (worker_processes) and uWSGI (processes; capacity/testing/servers_more.py).
+   * php-fpm with a pool per site (``php-fpm-pools``): one master, pool site2 static at
+     ``pinned`` children under one ab client, pool site1 static at the count under the usual
+     load, both in the one limited cgroup. The truth is the largest site1 pm.max_children
+     that runs; capplan's answer is site1's in the plan of the estimate's groups with
+     ``--memory LIMIT --reserve 0 --set site2=N`` (``model.plan.plan_host``), as
+     ``capplan plan`` answers for pools on one host.
 
 2. **The prediction.** Start the same workload with 10 workers in a fresh cgroup *without*
    a limit, load it the same way, and run capplan as a user would:
    ``capplan estimate --pid MASTER --memory LIMIT --reserve 0`` (the budget is the limit).
-   The usual rules (largest RSS, RSS - SHR, PSS, USS) come from the same measurement.
+   The usual rules (largest RSS, RSS - SHR, PSS, USS) come from the same measurement
+   (none for php-fpm-pools: they answer for the whole selection, not one pool beside another).
 
 Goals: capplan's point prediction within 5 % of the true median on every workload, and
 its conservative prediction never above the true minimum. The table says plainly where a
@@ -84,7 +98,8 @@ class Workload:
 
     name: str
     title: str
-    kind: str  # forkserver | apache2 | php-fpm | gunicorn | postgresql
+    kind: str  # forkserver | apache2 | apache2-event | php-fpm | php-fpm-pools | nginx | uwsgi
+    # | gunicorn | postgresql
     limit_bytes: int
     args: tuple[str, ...] = ()
     warm_requests: int = 20  # requests every worker serves before a count counts
@@ -101,6 +116,14 @@ class Workload:
     # emulation each step costs 2-3 s. An OOM kill at the first count restarts from 1.
     # (capplan's own measurement still adds its 10 one at a time: see capplan_estimate.)
     grow_from: int = 1
+    # php-fpm-pools: the second pool (site2) runs this many children, lightly loaded, in every
+    # count of the search and in capplan's measurement; the count searched is site1's.
+    pinned: int = 0
+    # apache2-event: threads of each child (Debian's default 25); the count is children.
+    threads_per_child: int = 25
+    # apache2-event: ab's concurrency is every thread of every child (count x
+    # threads_per_child), not LOAD_CONCURRENCY.
+    busy_threads: bool = False
 
     @property
     def method(self) -> str:
@@ -154,6 +177,46 @@ WORKLOADS = (
         kind="php-fpm",
         limit_bytes=128 * MiB,
         quick=True,
+    ),
+    Workload(
+        name="php-fpm-pools",
+        title="php-fpm, a pool per site under one master: site1 loaded and searched, site2 "
+        "held at 10 children under light load (both static, behind apache2)",
+        kind="php-fpm-pools",
+        limit_bytes=128 * MiB,
+        pinned=MEASURED_WORKERS,
+    ),
+    Workload(
+        name="apache2-event",
+        title="apache2 event MPM (Debian's default), 25 threads per child, static page: the "
+        "count is children",
+        kind="apache2-event",
+        limit_bytes=64 * MiB,
+        threads_per_child=25,
+        # Every thread busy: ab's concurrency is children x ThreadsPerChild (the
+        # MaxRequestWorkers the count admits), and every thread serves about 10 requests
+        # before a count counts. A thread keeps the stack pages and allocator memory it
+        # touched, and the MPM hands requests to the threads idle last, so at a fixed
+        # concurrency a child costs less the more children share the load (docs/validation.md).
+        busy_threads=True,
+        warm_requests=250,
+    ),
+    Workload(
+        name="nginx",
+        title="nginx, static page: the workers are worker_processes",
+        kind="nginx",
+        limit_bytes=32 * MiB,
+        quick=True,  # about 20 s with one repeat
+    ),
+    Workload(
+        name="uwsgi",
+        title="uWSGI with a master, tiny WSGI app over --http-socket: the workers are processes",
+        kind="uwsgi",
+        limit_bytes=96 * MiB,
+        # A worker's memory grows for its first few hundred requests (10 workers under ab:
+        # 28 MiB anon at start, 34.2 after about 8 s, flat from then): with 20 requests per
+        # worker the search ran counts far from what their workers grow to.
+        warm_requests=1000,
     ),
     Workload(
         name="gunicorn",
@@ -286,6 +349,8 @@ class Running:
     counter: servers.Server  # whose access log counts the requests served
     add: Callable[[], None] | None = None
     served_at_least: Callable[[int], bool] | None = None  # per-worker counts (forkserver)
+    light_url: str = ""  # a second site loaded by one client at a time (php-fpm-pools)
+    concurrency: int = LOAD_CONCURRENCY  # ab's clients on ``url``
 
 
 @contextlib.contextmanager
@@ -311,12 +376,54 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
     elif workload.kind == "apache2":
         with servers.apache2(count, cgroup=cgroup, timeout=30) as apache:
             yield Running(server=apache, url=apache.url(), counter=apache)
+    elif workload.kind == "apache2-event":
+        with servers.apache2(
+            count,
+            cgroup=cgroup,
+            timeout=30,
+            mpm="event",
+            threads_per_child=workload.threads_per_child,
+        ) as apache:
+            yield Running(
+                server=apache,
+                url=apache.url(),
+                counter=apache,
+                concurrency=count * workload.threads_per_child
+                if workload.busy_threads
+                else LOAD_CONCURRENCY,
+            )
+    elif workload.kind == "php-fpm-pools":
+        pools = {"site1": count, "site2": workload.pinned}
+        with servers.php_fpm(cgroup=cgroup, timeout=30, pools=pools) as fpm:
+            site2 = dataclasses.replace(fpm, socket_path=fpm.workdir / "site2.sock")
+            with (
+                servers.php_fpm_frontend(fpm, 10) as front,  # the first pool's socket: site1
+                servers.php_fpm_frontend(site2, 2) as light,
+            ):
+                yield Running(
+                    server=fpm,
+                    url=front.url("/index.php"),
+                    counter=front,
+                    light_url=light.url("/index.php"),
+                )
     elif workload.kind == "php-fpm":
         with (
             servers.php_fpm(count, cgroup=cgroup, timeout=30) as fpm,
             servers.php_fpm_frontend(fpm, 10) as front,
         ):
             yield Running(server=fpm, url=front.url("/index.php"), counter=front)
+    elif workload.kind == "nginx":
+        from capacity.testing import servers_more
+
+        with servers_more.nginx(count, cgroup=cgroup, timeout=30) as web:
+            yield Running(server=web, url=web.url("/index.html"), counter=web)
+    elif workload.kind == "uwsgi":
+        from capacity.testing import servers_more
+
+        with servers_more.uwsgi(count, cgroup=cgroup, timeout=30) as wsgi:
+            # uWSGI logs a line per request (and a few of its own) to its log.
+            wsgi.access_log = wsgi.log
+            yield Running(server=wsgi, url=wsgi.url(), counter=wsgi)
     elif workload.kind == "gunicorn":
         with servers.gunicorn(count, cgroup=cgroup, timeout=30) as app:
 
@@ -343,13 +450,16 @@ def start(workload: Workload, count: int, cgroup: OwnCgroup) -> Iterator[Running
 
 
 @contextlib.contextmanager
-def load_for(running: Running) -> Iterator[None]:
-    """ab against an HTTP workload; nothing more for PostgreSQL, whose pgbench ``start``
-    already runs with one client per worker."""
+def load_for(running: Running, workload: Workload) -> Iterator[None]:
+    """ab against an HTTP workload (and one client on a lightly loaded second site); nothing
+    more for PostgreSQL, whose pgbench ``start`` already runs with one client per worker."""
     if not running.url:
         yield
         return
-    with servers.ab_load(running.url, LOAD_CONCURRENCY):
+    with contextlib.ExitStack() as loads:
+        loads.enter_context(servers.ab_load(running.url, running.concurrency))
+        if running.light_url:
+            loads.enter_context(servers.ab_load(running.light_url, 1))
         yield
 
 
@@ -391,6 +501,8 @@ class Trial:
     # (workers, what the cgroup held besides page cache) for every count that fitted, read
     # under load: the slope is what one more worker really cost during the search.
     held: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    # Counts that ran without an OOM kill but were OOM-killed while being stopped (bisection).
+    oom_at_stop: list[int] = dataclasses.field(default_factory=list)
 
 
 def held_now(cgroup: OwnCgroup) -> int | None:
@@ -410,37 +522,48 @@ def slope(points: list[tuple[int, int]]) -> float | None:
     return float(stats.linregress([n for n, _ in points], [b for _, b in points]).slope)
 
 
-def fits(workload: Workload, count: int) -> tuple[bool, int | None]:
+def fits(workload: Workload, count: int) -> tuple[bool, int | None, bool]:
     """A fresh instance with ``count`` workers under load: did it run without an OOM kill?
-    Also what its cgroup held, under load, when it did."""
+    Also what its cgroup held, under load, when it did, and whether stopping it was
+    OOM-killed after it ran (uWSGI: every worker's Python finalization writes the refcounts
+    of the objects it shares with the master, and copy-on-write copies them all at once).
+    The count is read before the stop: the truth is what runs, not what stops."""
     held = None
+    ran = False
     with temporary_cgroup(CGROUP_PREFIX) as cgroup:
         cgroup.set_limit(workload.limit_bytes)
         try:
             with (
                 start(workload, count, cgroup) as running,
-                load_for(running),
+                load_for(running, workload),
             ):
                 wait_for_load(running, workload, count, lambda: cgroup.oom_kills() > 0)
                 held = held_now(cgroup)
+                ran = cgroup.oom_kills() == 0
         except RuntimeError:
             if cgroup.oom_kills() == 0:
                 raise  # it failed for another reason: that is not an answer
-        ok = cgroup.oom_kills() == 0
-        return ok, held if ok else None
+            ran = False
+        return ran, held if ran else None, ran and cgroup.oom_kills() > 0
 
 
 def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
     began = time.monotonic()
     tried: list[tuple[int, bool]] = []
     held: list[tuple[int, int]] = []
+    oom_at_stop: list[int] = []
 
     def probe(count: int) -> bool:
-        ok, bytes_held = fits(workload, count)
+        ok, bytes_held, killed_stopping = fits(workload, count)
         tried.append((count, not ok))
         if bytes_held is not None:
             held.append((count, bytes_held))
-        log(f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}")
+        if killed_stopping:
+            oom_at_stop.append(count)
+        log(
+            f"  {workload.name}: {count} workers -> {'fits' if ok else 'OOM kill'}"
+            + (" (OOM kill while stopping)" if killed_stopping else "")
+        )
         return ok
 
     low, high = 1, None  # low fits (verified below), high does not
@@ -471,7 +594,12 @@ def bisect_maximum(workload: Workload, guess: int | None) -> Trial:
         else:
             high = middle
     return Trial(
-        max_fit=low, first_oom=high, tried=tried, seconds=time.monotonic() - began, held=held
+        max_fit=low,
+        first_oom=high,
+        tried=tried,
+        seconds=time.monotonic() - began,
+        held=held,
+        oom_at_stop=oom_at_stop,
     )
 
 
@@ -490,7 +618,7 @@ def grow_until_oom(workload: Workload, first: int | None = None) -> Trial:
 
         workers = first
         try:
-            with start(workload, first, cgroup) as running, load_for(running):
+            with start(workload, first, cgroup) as running, load_for(running, workload):
                 assert running.add is not None
                 while True:
                     try:
@@ -560,7 +688,7 @@ def capplan_estimate(
     with (
         temporary_cgroup(CGROUP_PREFIX) as cgroup,
         start(workload, first, cgroup) as running,
-        load_for(running),
+        load_for(running, workload),
     ):
         for workers in range(first, MEASURED_WORKERS):
             wait_for_load(running, workload, workers, lambda: False)
@@ -627,13 +755,80 @@ def relative(predicted: int, truth: float) -> float:
     return (predicted - truth) / truth
 
 
+def pinned_plan(workload: Workload, doc: dict[str, Any]) -> dict[str, Any]:
+    """php-fpm-pools: capplan's answer for site1 with site2 pinned at its size, as
+    ``capplan plan --memory LIMIT --reserve 0 --set site2=N`` plans the groups of one
+    estimate (``model.plan.group_estimate`` per group, as ``plan_groups`` builds them)."""
+    from capacity.model.assemble import BudgetOptions
+    from capacity.model.plan import PoolModel, group_estimate, plan_host
+    from capacity.modelfile import estimate_from_dict
+
+    estimate = estimate_from_dict(doc)
+    pools = [
+        PoolModel(
+            name=group.pool or group.label,
+            source=f"group {i + 1}",
+            estimate=group_estimate(estimate, group),
+        )
+        for i, group in enumerate(estimate.groups)
+    ]
+    names = sorted(p.name for p in pools)
+    if names != ["site1", "site2"]:
+        raise RuntimeError(f"{workload.name}: capplan found the groups {names}, not the two pools")
+    plan = plan_host(
+        pools,
+        budget=BudgetOptions.parse(str(workload.limit_bytes), "0"),
+        counts={"site2": workload.pinned},
+    )
+    site1 = next(p for p in plan.pools if p.name == "site1")
+    group = next(g for g in doc["groups"] if g["pool"] == "site1")
+    return {
+        "point": site1.max_instances,
+        "conservative": site1.max_instances_conservative,
+        "model": group["model"],
+        "measured_workers": group["worker_count"],
+        "usual": None,  # the usual rules have no answer for one pool beside a pinned one
+        "plan": {
+            "pinned": {"site2": workload.pinned},
+            "pools": [
+                {
+                    "name": p.name,
+                    "fixed_bytes": p.fixed_bytes,
+                    "per_instance_bytes": p.per_instance_bytes,
+                    "max_instances": p.max_instances,
+                    "max_instances_conservative": p.max_instances_conservative,
+                }
+                for p in plan.pools
+            ],
+            "notes": list(plan.notes),
+        },
+        "suggestion": None if site1.suggestion is None else "; ".join(site1.suggestion.lines),
+    }
+
+
+def capplan_answer(workload: Workload, doc: dict[str, Any]) -> dict[str, Any]:
+    """The answer compared with the truth: the estimate's own, or site1's in the plan."""
+    if workload.kind == "php-fpm-pools":
+        return pinned_plan(workload, doc)
+    groups = doc.get("groups") or []
+    suggestion = groups[0].get("suggestion") if len(groups) == 1 else None
+    return {
+        "point": doc["prediction"]["max_instances"],
+        "conservative": doc["prediction"]["max_instances_conservative"],
+        "model": doc["model"],
+        "measured_workers": doc["workload"]["worker_count"],
+        "usual": {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES},
+        "suggestion": None if suggestion is None else "; ".join(suggestion["lines"]),
+    }
+
+
 def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> dict[str, Any]:
     maxima = [t.max_fit for t in trials]
     truth = {"min": min(maxima), "median": statistics.median(maxima), "max": max(maxima)}
-    point = doc["prediction"]["max_instances"]
-    conservative = doc["prediction"]["max_instances_conservative"]
-    usual = {name: doc["estimators"][name]["max_instances"] for name in USUAL_RULES}
-    model = doc["model"]
+    answer = capplan_answer(workload, doc)
+    point, conservative = answer["point"], answer["conservative"]
+    usual = answer["usual"]
+    model = answer["model"]
     # Near the limit the kernel squeezes what it can reclaim, which flattens the line: only
     # counts that held at most 90 % of the limit measure what a worker costs.
     roomy = [
@@ -667,12 +862,14 @@ def evaluate(workload: Workload, trials: list[Trial], doc: dict[str, Any]) -> di
             "confidence": model["confidence"],
             "kernel_source": model["breakdown"]["kernel_source"],
             "breakdown": model["breakdown"],
-            "measured_workers": doc["workload"]["worker_count"],
+            "measured_workers": answer["measured_workers"],
+            "suggestion": answer["suggestion"],
+            "plan": answer.get("plan"),
         },
         "cgroup_per_worker_bytes": cgroup_slope,
-        "usual": {
-            name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()
-        },
+        "usual": None
+        if usual is None
+        else {name: {"max": n, "error": relative(n, truth["median"])} for name, n in usual.items()},
         "goals": {
             "point_within_5pct": abs(relative(point, truth["median"])) <= POINT_TOLERANCE,
             "conservative_at_most_min": conservative <= truth["min"],
@@ -703,10 +900,11 @@ def validate_one(
         f"THP {thp_mode()})"
     )
     doc = capplan_estimate(workload, samples, interval, in_process)
+    answer = capplan_answer(workload, doc)
     log(
-        f"  capplan: {doc['prediction']['max_instances']} workers "
-        f"(conservative {doc['prediction']['max_instances_conservative']}), "
-        f"{doc['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
+        f"  capplan: {answer['point']} workers "
+        f"(conservative {answer['conservative']}), "
+        f"{answer['model']['per_instance_bytes'] / 1024:.0f} KiB per worker"
     )
     trials: list[Trial] = []
     for repeat in range(repeats):
@@ -724,27 +922,35 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
 
+def _cells(r: dict[str, Any]) -> list[str]:
+    """The cells both tables share: per worker (capplan / cgroup), the truth, capplan's
+    point (error, MISS) and conservative (MISS) answers."""
+    truth, cap, goals = r["truth"], r["capplan"], r["goals"]
+    return [
+        f"{cap['per_worker_bytes'] / 1024:.0f} / "
+        + (
+            f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
+            if r["cgroup_per_worker_bytes"] is not None
+            else "-"
+        ),
+        f"{truth['min']} / {truth['median']:g} / {truth['max']}",
+        f"{cap['point']} ({_pct(cap['point_error'])})"
+        + ("" if goals["point_within_5pct"] else " **MISS**"),
+        f"{cap['conservative']}" + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+    ]
+
+
 def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     """The guest's rows: pure cgroup v2 on a stock distribution kernel, THP per row."""
     rows = []
     for r in results:
-        truth, cap, goals, env = r["truth"], r["capplan"], r["goals"], r["environment"]
+        env = r["environment"]
         rows.append(
             [
                 r["name"],
                 f"{env['kernel']} / {env['cgroup']} / {env['thp']}",
                 r["limit_bytes"] // MiB,
-                f"{cap['per_worker_bytes'] / 1024:.0f} / "
-                + (
-                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
-                    if r["cgroup_per_worker_bytes"] is not None
-                    else "-"
-                ),
-                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
-                f"{cap['point']} ({_pct(cap['point_error'])})"
-                + ("" if goals["point_within_5pct"] else " **MISS**"),
-                f"{cap['conservative']}"
-                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
+                *_cells(r),
             ]
         )
     table = tabulate(
@@ -785,13 +991,37 @@ def _guest_section(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[
     ]
 
 
+def _plan_sentence(plan: dict[str, Any] | None) -> str:
+    """php-fpm-pools: how site1's answer came out of the plan with site2 pinned."""
+    if not plan:
+        return ""
+    pinned = ", ".join(f"{name}={n}" for name, n in plan["pinned"].items())
+    pools = "; ".join(
+        f"{p['name']} {p['per_instance_bytes'] / 1024:.0f} KiB per worker, fixed "
+        f"{p['fixed_bytes'] / MiB:.1f} MiB, {p['max_instances']} "
+        f"(conservative {p['max_instances_conservative']})"
+        for p in plan["pools"]
+    )
+    notes = "".join(f" Plan note: {note}." for note in plan["notes"])
+    return (
+        f" The answer is site1's in the plan of the estimate's groups with --memory LIMIT "
+        f"--reserve 0 --set {pinned}: {pools}.{notes}"
+    )
+
+
 def _details(results: list[dict[str, Any]]) -> list[str]:
     details = []
     for r in results:
         cap = r["capplan"]
         b = cap["breakdown"]
         trials = "; ".join(
-            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s)"
+            f"{t['max_fit']} fit, {t['first_oom']} OOM-killed ({len(t['tried'])} counts tried, {t['seconds']:.0f} s"
+            + (
+                f"; OOM-killed while stopping at {', '.join(map(str, t['oom_at_stop']))}"
+                if t.get("oom_at_stop")
+                else ""
+            )
+            + ")"
             for t in r["trials"]
         )
         details.append(
@@ -805,6 +1035,8 @@ def _details(results: list[dict[str, Any]]) -> list[str]:
             f"fixed {cap['fixed_bytes'] / MiB:.1f} MiB (+ {cap['reclaimable_bytes'] / MiB:.1f} "
             f"MiB reclaimable, kept only by the conservative answer), confidence "
             f"{cap['confidence']}."
+            + _plan_sentence(cap.get("plan"))
+            + (f" capplan suggests `{cap['suggestion']}`." if cap.get("suggestion") else "")
             + (
                 f" During the search the cgroup held {r['cgroup_per_worker_bytes'] / 1024:.0f} "
                 "KiB more per added worker (usage - page cache + shmem, least squares over "
@@ -824,23 +1056,16 @@ def render_markdown(
     """reports/validation.md: the host's table, then the guest's rows where they exist."""
     rows = []
     for r in results:
-        truth, cap, usual, goals = r["truth"], r["capplan"], r["usual"], r["goals"]
+        usual = r["usual"]
         rows.append(
             [
                 r["name"],
                 r["limit_bytes"] // MiB,
-                f"{cap['per_worker_bytes'] / 1024:.0f} / "
-                + (
-                    f"{r['cgroup_per_worker_bytes'] / 1024:.0f}"
-                    if r["cgroup_per_worker_bytes"] is not None
-                    else "-"
+                *_cells(r),
+                *(
+                    f"{usual[n]['max']} ({_pct(usual[n]['error'])})" if usual else "-"
+                    for n in USUAL_RULES
                 ),
-                f"{truth['min']} / {truth['median']:g} / {truth['max']}",
-                f"{cap['point']} ({_pct(cap['point_error'])})"
-                + ("" if goals["point_within_5pct"] else " **MISS**"),
-                f"{cap['conservative']}"
-                + ("" if goals["conservative_at_most_min"] else " **MISS**"),
-                *(f"{usual[n]['max']} ({_pct(usual[n]['error'])})" for n in USUAL_RULES),
             ]
         )
     table = tabulate(
@@ -902,8 +1127,9 @@ def render_markdown(
             *(_guest_section(*guest) if guest is not None else []),
             "## How to reproduce",
             "",
-            "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm and "
-            "gunicorn installed (`.ci/install-system-packages`, `pip install -e '.[test]'`):",
+            "As root, from the repository root, with apache2, apache2-utils (ab), php-fpm, "
+            "nginx, uWSGI, PostgreSQL and gunicorn installed (`.ci/install-system-packages`, "
+            "`pip install -e '.[test]'`):",
             "",
             "```sh",
             "python3 scripts/validate.py            # all workloads, 3 repeats",

@@ -11,6 +11,7 @@ the script itself; this is one repeat of the ``quick`` workloads.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from types import ModuleType
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import REPO, is_root
 
-from capacity.testing import servers
+from capacity.testing import servers, servers_more
 
 pytestmark = pytest.mark.skipif(
     not is_root(), reason="needs root: OOM experiments run in memory cgroups of their own"
@@ -45,6 +46,8 @@ def results() -> dict[str, dict[str, Any]]:
         needed.append(servers.apache2_binary)
     if any(w.kind == "php-fpm" for w in QUICK):
         needed.append(servers.php_fpm_binary)
+    if any(w.kind == "nginx" for w in QUICK):
+        needed.append(servers_more.nginx_binary)
     for check in needed:
         try:
             check()
@@ -99,3 +102,26 @@ def test_the_report_says_which_goals_are_met(results: dict[str, dict[str, Any]])
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} "))
         assert str(result["capplan"]["point"]) in row
         assert ("MISS" in row) != all(result["goals"].values())
+
+
+def test_the_committed_report_renders_every_row_from_its_figures() -> None:
+    """reports/validation.md is what render_report makes of the committed JSON; both tables
+    take their shared cells from ``_cells``, and a row without the usual rules (php-fpm with
+    a pool per site: they answer for the whole selection) shows "-" for each."""
+    reports = REPO / "reports"
+    text = validate.render_report(reports / "validation.json", reports / "validation-guest.json")
+    assert text == (reports / "validation.md").read_text()
+    for name in ("validation.json", "validation-guest.json"):
+        path = reports / name
+        if not path.exists():
+            continue
+        for result in json.loads(path.read_text())["results"]:
+            row = next(
+                line for line in text.splitlines() if line.startswith(f"| {result['name']} ")
+            )
+            cells = [cell.strip() for cell in row.strip("|").split("|")]
+            shared = validate._cells(result)
+            start = cells.index(shared[0])
+            assert cells[start : start + len(shared)] == shared
+            if name == "validation.json" and result["usual"] is None:
+                assert cells[start + len(shared) :] == ["-"] * len(validate.USUAL_RULES)
