@@ -758,29 +758,22 @@ def relative(predicted: int, truth: float) -> float:
 def pinned_plan(workload: Workload, doc: dict[str, Any]) -> dict[str, Any]:
     """php-fpm-pools: capplan's answer for site1 with site2 pinned at its size, as
     ``capplan plan --memory LIMIT --reserve 0 --set site2=N`` plans the groups of one
-    estimate (``model.plan.group_estimate`` per group, as ``plan_groups`` builds them)."""
+    estimate (``model.plan.plan_groups``: the master they share paid once)."""
     from capacity.model.assemble import BudgetOptions
-    from capacity.model.plan import PoolModel, group_estimate, plan_host
+    from capacity.model.plan import plan_groups
     from capacity.modelfile import estimate_from_dict
 
     estimate = estimate_from_dict(doc)
-    pools = [
-        PoolModel(
-            name=group.pool or group.label,
-            source=f"group {i + 1}",
-            estimate=group_estimate(estimate, group),
-        )
-        for i, group in enumerate(estimate.groups)
-    ]
-    names = sorted(p.name for p in pools)
+    names = sorted(g.pool or g.label for g in estimate.groups)
     if names != ["site1", "site2"]:
         raise RuntimeError(f"{workload.name}: capplan found the groups {names}, not the two pools")
-    plan = plan_host(
-        pools,
+    plan = plan_groups(
+        estimate,
         budget=BudgetOptions.parse(str(workload.limit_bytes), "0"),
-        counts={"site2": workload.pinned},
+        counts={"php-fpm pool site2": workload.pinned},
     )
-    site1 = next(p for p in plan.pools if p.name == "site1")
+    assert plan is not None
+    site1 = next(p for p in plan.pools if p.name == "php-fpm pool site1")
     group = next(g for g in doc["groups"] if g["pool"] == "site1")
     return {
         "point": site1.max_instances,

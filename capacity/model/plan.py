@@ -585,56 +585,106 @@ def group_estimate(estimate: Estimate, group: GroupEstimate) -> Estimate:
     )
 
 
-def plan_groups(estimate: Estimate) -> Plan | None:
-    """The plan for the host a selection of several groups was measured on: every group a
-    pool (``plan_host`` with the budget each group was measured with), None for one group.
+def shared_once(estimate: Estimate) -> dict[int, int]:
+    """What to take off each group's fixed cost so that a fixed part several groups share
+    is paid once: group index -> bytes.
 
-    The budget is the one the estimate was given: every group recorded the same memory,
-    and their reserves (each counted the other groups as outside its workload) are taken
-    less the other groups, as for models measured together. A fixed cost several groups
-    share (a php-fpm master of several pools) is in each group's, so the plan pays it once
-    per group; a note says how much that is."""
-    if len(estimate.groups) < 2:
-        return None
+    A php-fpm master of several pools is in every pool's fixed cost, with the pages it
+    shares with its children (a pool has no fixed process of its own). The part they share
+    is at most the smallest of their fixed costs; the first of them keeps it and the others
+    are counted without it. Measured (issue 13, reports/validation.md, php-fpm-pools): paid
+    once per pool, the plan said 55 site1 workers beside 10 of site2 where 59 fitted; paid
+    once, 59."""
+    by_instance: dict[int | None, list[int]] = {}
+    for i, group in enumerate(estimate.groups):
+        if group.shared_roles:
+            by_instance.setdefault(group.instance, []).append(i)
+    deductions: dict[int, int] = {}
+    for members in by_instance.values():
+        if len(members) < 2:
+            continue
+        shared = max(0, min(estimate.groups[i].model.fixed_bytes for i in members))
+        for i in members[1:]:
+            deductions[i] = shared
+    return deductions
+
+
+def _less_fixed(estimate: Estimate, amount: int) -> Estimate:
+    if amount <= 0:
+        return estimate
+    model = estimate.model
+    low, high = model.fixed_ci95
+    return dataclasses.replace(
+        estimate,
+        model=dataclasses.replace(
+            model, fixed_bytes=model.fixed_bytes - amount, fixed_ci95=(low - amount, high - amount)
+        ),
+    )
+
+
+def group_pools(estimate: Estimate) -> list[PoolModel]:
+    """The groups of one estimate as the pools of a plan, named after their groups, a
+    fixed part they share counted once (``shared_once``)."""
     names: list[str] = []
     for group in estimate.groups:
         name = group.label
         while name in names:
             name = f"{name}'"
         names.append(name)
-    pools = [
+    less = shared_once(estimate)
+    return [
         PoolModel(
             name=name,
             source=f"group {i + 1} of {estimate.workload.selector}",
-            estimate=group_estimate(estimate, group),
+            estimate=_less_fixed(group_estimate(estimate, group), less.get(i, 0)),
         )
         for i, (name, group) in enumerate(zip(names, estimate.groups, strict=True))
     ]
-    plan = plan_host(pools)
-    budget = estimate.groups[0].budget
-    memory_source = f"the estimate's budget ({budget.source})"
-    reserve_source = plan.reserve_source
-    if budget.reserve_fraction is None and _reserve_was_measured(budget):
-        reserve_source = (
-            f"what the rest of {estimate.environment.hostname} used while capplan sampled: "
-            "each group's reserve less the other groups (each counted them as outside its "
-            "workload), the largest"
-        )
-    elif budget.reserve_fraction is None:
-        reserve_source = f"{budget.reserve_source}, as the estimate was given"
+
+
+def plan_groups(
+    estimate: Estimate,
+    *,
+    budget: BudgetOptions | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> Plan | None:
+    """The plan for the host a selection of several groups was measured on: every group a
+    pool (``plan_host`` with the budget each group was measured with, or ``budget``; the
+    pools ``counts`` names pinned), None for one group.
+
+    The budget is the one the estimate was given: every group recorded the same memory,
+    and their reserves (each counted the other groups as outside its workload) are taken
+    less the other groups, as for models measured together. A fixed cost several groups
+    share (a php-fpm master of several pools) is paid once (``shared_once``); a note says
+    how much was taken off."""
+    if len(estimate.groups) < 2:
+        return None
+    pools = group_pools(estimate)
+    plan = plan_host(pools, budget=budget or BudgetOptions(), counts=counts)
+    memory_source, reserve_source = plan.memory_source, plan.reserve_source
+    if budget is None:
+        measured = estimate.groups[0].budget
+        memory_source = f"the estimate's budget ({measured.source})"
+        if measured.reserve_fraction is None and _reserve_was_measured(measured):
+            reserve_source = (
+                f"what the rest of {estimate.environment.hostname} used while capplan "
+                "sampled: each group's reserve less the other groups (each counted them as "
+                "outside its workload), the largest"
+            )
+        elif measured.reserve_fraction is None:
+            reserve_source = f"{measured.reserve_source}, as the estimate was given"
     ratio_source = plan.ratio_source.replace("the models were", "the groups were")
     notes = list(plan.notes)
-    twice = [g for g in estimate.groups if g.shared_roles]
-    if len(twice) > 1:
-        shared = sorted({role for g in twice for role in g.shared_roles})
-        cost = max(
-            (sum(g.role_cost_bytes.get(role, 0) for role in shared) for g in twice), default=0
+    less = shared_once(estimate)
+    if less:
+        taken = ", ".join(
+            f"{pools[i].name} {format_bytes(amount)}" for i, amount in sorted(less.items())
         )
+        shared = sorted({r for i in less for r in estimate.groups[i].shared_roles})
         notes.append(
-            f"{', '.join(shared)} is shared by {len(twice)} groups and in each one's fixed "
-            f"cost: the plan pays it {len(twice)} times, {format_bytes(cost * (len(twice) - 1))} "
-            "more than once for its own pages and kernel memory (and the pages it shares with "
-            "its children are in each group's shared pages): the plan errs on the safe side"
+            f"{', '.join(shared)} is shared by several groups and in each one's fixed cost: "
+            f"the plan pays the shared part once, taking off {taken} (at most the smallest "
+            "fixed cost of the groups that share it)"
         )
     return dataclasses.replace(
         plan,

@@ -20,7 +20,7 @@ from conftest import FIXTURES, REPO, run_cli
 
 from capacity import modelfile
 from capacity.codec import to_jsonable
-from capacity.model.plan import plan_groups
+from capacity.model.plan import plan_groups, shared_once
 from capacity.records import Activity, Budget, Estimate, GroupEstimate
 from capacity.render import document, openmetrics
 from capacity.render.report import render_json, render_text
@@ -73,9 +73,12 @@ def test_json_holds_the_plan_the_text_prints(pools: Estimate) -> None:
     assert plan["kind"] == "capplan.plan"
     groups = doc["groups"]
     assert [p["name"] for p in plan["pools"]] == [g.label for g in pools.groups]
-    for pool, group in zip(plan["pools"], groups, strict=True):
-        # Each pool's fixed cost and per-worker cost are its group's own fit.
-        assert pool["fixed_bytes"] == group["model"]["fixed_bytes"]
+    less = shared_once(pools)
+    assert sorted(less) == [1]  # the master both pools share, paid once
+    for i, (pool, group) in enumerate(zip(plan["pools"], groups, strict=True)):
+        # Each pool's fixed cost and per-worker cost are its group's own fit (the shared
+        # master taken off all but the first).
+        assert pool["fixed_bytes"] == group["model"]["fixed_bytes"] - less.get(i, 0)
         assert pool["per_instance_bytes"] == group["model"]["per_instance_bytes"]
         assert pool["weight"] == group["worker_count"]  # the ratio: the counts measured
         conservative = pool["max_instances_conservative"]

@@ -22,7 +22,7 @@ from capacity.measure.groups import Grouping
 from capacity.measure.roles import classify
 from capacity.measure.workload import Selector
 from capacity.model import assemble, check, suggest
-from capacity.model.plan import plan_groups
+from capacity.model.plan import PoolModel, group_estimate, plan_groups, plan_host
 from capacity.modelfile import estimate_from_dict, load_estimate
 from capacity.records import (
     Environment,
@@ -322,7 +322,20 @@ def test_php_fpm_pools_are_two_groups_sharing_the_master(
     notice = next(w for w in estimate.warnings if w.code == "SEVERAL_GROUPS")
     assert "share one master" in notice.hint
     plan = plan_groups(estimate)
-    assert plan is not None and any("pays it 2 times" in note for note in plan.notes)
+    assert plan is not None
+    # The master is paid once: the second pool's fixed cost is taken less the smaller of
+    # the two pools' fixed costs (each holds the master and what it shares with its children).
+    fixed = [g.model.fixed_bytes for g in estimate.groups]
+    less = min(fixed)
+    assert less > 0
+    assert [p.fixed_bytes for p in plan.pools] == [fixed[0], fixed[1] - less]
+    assert any("pays the shared part once" in note for note in plan.notes)
+    twice = [
+        PoolModel(name=g.label, source="x", estimate=group_estimate(estimate, g))
+        for g in estimate.groups
+    ]
+    paid_twice = plan_host(twice).point
+    assert (plan.point.workers, plan.point.room_bytes) > (paid_twice.workers, paid_twice.room_bytes)
     # check follows a pool by name: the same pool compares, another is refused.
     same = check.compare(estimate, estimate, check.parse_tolerance(None, None), baseline_source="b")
     assert same.status == "pass"
