@@ -25,6 +25,13 @@ new one; adding a field with a default does not need a bump):
   ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
   (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
   worker role only).
+* 2 -- issue 14: the fixed cost counts each shared memory segment the workload maps at its
+  configured (mapped) size, and a segment's pages one worker touched alone are paid once,
+  not per worker: ``fixed_bytes`` of a schema 1 file counted the touched pages only.
+  ``Estimate.shared_memory`` (the ``--shm`` choice and the segments, configured beside
+  touched), ``ProcessMemory.shm`` (each process's shared mappings) and
+  ``Breakdown.fixed_shm_untouched_bytes``. A schema 1 file still loads, with
+  ``shared_memory`` None.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ import dataclasses
 import enum
 from typing import ClassVar, Literal
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMAS = (1,)
+from capacity.shmem_records import SharedMemory, ShmMapping
+
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 DOCUMENT_KIND = "capplan.estimate"
 
 
@@ -156,6 +165,9 @@ class ProcessMemory:
     cpu_seconds: float | None = None
     voluntary_switches: int | None = None
     nonvoluntary_switches: int | None = None
+    # Its shared memory mappings (``measure/shmem``), one per segment; () where it maps
+    # none, or in a file saved before issue 14.
+    shm: tuple[ShmMapping, ...] = ()
 
 
 KernelSource = Literal["estimate", "cgroup"]
@@ -394,6 +406,9 @@ class Breakdown:
     # accounting). The parent's and the shared file pages are in these, not the two above.
     fixed_file_bytes: int = 0
     fixed_unexplained_kernel_bytes: int = 0
+    # In fixed (issue 14): the shared memory segments' configured size beyond their touched
+    # pages (``--shm configured``); the touched pages are in the two shared parts above.
+    fixed_shm_untouched_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -799,3 +814,5 @@ class Estimate:
     measurement: Measurement | None = None
     activity: Activity | None = None  # attach mode; None in launch mode and older files
     groups: tuple[GroupEstimate, ...] = ()
+    # How the fixed cost counted shared memory segments (issue 14); None before schema 2.
+    shared_memory: SharedMemory | None = None

@@ -36,6 +36,7 @@ from capacity.records import (
     Snapshot,
 )
 from capacity.roles_records import Group
+from capacity.shmem_records import ShmChoice
 
 if TYPE_CHECKING:
     from capacity.measure.groups import Grouping
@@ -73,6 +74,8 @@ class EstimateOptions:
     deep: bool = False
     # The command as typed, recorded in the environment (the CLI passes its argv).
     command_line: tuple[str, ...] = ()
+    # Shared memory segments at their configured size, or as touched (issue 14).
+    shm: ShmChoice = "configured"
     # With several groups, the (server, pool) whose estimate is the top level (check
     # passes its baseline's); None: the group with the most workers.
     group: tuple[str, str | None] | None = None
@@ -264,6 +267,7 @@ def fit_groups(
                 loads=runs,
                 server=group.rule,
                 calibration=calibration,
+                shm=options.shm,
             )
         except CapplanError as err:
             if len(grouping.groups) == 1:

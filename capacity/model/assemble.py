@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from capacity.errors import ModelError
-from capacity.model import accounting, activity, diagnostics, drift, estimators, suggest
+from capacity.model import accounting, activity, diagnostics, drift, estimators, shmem, suggest
 from capacity.model.fitting import (
     RESOLUTION_SD,
     cgroup_resolution_sd,
@@ -52,6 +52,7 @@ from capacity.records import (
     Workload,
 )
 from capacity.roles_records import Group
+from capacity.shmem_records import ShmChoice
 from capacity.units import parse_size, parse_size_or_percent
 
 
@@ -142,12 +143,14 @@ def build_estimate(
     loads: Sequence[LoadRun] = (),
     server: str | None = None,
     calibration: SlabCalibration | None = None,
+    shm: ShmChoice = "configured",
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
     ``server`` the rule that classified the workload (for the hints); ``calibration`` the
     slab calibration when it comes from elsewhere (a group's cgroup holds the other groups
-    too: the whole selection's snapshots calibrate it), else from ``snapshots``."""
+    too: the whole selection's snapshots calibrate it), else from ``snapshots``; ``shm``
+    how shared memory segments are counted (``model/shmem``)."""
     if not snapshots:
         raise ModelError("no samples were taken")
     all_snapshots = snapshots
@@ -160,17 +163,17 @@ def build_estimate(
         calibration = accounting.slab_calibration(snapshots)
     if method is None:
         method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
-    points = accounting.points_for(method, snapshots, calibration)
+    points = accounting.points_for(method, snapshots, calibration, shm)
     if method == Method.EXACT:
         if not accounting.exact_snapshots(snapshots):
             raise ModelError(
                 "no sample carries an exact page walk",
                 hint="measure with --method exact as root, or use --method smaps",
             )
-        breakdown = accounting.exact_breakdown(snapshots, calibration)
+        breakdown = accounting.exact_breakdown(snapshots, calibration, shm)
         reclaimable = accounting.exact_reclaimable_once(snapshots, calibration)
     else:
-        breakdown = accounting.smaps_breakdown(snapshots, calibration)
+        breakdown = accounting.smaps_breakdown(snapshots, calibration, shm)
         reclaimable = accounting.reclaimable_once(snapshots, calibration)
     model = dataclasses.replace(
         fit(points, method, breakdown),
@@ -179,7 +182,8 @@ def build_estimate(
         systematic_sd_bytes=systematic_sd(breakdown),
     )
 
-    return _estimate(
+    fitted = accounting.exact_snapshots(snapshots) if method == Method.EXACT else snapshots
+    estimate = _estimate(
         workload=workload,
         model=model,
         measured=snapshots,
@@ -198,6 +202,7 @@ def build_estimate(
         measured_activity=activity.measure(all_snapshots),
         server=server,
     )
+    return dataclasses.replace(estimate, shared_memory=shmem.summary(fitted, shm))
 
 
 def _estimate(

@@ -215,6 +215,12 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"capplan schema differs: baseline {baseline.schema_version}, "
             f"now {current.schema_version}"
         )
+    b_shm, c_shm = baseline.shared_memory, current.shared_memory
+    if b_shm is not None and c_shm is not None and b_shm.choice != c_shm.choice:
+        blocking.append(
+            f"shared memory counted differently: baseline --shm {b_shm.choice}, "
+            f"now --shm {c_shm.choice}"
+        )
     notes: list[str] = []
     facts = [
         ("kernel", b_env.kernel, c_env.kernel),
