@@ -180,7 +180,9 @@ def test_every_command_that_loads_a_model_refuses_a_damaged_one(tmp_path: Path) 
 
 
 def test_future_version_says_to_upgrade(tmp_path: Path) -> None:
-    result = run_cli("predict", str(write(tmp_path, edited("schema_version", records.SCHEMA_VERSION + 1))))
+    result = run_cli(
+        "predict", str(write(tmp_path, edited("schema_version", records.SCHEMA_VERSION + 1)))
+    )
     assert result.code == 2
     assert "Hint: upgrade capplan" in result.stderr
 
