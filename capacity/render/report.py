@@ -265,15 +265,34 @@ def suggestion_lines(group: GroupEstimate, escape: Callable[[str], str]) -> list
             if p.max_instances_conservative is None
             else p.max_instances_conservative
         )
+        from capacity.model.suggest import low_confidence_comment
+
+        comment = low_confidence_comment(group.model, group.warnings)
         return [
             f"Configuration: capplan does not know {escape(group.server)}'s directives: set "
             f"its worker limit to {count:,}"
+            + (f"   ({escape(comment)})" if comment is not None else "")
         ]
     lines = [f"Configuration ({escape(s.title)}, for {s.instances:,} workers):"]
     lines += [f"    {escape(line)}" for line in s.lines]
     if s.note:
         lines.append(f"    ({escape(s.note)})")
     return lines
+
+
+def low_confidence_lines(model: ModelFit) -> list[str]:
+    """How the conservative count of a low-confidence fit was kept safe (issue 14)."""
+    from capacity.model.fitting import low_confidence_guard
+
+    guard = low_confidence_guard(model)
+    if guard is None:
+        return []
+    fixed, per_worker = guard
+    return [
+        f"    (low confidence: the conservative count also fits with every worker at "
+        f"{format_bytes(per_worker)}, the costliest measured or the fit's 95% upper bound, "
+        f"and the fixed cost at its 95% upper bound, {format_bytes(fixed)})"
+    ]
 
 
 def _answer_line(prediction: Prediction) -> str:
@@ -412,6 +431,7 @@ def _render_one(estimate: Estimate) -> str:
             "    (workers were still growing at the last sample: the per-worker cost is a "
             "lower bound, so these counts are upper bounds)"
         )
+    out += low_confidence_lines(model)
     if group is not None:
         out += suggestion_lines(group, escape)
     out.append("")

@@ -133,6 +133,14 @@ def test_postgresql_shared_buffers_count_in_full_right_after_start() -> None:
     assert difference == pytest.approx(untouched, rel=0.05)
     assert configured["model"]["fixed_bytes"] > main["configured_bytes"]
     assert touched["model"]["fixed_bytes"] < main["configured_bytes"]
+    # Two client backends are a low-confidence fit (issue 14's part 4): its max_connections
+    # line says so on the line, with the command that would fix it.
+    (group,) = configured["groups"]
+    assert group["model"]["confidence"] == "low"
+    (line,) = group["suggestion"]["lines"]
+    count = group["prediction"]["max_instances_conservative"]
+    assert line.startswith(f"max_connections = {count}   # low confidence: only 2 workers")
+    assert f"to fix: measure more workers or more samples: capplan estimate --pid {pg.pid}" in line
 
 
 @contextlib.contextmanager
