@@ -25,13 +25,13 @@ new one; adding a field with a default does not need a bump):
   ``workload.server``, ``pool``, ``instance``, ``rule``, ``worker_role`` and ``roles``
   (issue 13: one answer per group of a selection; ``workload.worker_count`` counts the
   worker role only).
-* 2 -- issue 14: the fixed cost counts each shared memory segment the workload maps at its
-  configured (mapped) size, and a segment's pages one worker touched alone are paid once,
-  not per worker: ``fixed_bytes`` of a schema 1 file counted the touched pages only.
-  ``Estimate.shared_memory`` (the ``--shm`` choice and the segments, configured beside
-  touched), ``ProcessMemory.shm`` (each process's shared mappings) and
-  ``Breakdown.fixed_shm_untouched_bytes``. A schema 1 file still loads, with
-  ``shared_memory`` None.
+  Issue 14: ``Estimate.shared_memory`` (the ``--shm`` choice and the segments, configured
+  beside touched), ``ProcessMemory.shm`` (each process's shared mappings) and
+  ``Breakdown.fixed_shm_untouched_bytes``; since then ``fixed_bytes`` counts each shared
+  memory segment at its configured size (and a segment's pages one worker touched alone
+  once, not per worker). A file without them reads with ``shared_memory`` None: its fixed
+  cost counted the touched pages, and ``capplan check`` will not compare it with a
+  measurement whose segments were counted at their configured size.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from typing import ClassVar, Literal
 
 from capacity.shmem_records import SharedMemory, ShmMapping
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMAS = (1,)
 DOCUMENT_KIND = "capplan.estimate"
 
 
@@ -814,5 +814,6 @@ class Estimate:
     measurement: Measurement | None = None
     activity: Activity | None = None  # attach mode; None in launch mode and older files
     groups: tuple[GroupEstimate, ...] = ()
-    # How the fixed cost counted shared memory segments (issue 14); None before schema 2.
+    # How the fixed cost counted shared memory segments (issue 14); None where no process
+    # maps one, and in files saved before issue 14.
     shared_memory: SharedMemory | None = None

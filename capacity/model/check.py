@@ -221,6 +221,12 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"shared memory counted differently: baseline --shm {b_shm.choice}, "
             f"now --shm {c_shm.choice}"
         )
+    elif b_shm is None and c_shm is not None and (c_shm.untouched_bytes or c_shm.moved_bytes):
+        blocking.append(
+            "shared memory counted differently: the baseline was saved before capplan "
+            "counted shared memory segments at their configured size (issue 14); "
+            "re-measure the baseline"
+        )
     notes: list[str] = []
     facts = [
         ("kernel", b_env.kernel, c_env.kernel),

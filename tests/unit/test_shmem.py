@@ -283,3 +283,28 @@ def test_a_segment_larger_touched_than_mapped_is_never_counted_below_touched(cho
     )
     (found,) = shmem.segments(snap, choice)  # type: ignore[arg-type]
     assert found.configured_bytes == found.counted_bytes == 5 * MiB
+
+
+def test_check_compares_like_with_like() -> None:
+    """A baseline saved before issue 14 counted touched pages: it is not compared with a
+    measurement whose segments were counted at their configured size; nor are two
+    measurements with different --shm choices."""
+    from pathlib import Path
+
+    from capacity.model.check import environment_differences
+    from capacity.modelfile import load_estimate
+    from capacity.shmem_records import SharedMemory
+
+    old = load_estimate(Path(__file__).parents[2] / "models" / "demo.json")
+    assert old.shared_memory is None
+    filled = SharedMemory(choice="configured", untouched_bytes=64 * MiB)
+    cold = SharedMemory(choice="touched")
+    now = dataclasses.replace(old, shared_memory=filled)
+    blocking, _ = environment_differences(old, now)
+    assert any("saved before capplan counted shared memory" in r for r in blocking)
+    # Nothing to count differently: no segment beyond its touched pages.
+    blocking, _ = environment_differences(old, dataclasses.replace(old, shared_memory=cold))
+    assert not any("shared memory" in r for r in blocking)
+    blocking, _ = environment_differences(dataclasses.replace(old, shared_memory=cold), now)
+    assert "baseline --shm touched, now --shm configured" in " ".join(blocking)
+    assert environment_differences(now, now)[0] == []
