@@ -356,7 +356,14 @@ class Sampler:
             if shows_shm is None:
                 shows_shm = shmem.read_maps_show_shm(pid, self.root, name)
                 self._shm_cache[key] = shows_shm
-            shm = (shmem.read_shm(pid, self.root, name) or ()) if shows_shm else ()
+            # Per-mapping smaps is a deep read (measure/gentle): a process over its
+            # thresholds keeps its segments unread (counted as touched) without --deep.
+            gentle_enough = self.deep or (
+                rollup.rss_bytes <= gentle.DEEP_RSS_BYTES and maps[0] <= gentle.DEEP_MAPPINGS
+            )
+            shm = (
+                (shmem.read_shm(pid, self.root, name) or ()) if shows_shm and gentle_enough else ()
+            )
         except ZombieProcess:
             return Skipped(pid=pid, name=name, reason="zombie")
         except KernelThread:
