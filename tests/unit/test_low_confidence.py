@@ -120,3 +120,48 @@ def test_kubernetes_yaml_keys_stay_clean_and_values_are_marked() -> None:
             assert "   # low confidence: " in line
         else:
             assert line.endswith(":") and "#" not in line
+
+
+def test_a_plan_keeps_a_low_confidence_pool_at_its_guard_too() -> None:
+    """``capplan plan`` of one low-confidence pool gives predict's conservative count; beside
+    a confident pool, the low one still fits at its guard."""
+    from pathlib import Path
+
+    from capacity import modelfile
+    from capacity.model.assemble import BudgetOptions
+    from capacity.model.plan import PoolModel, plan_host
+
+    base = modelfile.load_estimate(Path(__file__).parents[2] / "models" / "demo.json")
+    low = dataclasses.replace(
+        fit(spread(), Method.SMAPS),
+        per_instance_ci95=(4 * MiB, 7 * MiB),
+        per_instance_se_bytes=0.5 * MiB,
+        fixed_se_bytes=0.0,
+        fixed_slope_cov=0.0,
+        worker_sd_bytes=0.0,
+        systematic_sd_bytes=0.0,
+        layout_allowance_bytes=0,
+        reclaimable_bytes=0,
+    )
+    sure = dataclasses.replace(low, confidence="high", confidence_reasons=())
+
+    def pool(name: str, model: object) -> PoolModel:
+        return PoolModel(
+            name=name,
+            source=f"models/{name}.json",
+            estimate=dataclasses.replace(
+                base, model=model, workload=dataclasses.replace(base.workload, worker_count=3)
+            ),
+        )
+
+    options = BudgetOptions(memory=2 * GiB, reserve_bytes=0)
+    (alone,) = plan_host([pool("low", low)], budget=options).pools
+    assert alone.max_instances_conservative == conservative_instances(low, 2 * GiB)
+    assert alone.max_instances_conservative < conservative_instances(sure, 2 * GiB)
+    both = plan_host([pool("low", low), pool("sure", sure)], budget=options).pools
+    guard = low_confidence_guard(low)
+    assert guard is not None
+    n_low, n_sure = (p.max_instances_conservative for p in both)
+    assert guard[0] + n_low * guard[1] + sure.fixed_bytes + n_sure * sure.per_instance_bytes <= (
+        2 * GiB
+    )
