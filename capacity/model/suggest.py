@@ -227,6 +227,12 @@ def low_confidence_comment(model: ModelFit, warnings: Sequence[Notice] = ()) -> 
 _COMMENT = {"php-fpm": ";"}
 
 
+def _from_the_fit(line: str) -> bool:
+    """Whether a suggestion's line holds a figure from the fit: not a YAML key
+    (``resources:``) nor apache2's ThreadsPerChild, which is the server's own setting."""
+    return bool(line.strip()) and not line.endswith(":") and not line.startswith("ThreadsPerChild")
+
+
 def flag_low_confidence(
     suggestion: Suggestion | None, model: ModelFit, warnings: Sequence[Notice] = ()
 ) -> Suggestion | None:
@@ -237,8 +243,7 @@ def flag_low_confidence(
         return suggestion
     mark = _COMMENT.get(suggestion.software, "#")
     lines = tuple(
-        f"{line}   {mark} {comment}" if line.strip() and not line.endswith(":") else line
-        for line in suggestion.lines
+        f"{line}   {mark} {comment}" if _from_the_fit(line) else line for line in suggestion.lines
     )
     note = suggestion.note
     if suggestion.software == "apache2":
