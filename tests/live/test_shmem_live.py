@@ -173,3 +173,48 @@ def idle_clients(pg: servers.Server, count: int) -> Iterator[None]:
             session.wait(timeout=10)
             if session.stdin is not None:
                 session.stdin.close()
+
+
+MARKUP_WORKLOAD = """
+import mmap, os, signal, time
+fd = os.memfd_create("seg\\x1b[31m<b>")
+os.ftruncate(fd, 1 << 20)
+m = mmap.mmap(fd, 1 << 20, flags=mmap.MAP_SHARED)
+m[0] = 1
+kids = []
+for n in range(2):
+    pid = os.fork()
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    kids.append(pid)
+time.sleep(0.3)
+print("ready", os.getpid(), flush=True)
+signal.pause()
+"""
+
+
+def test_a_segment_name_is_host_text_escaped_in_the_output() -> None:
+    """A memfd's name is whatever the program chose: raw in the JSON, escaped on the
+    terminal (render/escape)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", MARKUP_WORKLOAD], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert line.startswith("ready"), line
+        parent = line.split()[1]
+        doc = estimate("--pid", parent, "--method", "smaps")
+        text = run_cli("estimate", "--pid", parent, "--samples", "1", "--method", "smaps")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    (segment,) = doc["shared_memory"]["segments"]
+    assert segment["name"] == "/memfd:seg\x1b[31m<b>"
+    assert text.code == 0, text.stderr
+    (shown,) = [line for line in text.stdout.splitlines() if "/memfd:seg" in line]
+    assert "\x1b" not in shown and "(memfd): configured 1.00 MiB" in shown
