@@ -77,6 +77,7 @@ def estimate(
     load: opt.EstimateLoad = None,
     warmup: opt.EstimateWarmup = 0.0,
     deep: opt.DeepFlag = False,
+    shm: opt.ShmFlag = opt.ShmOption.configured,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -151,6 +152,7 @@ def estimate(
             shell=shell,
             warmup=warmup,
             deep=deep,
+            shm=shm.value,
             command_line=_command_line(),
         ),
         progress=progress_bar(output_format == opt.EstimateFormat.text),

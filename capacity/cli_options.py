@@ -53,6 +53,24 @@ MethodFlag = Annotated[
 ]
 
 
+class ShmOption(str, Enum):
+    configured = "configured"
+    touched = "touched"
+
+
+ShmFlag = Annotated[
+    ShmOption,
+    typer.Option(
+        "--shm",
+        help="How shared memory segments (SysV, POSIX /dev/shm, memfd, shared anonymous: "
+        "PostgreSQL's shared_buffers, opcache, apache2's scoreboard) count in the fixed "
+        "cost. configured: at their mapped size, as they will be once filled (the safe "
+        "default). touched: only the pages resident when sampled, for a segment you know "
+        "stays cold.",
+    ),
+]
+
+
 DeepFlag = Annotated[
     bool,
     typer.Option(

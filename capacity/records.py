@@ -31,6 +31,13 @@ new one; adding a field with a default does not need a bump):
   ``model.hot_cache_bytes``, which the conservative answer keeps resident (issue 14): a
   reader of version 1 would predict a larger conservative count from the same model.
   Version 1 files load with neither (no hot cache kept).
+  Also in 2 (issue 14): ``Estimate.shared_memory`` (the ``--shm`` choice and the segments, configured
+  beside touched), ``ProcessMemory.shm`` (each process's shared mappings) and
+  ``Breakdown.fixed_shm_untouched_bytes``; since then ``fixed_bytes`` counts each shared
+  memory segment at its configured size (and a segment's pages one worker touched alone
+  once, not per worker). A file without them reads with ``shared_memory`` None: its fixed
+  cost counted the touched pages, and ``capplan check`` will not compare it with a
+  measurement whose segments were counted at their configured size.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import enum
 from typing import ClassVar, Literal
 
 from capacity.cache_records import FileCache
+from capacity.shmem_records import SharedMemory, ShmMapping
 
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (1, 2)
@@ -164,6 +172,9 @@ class ProcessMemory:
     cpu_seconds: float | None = None
     voluntary_switches: int | None = None
     nonvoluntary_switches: int | None = None
+    # Its shared memory mappings (``measure/shmem``), one per segment; () where it maps
+    # none, or in a file saved before issue 14.
+    shm: tuple[ShmMapping, ...] = ()
 
 
 KernelSource = Literal["estimate", "cgroup"]
@@ -402,6 +413,9 @@ class Breakdown:
     # accounting). The parent's and the shared file pages are in these, not the two above.
     fixed_file_bytes: int = 0
     fixed_unexplained_kernel_bytes: int = 0
+    # In fixed (issue 14): the shared memory segments' configured size beyond their touched
+    # pages (``--shm configured``); the touched pages are in the two shared parts above.
+    fixed_shm_untouched_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -818,3 +832,6 @@ class Estimate:
     activity: Activity | None = None  # None in older files (launch mode: before issue 13)
     groups: tuple[GroupEstimate, ...] = ()
     file_cache: FileCache | None = None  # the page cache, hot and cold (issue 14)
+    # How the fixed cost counted shared memory segments (issue 14); None where no process
+    # maps one, and in files saved before issue 14.
+    shared_memory: SharedMemory | None = None

@@ -37,6 +37,7 @@ from capacity.records import (
     Snapshot,
 )
 from capacity.roles_records import Group
+from capacity.shmem_records import ShmChoice
 
 if TYPE_CHECKING:
     from capacity.measure.groups import Grouping
@@ -74,6 +75,8 @@ class EstimateOptions:
     deep: bool = False
     # The command as typed, recorded in the environment (the CLI passes its argv).
     command_line: tuple[str, ...] = ()
+    # Shared memory segments at their configured size, or as touched (issue 14).
+    shm: ShmChoice = "configured"
     # With several groups, the (server, pool) whose estimate is the top level (check
     # passes its baseline's); None: the group with the most workers.
     group: tuple[str, str | None] | None = None
@@ -278,6 +281,7 @@ def fit_groups(
                 server=group.rule,
                 calibration=calibration,
                 file_cache=None if several else file_cache,
+                shm=options.shm,
             )
         except CapplanError as err:
             if len(grouping.groups) == 1:

@@ -2,7 +2,8 @@
 
 ``collect`` takes K snapshots S seconds apart. Each snapshot re-selects the workload (a
 pre-forking server starts and stops workers), then reads every member's smaps_rollup,
-status and stat. Policy on processes that misbehave lives here, and only here:
+status and stat (and the smaps of a process that maps a shared memory segment,
+``measure/shmem``). Policy on processes that misbehave lives here, and only here:
 
 * a process that exits, turns zombie or is replaced by a new one with the same pid between
   selection and reading is skipped and counted in ``Snapshot.skipped``: that is churn;
@@ -52,7 +53,7 @@ from capacity.errors import (
     SelectionError,
     ZombieProcess,
 )
-from capacity.measure import gentle, pages
+from capacity.measure import gentle, pages, shmem
 from capacity.measure.cgroup import Layout, cgroup_holding, detect_layout, workload_cgroup
 from capacity.measure.cgroupselect import Target
 from capacity.measure.groups import Grouping
@@ -125,6 +126,9 @@ class Sampler:
     _maps_cache: dict[tuple[int, int], tuple[int, int, int]] = dataclasses.field(
         init=False, default_factory=dict
     )
+    # Per identity: whether its maps show a shared memory segment (``measure/shmem``), so
+    # that only those processes have their smaps read at every sample.
+    _shm_cache: dict[tuple[int, int], bool] = dataclasses.field(init=False, default_factory=dict)
     _names: NameCache = dataclasses.field(init=False, default_factory=dict)
     _slab_cache: dict[tuple[int, int, int], int] = dataclasses.field(
         init=False, default_factory=dict
@@ -348,6 +352,18 @@ class Sampler:
             if maps is None:
                 maps = read_maps_counts(pid, page_table_span(), self.root, name)
                 self._maps_cache[key] = maps
+            shows_shm = self._shm_cache.get(key)
+            if shows_shm is None:
+                shows_shm = shmem.read_maps_show_shm(pid, self.root, name)
+                self._shm_cache[key] = shows_shm
+            # Per-mapping smaps is a deep read (measure/gentle): a process over its
+            # thresholds keeps its segments unread (counted as touched) without --deep.
+            gentle_enough = self.deep or (
+                rollup.rss_bytes <= gentle.DEEP_RSS_BYTES and maps[0] <= gentle.DEEP_MAPPINGS
+            )
+            shm = (
+                (shmem.read_shm(pid, self.root, name) or ()) if shows_shm and gentle_enough else ()
+            )
         except ZombieProcess:
             return Skipped(pid=pid, name=name, reason="zombie")
         except KernelThread:
@@ -377,6 +393,7 @@ class Sampler:
             cpu_seconds=(stat.utime_ticks + stat.stime_ticks) / CLOCK_TICKS,
             voluntary_switches=status.voluntary_switches,
             nonvoluntary_switches=status.nonvoluntary_switches,
+            shm=shm,
         )
 
 

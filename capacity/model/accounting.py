@@ -38,6 +38,10 @@ The exact method, on the samples that carry an exact page walk (``Snapshot.pages
 apart) and, as above, the file pages paid once (page cache, reclaimable), plus the same
 kernel memory (page tables, kernel stack, slab). The base is ``total(0)`` and worker k's
 increment ``total(k) - total(k-1)``, so ``fitting.fit`` takes both methods' points alike.
+
+Shared memory segments (issue 14, ``model/shmem``), both methods: a segment's pages one
+worker alone maps move from its increment to the base (a segment is paid once), and with
+``shm="configured"`` (the default) the base holds each segment at its configured size.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
+from capacity.model import shmem
 from capacity.model.fitting import SamplePoints
 from capacity.records import (
     Breakdown,
@@ -54,6 +59,7 @@ from capacity.records import (
     SlabCalibration,
     Snapshot,
 )
+from capacity.shmem_records import ShmChoice
 
 UNCALIBRATED = SlabCalibration.UNCALIBRATED
 
@@ -148,27 +154,37 @@ def fork_order(processes: Sequence[ProcessMemory]) -> list[ProcessMemory]:
 
 
 def points_for(
-    method: Method, snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+    method: Method,
+    snapshots: Sequence[Snapshot],
+    calibration: SlabCalibration = UNCALIBRATED,
+    shm: ShmChoice | None = "configured",
 ) -> list[SamplePoints]:
-    """The fit's points as ``method`` counts them: the one choice estimate and inspect share."""
+    """The fit's points as ``method`` counts them: the one choice estimate and inspect share.
+    ``shm`` counts shared memory segments at their configured size or as touched (None:
+    as the pages fall, the worker's own segment pages in its increment)."""
     if method == Method.EXACT:
-        return exact_points(snapshots, calibration)
-    return smaps_points(snapshots, calibration)
+        return exact_points(snapshots, calibration, shm)
+    return smaps_points(snapshots, calibration, shm)
 
 
 def smaps_points(
-    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+    snapshots: Sequence[Snapshot],
+    calibration: SlabCalibration = UNCALIBRATED,
+    shm: ShmChoice | None = "configured",
 ) -> list[SamplePoints]:
     points = []
     for snap in snapshots:
         parents_cost = sum(process_cost(p, calibration).total_bytes for p in snap.parents)
+        workers = fork_order(snap.workers)
+        moved = [shmem.worker_shm(w, shm) for w in workers]
         base = max(
             parents_cost + shared_once(snap.processes) - file_cache_once(snap),
             # never below the parents' kernel memory, as estimated (not calibrated)
             sum(process_cost(p).kernel_bytes for p in snap.parents),
-        )
+        ) + (sum(moved) + shmem.untouched(snap, shm))
         increments = tuple(
-            process_cost(w, calibration).total_bytes for w in fork_order(snap.workers)
+            process_cost(w, calibration).total_bytes - own_shm
+            for w, own_shm in zip(workers, moved, strict=True)
         )
         points.append(SamplePoints(base=base, increments=increments))
     return points
@@ -182,7 +198,9 @@ def exact_snapshots(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
 
 
 def exact_points(
-    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+    snapshots: Sequence[Snapshot],
+    calibration: SlabCalibration = UNCALIBRATED,
+    shm: ShmChoice | None = "configured",
 ) -> list[SamplePoints]:
     points = []
     for snap in exact_snapshots(snapshots):
@@ -201,12 +219,15 @@ def exact_points(
             # parent (the parent has since written its own copy) are paid once, in the base,
             # where smaps's PSS - USS puts them too: charged to the first worker that maps
             # them, they would make that worker look huge and widen every interval.
-            private = pages.worker_private_bytes
+            # A segment's pages a worker alone maps are paid once too (issue 14).
+            private = exact_private(snap, shm)
             charged = totals[-1] - sum(private) - pages.file_once_bytes
-            base = max(charged + parent_kernel, parent_kernel)
+            base = max(charged + parent_kernel, parent_kernel) + shmem.untouched(snap, shm)
             increments = tuple(p + k for p, k in zip(private, worker_kernel, strict=True))
         else:  # a walk saved before worker_private_bytes existed
-            base = max(totals[0] + parent_kernel - pages.file_once_bytes, parent_kernel)
+            base = max(
+                totals[0] + parent_kernel - pages.file_once_bytes, parent_kernel
+            ) + shmem.untouched(snap, shm)
             increments = tuple(
                 totals[k] - totals[k - 1] + worker_kernel[k - 1] for k in range(1, len(totals))
             )
@@ -214,8 +235,23 @@ def exact_points(
     return points
 
 
+def exact_private(snap: Snapshot, shm: ShmChoice | None) -> tuple[int, ...]:
+    """The exact walk's pages each worker alone maps, less its own segment pages (which
+    ``shm`` None leaves in)."""
+    pages = snap.pages
+    assert pages is not None
+    by_pid = {p.pid: p for p in snap.processes}
+    workers = pages.pids[pages.parent_count :]
+    return tuple(
+        max(own - shmem.worker_shm(by_pid[pid], shm), 0)
+        for own, pid in zip(pages.worker_private_bytes, workers, strict=True)
+    )
+
+
 def exact_breakdown(
-    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+    snapshots: Sequence[Snapshot],
+    calibration: SlabCalibration = UNCALIBRATED,
+    shm: ShmChoice | None = "configured",
 ) -> Breakdown:
     """The smaps breakdown's shape, with the page parts from the exact walks."""
     usable = exact_snapshots(snapshots)
@@ -228,6 +264,7 @@ def exact_breakdown(
     stacks: list[int] = []
     slabs: list[float] = []
     parent_kernel: list[int] = []
+    moved: list[int] = []
     for snap in usable:
         pages = snap.pages
         assert pages is not None
@@ -236,7 +273,9 @@ def exact_breakdown(
         costs = [process_cost(by_pid[pid], calibration) for pid in pages.pids]
         workers = costs[pages.parent_count :]
         if len(pages.worker_private_bytes) == len(workers):
-            increments.extend(pages.worker_private_bytes)
+            private = exact_private(snap, shm)
+            increments.extend(private)
+            moved.append(sum(pages.worker_private_bytes) - sum(private))
         else:
             increments.extend(totals[k] - totals[k - 1] for k in range(1, len(totals)))
         tables.extend(w.page_tables_bytes for w in workers)
@@ -260,7 +299,9 @@ def exact_breakdown(
                 for s in usable
                 if s.pages
             ]
-        ),
+        )
+        + mean(moved),
+        fixed_shm_untouched_bytes=mean([shmem.untouched(s, shm) for s in usable]),
         fixed_file_bytes=mean([s.pages.file_once_bytes for s in usable if s.pages]),
         fixed_unexplained_kernel_bytes=mean([unexplained_kernel(s, calibration) for s in usable]),
         fixed_kernel_bytes=mean(parent_kernel),
@@ -311,15 +352,22 @@ def workload_totals(points: Sequence[SamplePoints]) -> list[int]:
 
 
 def smaps_breakdown(
-    snapshots: Sequence[Snapshot], calibration: SlabCalibration = UNCALIBRATED
+    snapshots: Sequence[Snapshot],
+    calibration: SlabCalibration = UNCALIBRATED,
+    shm: ShmChoice | None = "configured",
 ) -> Breakdown:
-    def mean(values: list[float]) -> int:
+    def mean(values: Sequence[float]) -> int:
         return round(statistics.fmean(values)) if values else 0
 
+    own = [
+        process_cost(w, calibration).own_bytes - shmem.worker_shm(w, shm)
+        for snap in snapshots
+        for w in snap.workers
+    ]
     workers = [process_cost(w, calibration) for snap in snapshots for w in snap.workers]
     parents = [snap.parents for snap in snapshots]
     return Breakdown(
-        per_instance_uss_bytes=mean([w.own_bytes for w in workers]),
+        per_instance_uss_bytes=mean(own),
         per_instance_page_tables_bytes=mean([w.page_tables_bytes for w in workers]),
         per_instance_kernel_stack_bytes=mean([w.kernel_stack_bytes for w in workers]),
         per_instance_slab_bytes=mean([w.calibrated_slab for w in workers]),
@@ -328,8 +376,14 @@ def smaps_breakdown(
             [sum(p.rollup.uss_bytes - private_file(p) for p in ps) for ps in parents]
         ),
         fixed_shared_bytes=mean(
-            [shared_once(snap.processes) - shared_file_once(snap.processes) for snap in snapshots]
+            [
+                shared_once(snap.processes)
+                - shared_file_once(snap.processes)
+                + sum(shmem.worker_shm(w, shm) for w in snap.workers)
+                for snap in snapshots
+            ]
         ),
+        fixed_shm_untouched_bytes=mean([shmem.untouched(snap, shm) for snap in snapshots]),
         fixed_file_bytes=mean([file_cache_once(snap) for snap in snapshots]),
         fixed_unexplained_kernel_bytes=mean(
             [unexplained_kernel(snap, calibration) for snap in snapshots]

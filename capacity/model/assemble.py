@@ -26,6 +26,7 @@ from capacity.model import (
     drift,
     estimators,
     filecache,
+    shmem,
     suggest,
 )
 from capacity.model.fitting import (
@@ -61,6 +62,7 @@ from capacity.records import (
     Workload,
 )
 from capacity.roles_records import Group
+from capacity.shmem_records import ShmChoice
 from capacity.units import parse_size, parse_size_or_percent
 
 
@@ -152,6 +154,7 @@ def build_estimate(
     server: str | None = None,
     calibration: SlabCalibration | None = None,
     file_cache: FileCache | None = None,
+    shm: ShmChoice = "configured",
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
@@ -159,7 +162,8 @@ def build_estimate(
     slab calibration when it comes from elsewhere (a group's cgroup holds the other groups
     too: the whole selection's snapshots calibrate it), else from ``snapshots``;
     ``file_cache`` the workload's page cache (``model/filecache``), whose hot part the
-    conservative answer keeps."""
+    conservative answer keeps; ``shm``
+    how shared memory segments are counted (``model/shmem``)."""
     if not snapshots:
         raise ModelError("no samples were taken")
     all_snapshots = snapshots
@@ -172,17 +176,17 @@ def build_estimate(
         calibration = accounting.slab_calibration(snapshots)
     if method is None:
         method = Method.EXACT if accounting.exact_snapshots(snapshots) else Method.SMAPS
-    points = accounting.points_for(method, snapshots, calibration)
+    points = accounting.points_for(method, snapshots, calibration, shm)
     if method == Method.EXACT:
         if not accounting.exact_snapshots(snapshots):
             raise ModelError(
                 "no sample carries an exact page walk",
                 hint="measure with --method exact as root, or use --method smaps",
             )
-        breakdown = accounting.exact_breakdown(snapshots, calibration)
+        breakdown = accounting.exact_breakdown(snapshots, calibration, shm)
         reclaimable = accounting.exact_reclaimable_once(snapshots, calibration)
     else:
-        breakdown = accounting.smaps_breakdown(snapshots, calibration)
+        breakdown = accounting.smaps_breakdown(snapshots, calibration, shm)
         reclaimable = accounting.reclaimable_once(snapshots, calibration)
     model = dataclasses.replace(
         fit(points, method, breakdown),
@@ -194,6 +198,7 @@ def build_estimate(
         file_cache = filecache.with_kept(file_cache, breakdown)
         model = dataclasses.replace(model, hot_cache_bytes=file_cache.kept_bytes)
 
+    fitted = accounting.exact_snapshots(snapshots) if method == Method.EXACT else snapshots
     estimate = _estimate(
         workload=workload,
         model=model,
@@ -213,6 +218,7 @@ def build_estimate(
         measured_activity=activity.measure(all_snapshots),
         server=server,
     )
+    estimate = dataclasses.replace(estimate, shared_memory=shmem.summary(fitted, shm))
     return estimate if file_cache is None else dataclasses.replace(estimate, file_cache=file_cache)
 
 

@@ -215,6 +215,18 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"capplan schema differs: baseline {baseline.schema_version}, "
             f"now {current.schema_version}"
         )
+    b_shm, c_shm = baseline.shared_memory, current.shared_memory
+    if b_shm is not None and c_shm is not None and b_shm.choice != c_shm.choice:
+        blocking.append(
+            f"shared memory counted differently: baseline --shm {b_shm.choice}, "
+            f"now --shm {c_shm.choice}"
+        )
+    elif b_shm is None and c_shm is not None and (c_shm.untouched_bytes or c_shm.moved_bytes):
+        blocking.append(
+            "shared memory counted differently: the baseline was saved before capplan "
+            "counted shared memory segments at their configured size (issue 14); "
+            "re-measure the baseline"
+        )
     notes: list[str] = []
     facts = [
         ("kernel", b_env.kernel, c_env.kernel),

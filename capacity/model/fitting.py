@@ -445,6 +445,13 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
         + (" and its hot file cache" if model.hot_cache_bytes else "")
         + (", in any address-space layout (ASLR)" if model.layout_allowance_bytes else "")
     )
+    guard = low_confidence_guard(model)
+    if guard is not None:
+        note += (
+            f"; low confidence: also with every worker at {guard[1]:,} bytes (the costliest "
+            "measured or the fit's 95% upper bound, whichever is more) and the fixed cost at "
+            f"its 95% upper bound, {guard[0]:,} bytes"
+        )
     return Prediction(
         max_instances=point,
         max_instances_conservative=conservative,
@@ -455,7 +462,8 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
 
 
 def conservative_instances(model: ModelFit, available: int, point: int | None = None) -> int:
-    """Largest N with ``upper_bound(N) <= available`` (binary search; the bound grows with N)."""
+    """Largest N with ``upper_bound(N) <= available`` (binary search; the bound grows with N),
+    and for a fit marked low confidence at most ``low_confidence_instances``."""
     if point is None:
         room = available - model.fixed_bytes
         point = max(0, math.floor(room / model.per_instance_bytes)) if room > 0 else 0
@@ -468,7 +476,43 @@ def conservative_instances(model: ModelFit, available: int, point: int | None = 
             low = middle
         else:
             high = middle - 1
+    guard = low_confidence_guard(model)
+    if guard is not None:
+        fixed, per_worker = guard
+        room = available - fixed
+        low = min(low, room // per_worker if room > 0 else 0)
     return low
+
+
+def largest_increment(model: ModelFit) -> int:
+    """The most one worker added to total(k) in the fitted points (k >= 2 within a sample:
+    ``points`` run k = 1..n per sample), 0 where no sample has two workers."""
+    increments = [
+        total - before
+        for (k_before, before), (k, total) in zip(model.points, model.points[1:], strict=False)
+        if k == k_before + 1
+    ]
+    return max(increments, default=0)
+
+
+def low_confidence_guard(model: ModelFit) -> tuple[int, int] | None:
+    """For a fit marked low confidence: (fixed, per worker) that the conservative count must
+    also fit with, else None.
+
+    A low-confidence fit's own bound rests on what made it low: two workers, samples whose
+    slopes disagree, a line that does not hold (negative fixed cost), an interval wider than
+    +-20 %. So the conservative count must also hold if every one of N workers costs as
+    much as the costliest worker measured, or the upper end of the slope's 95 % interval
+    where that is more, with the fixed cost at the upper end of its own interval, and
+    another address-space layout's page tables for each worker (issue 14: a low-confidence
+    PostgreSQL fit through backends and background processes put the per-connection cost
+    at 0.95 MiB where each cost 1.2 MiB or more).
+    """
+    if model.confidence != "low":
+        return None
+    per_worker = max(model.per_instance_bytes, model.per_instance_ci95[1], largest_increment(model))
+    fixed = max(model.fixed_bytes, model.fixed_ci95[1])
+    return fixed, max(per_worker + model.layout_allowance_bytes, 1)
 
 
 def memory_for(model: ModelFit, instances: int) -> tuple[int, int, int]:

@@ -42,7 +42,7 @@ from capacity.answers import Plan, PlanPool, PlanTotal
 from capacity.errors import BudgetError, PlanError
 from capacity.model import suggest
 from capacity.model.assemble import BudgetOptions
-from capacity.model.fitting import upper_bound_of_sum
+from capacity.model.fitting import low_confidence_guard, total_for, upper_bound_of_sum
 from capacity.records import Budget, Estimate, GroupEstimate
 from capacity.units import format_bytes
 
@@ -366,6 +366,17 @@ def _bound(pools: Sequence[PoolModel], counts: Counts) -> float:
     return upper_bound_of_sum([p.estimate.model for p in pools], counts)
 
 
+def _guarded(pools: Sequence[PoolModel], counts: Counts) -> float:
+    """The memory of ``counts`` with each low-confidence pool at its guard (every worker at
+    the costliest measured or the fit's upper bound, the fixed cost at its upper bound:
+    ``fitting.low_confidence_guard``) and the others at their point figure."""
+    total = 0.0
+    for pool, n in zip(pools, counts, strict=True):
+        guard = low_confidence_guard(pool.estimate.model)
+        total += guard[0] + n * guard[1] if guard is not None else total_for(pool.estimate.model, n)
+    return total
+
+
 def _high(pools: Sequence[PoolModel], counts: Counts) -> int:
     return math.ceil(_bound(pools, counts))
 
@@ -426,7 +437,10 @@ def plan_host(
     )
     limit = available - reclaimable
     # Compared unrounded, as conservative_instances compares: one pool is predict's answer.
-    conservative_scale = _largest_scale(lambda c: _bound(pools, c) <= limit, counts_at, ratio)
+    # A low-confidence pool's conservative count also holds at its guard (issue 14).
+    conservative_scale = _largest_scale(
+        lambda c: _bound(pools, c) <= limit and _guarded(pools, c) <= limit, counts_at, ratio
+    )
     point = counts_at(point_scale)
     conservative = counts_at(conservative_scale or Fraction(0))
 

@@ -26,16 +26,23 @@ and the background processes (fixed cost, not connections) accounted for and the
 in processes and ``MaxRequestWorkers`` in threads, their product).
 * Kubernetes: a memory request and limit for a container running N workers; Kubernetes
   quantities in ``Mi`` are powers of 1024, like capplan's units.
+
+A line for a count from a fit marked low confidence says so on the same line, as a comment
+in the file's own syntax (``#``; ``;`` for php-fpm's ini files): the reasons and what to
+measure to fix it (issue 14). The count itself is the conservative one, which
+``fitting.conservative_instances`` widens for such a fit. apache2 reads comments only on
+lines of their own, so its note says to move the comment before pasting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from capacity.records import Estimate, GroupEstimate, ServerSetting, Suggestion
+from capacity.records import Estimate, GroupEstimate, ModelFit, Notice, ServerSetting, Suggestion
 from capacity.units import kubernetes_quantity
 
 SOFTWARE = ("apache2", "php-fpm", "gunicorn", "postgres")
@@ -272,7 +279,48 @@ def for_estimate(estimate: Estimate, instances: int) -> Suggestion | None:
     group = top_group(estimate)
     if group is not None:
         return for_group(group, instances)
-    return configuration(recognise_estimate(estimate), instances, threads_per_worker(estimate))
+    found = configuration(recognise_estimate(estimate), instances, threads_per_worker(estimate))
+    return flag_low_confidence(found, estimate.model, estimate.warnings)
+
+
+def low_confidence_comment(model: ModelFit, warnings: Sequence[Notice] = ()) -> str | None:
+    """``low confidence: REASONS; to fix: HINT`` for a fit marked low, else None. The hint
+    is the LOW_CONFIDENCE warning's (the command to run), where there is one."""
+    if model.confidence != "low":
+        return None
+    reasons = "; ".join(model.confidence_reasons) or "the fit is uncertain"
+    hint = next((w.hint for w in warnings if w.code == "LOW_CONFIDENCE" and w.hint), None)
+    return f"low confidence: {reasons}; to fix: {hint or 'measure more workers and samples'}"
+
+
+_COMMENT = {"php-fpm": ";"}
+
+
+def _from_the_fit(line: str) -> bool:
+    """Whether a suggestion's line holds a figure from the fit: not a YAML key
+    (``resources:``) nor apache2's ThreadsPerChild, which is the server's own setting."""
+    return bool(line.strip()) and not line.endswith(":") and not line.startswith("ThreadsPerChild")
+
+
+def flag_low_confidence(
+    suggestion: Suggestion | None, model: ModelFit, warnings: Sequence[Notice] = ()
+) -> Suggestion | None:
+    """``suggestion`` with every line saying, on the line, that its fit is low confidence
+    (``low_confidence_comment``); as it is for any other fit."""
+    comment = low_confidence_comment(model, warnings)
+    if suggestion is None or comment is None:
+        return suggestion
+    mark = _COMMENT.get(suggestion.software, "#")
+    lines = tuple(
+        f"{line}   {mark} {comment}" if _from_the_fit(line) else line for line in suggestion.lines
+    )
+    note = suggestion.note
+    if suggestion.software == "apache2":
+        note += (
+            "; apache2 reads comments only on lines of their own: move the low-confidence "
+            "comment above its directive before pasting"
+        )
+    return dataclasses.replace(suggestion, lines=lines, note=note)
 
 
 def _setting(settings: Sequence[ServerSetting], name: str) -> ServerSetting | None:
@@ -290,7 +338,12 @@ def _as_count(setting: ServerSetting | None, default: int) -> tuple[int, bool]:
 
 
 def for_group(group: GroupEstimate, instances: int) -> Suggestion | None:
-    """The lines that run ``instances`` workers of ``group`` (the module docstring)."""
+    """The lines that run ``instances`` workers of ``group`` (the module docstring),
+    flagged on each line when its fit is low confidence."""
+    return flag_low_confidence(_for_group(group, instances), group.model, group.warnings)
+
+
+def _for_group(group: GroupEstimate, instances: int) -> Suggestion | None:
     n = max(instances, 0)
     if group.rule == "postgresql":
         return _postgresql(group, n)

@@ -308,6 +308,15 @@ def _breakdown(estimate: Estimate) -> list[Block]:
             ),
             ("once", "parents' kernel memory", format_bytes(b.fixed_kernel_bytes)),
         ]
+        if b.fixed_shm_untouched_bytes:
+            rows.append(
+                (
+                    "once",
+                    "shared memory segments not yet touched, at their configured size "
+                    "(--shm configured; each segment in Shared memory below)",
+                    format_bytes(b.fixed_shm_untouched_bytes),
+                )
+            )
         # The exact method leaves out pages other programs map too (issue 3's breakdown
         # fields); found by name so a smaps-only breakdown needs nothing here.
         outside = getattr(b, "shared_outside_bytes", 0)

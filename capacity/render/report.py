@@ -19,6 +19,7 @@ from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Predic
 from capacity.render.escape import terminal_safe
 from capacity.render.filecache import file_cache_lines
 from capacity.render.openmetrics import render_openmetrics
+from capacity.shmem_records import SharedMemory
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 MAX_PROCESS_ROWS = 24
@@ -132,9 +133,15 @@ def _model_lines(
         + _interval(*model.fixed_ci95)
     )
     if b is not None and noun != "instance":
+        untouched = (
+            f" + shared memory not yet touched {format_bytes(b.fixed_shm_untouched_bytes)}"
+            if b.fixed_shm_untouched_bytes
+            else ""
+        )
         lines.append(
             f"    = parent {format_bytes(b.fixed_parent_bytes)} + shared pages once "
             f"{format_bytes(b.fixed_shared_bytes)} + parent kernel {format_bytes(b.fixed_kernel_bytes)}"
+            + untouched
         )
     if b is not None and model.method == "exact":
         lines.append(
@@ -165,6 +172,42 @@ def _model_lines(
         f"Fit:                    R² {model.r2:.4f}, residual sd {format_bytes(model.residual_sd_bytes)}, "
         f"{model.n_points} points ({points}), method {model.method}"
     )
+    return lines
+
+
+SHOWN_SEGMENTS = 8
+
+
+def shared_memory_lines(shared: SharedMemory | None, escape: Callable[[str], str]) -> list[str]:
+    """The shared memory segments in the fixed cost: configured beside touched (issue 14)."""
+    if shared is None or not shared.segments:
+        return []
+    configured = sum(s.configured_bytes for s in shared.segments)
+    touched = sum(s.touched_bytes for s in shared.segments)
+    how = (
+        "at their configured size (--shm configured; --shm touched counts the touched pages only)"
+        if shared.choice == "configured"
+        else "as touched (--shm touched: pages not yet touched are not counted)"
+    )
+    count = len(shared.segments)
+    lines = [
+        f"Shared memory:          {count} segment{'s' if count != 1 else ''} in fixed, counted "
+        f"{how}: configured {format_bytes(configured)}, touched {format_bytes(touched)}"
+    ]
+    for segment in shared.segments[:SHOWN_SEGMENTS]:
+        lines.append(
+            f"    {escape(segment.name)} ({segment.kind}): configured "
+            f"{format_bytes(segment.configured_bytes)}, touched "
+            f"{format_bytes(segment.touched_bytes)}, counted {format_bytes(segment.counted_bytes)}"
+            f" ({segment.processes} process{'es' if segment.processes != 1 else ''})"
+        )
+    if count > SHOWN_SEGMENTS:
+        lines.append(f"    ... and {count - SHOWN_SEGMENTS} more (all in --format json)")
+    if shared.moved_bytes:
+        lines.append(
+            f"    segment pages single workers had touched alone, {format_bytes(shared.moved_bytes)}"
+            ", are paid once: in fixed, not per worker"
+        )
     return lines
 
 
@@ -225,15 +268,34 @@ def suggestion_lines(group: GroupEstimate, escape: Callable[[str], str]) -> list
             if p.max_instances_conservative is None
             else p.max_instances_conservative
         )
+        from capacity.model.suggest import low_confidence_comment
+
+        comment = low_confidence_comment(group.model, group.warnings)
         return [
             f"Configuration: capplan does not know {escape(group.server)}'s directives: set "
             f"its worker limit to {count:,}"
+            + (f"   ({escape(comment)})" if comment is not None else "")
         ]
     lines = [f"Configuration ({escape(s.title)}, for {s.instances:,} workers):"]
     lines += [f"    {escape(line)}" for line in s.lines]
     if s.note:
         lines.append(f"    ({escape(s.note)})")
     return lines
+
+
+def low_confidence_lines(model: ModelFit) -> list[str]:
+    """How the conservative count of a low-confidence fit was kept safe (issue 14)."""
+    from capacity.model.fitting import low_confidence_guard
+
+    guard = low_confidence_guard(model)
+    if guard is None:
+        return []
+    fixed, per_worker = guard
+    return [
+        f"    (low confidence: the conservative count also fits with every worker at "
+        f"{format_bytes(per_worker)}, the costliest measured or the fit's 95% upper bound, "
+        f"and the fixed cost at its 95% upper bound, {format_bytes(fixed)})"
+    ]
 
 
 def _answer_line(prediction: Prediction) -> str:
@@ -335,6 +397,7 @@ def _render_one(estimate: Estimate) -> str:
             escape(calibrated_by) if calibrated_by is not None else None,
         ),
         *file_cache_lines(e.file_cache, escape),
+        *shared_memory_lines(e.shared_memory, escape),
         *(_system_lines(e) if e.launch is not None else []),
         *_load_lines(e, escape),
         *activity_lines(e.activity),
@@ -369,6 +432,7 @@ def _render_one(estimate: Estimate) -> str:
             "    (workers were still growing at the last sample: the per-worker cost is a "
             "lower bound, so these counts are upper bounds)"
         )
+    out += low_confidence_lines(model)
     if group is not None:
         out += suggestion_lines(group, escape)
     out.append("")

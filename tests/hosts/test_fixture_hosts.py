@@ -9,7 +9,8 @@ a case is adding a directory.
 The per-worker and fixed costs are not copied from capplan's output: ``independent_model``
 below recomputes them from the fixture's files with its own regex and numpy's polyfit, from
 the rules docs/how-it-measures.md states (USS + private hugetlb + VmPTE + 16 KiB stack per thread + slab from
-threads and mappings; fixed = parents + sum of PSS - USS + one shared hugetlb segment).
+threads and mappings; fixed = parents + sum of PSS - USS + one shared hugetlb segment;
+since issue 14 each shared memory segment at its mapped size: ``shm_segments``).
 """
 
 from __future__ import annotations
@@ -98,6 +99,34 @@ def read_process(root: Path, pid: int, size: dict[str, int]) -> dict[str, int] |
     }
 
 
+SHM_VMA = re.compile(
+    rb"^[0-9a-f]+-[0-9a-f]+ ...s \S+ (\S+) (\d+) +(/SYSV|/dev/zero \(deleted\)|/dev/shm/|"
+    rb"/run/shm/|/memfd:|\[anon_shmem:)"
+)
+
+
+def shm_segments(root: Path, pid: int) -> dict[str, tuple[int, int, int]]:
+    """A process's shared memory segments from its smaps, by device and inode: (Size, Pss,
+    Private_Clean + Private_Dirty) in bytes, its VMAs of one segment summed."""
+    path = root / "proc" / str(pid) / "smaps"
+    found: dict[str, tuple[int, int, int]] = {}
+    if not path.exists():
+        return found
+    for block in re.split(rb"\n(?=[0-9a-f]+-[0-9a-f]+ )", path.read_bytes()):
+        head = SHM_VMA.match(block)
+        if head is None:
+            continue
+        f = kb_fields(block)
+        key = f"{head[1].decode()}:{head[2].decode()}"
+        size, pss, private = found.get(key, (0, 0, 0))
+        found[key] = (
+            size + f["Size"],
+            pss + f["Pss"],
+            private + f["Private_Clean"] + f["Private_Dirty"],
+        )
+    return found
+
+
 def slab_factor(root: Path, expected: dict, processes: dict[int, dict[str, int]]) -> float:
     """The calibration a cgroup of the workload's own gives: measured slab / estimated."""
     own = expected.get("calibration")
@@ -122,6 +151,20 @@ def independent_model(root: Path, expected: dict) -> dict[str, float]:
     live = {pid: f for pid, f in figures.items() if f is not None}
     factor = slab_factor(root, expected, live)
 
+    # Shared memory segments (issue 14): each counted once at its mapped size, the pages a
+    # worker alone touched paid once (not in its cost), the touched rest already in PSS.
+    segments = {pid: shm_segments(root, pid) for pid in live}
+    configured: dict[str, int] = {}
+    touched: dict[str, int] = {}
+    for own in segments.values():
+        for key, (size, pss, _private) in own.items():
+            configured[key] = max(configured.get(key, 0), size)
+            touched[key] = touched.get(key, 0) + pss
+    untouched = sum(max(configured[key] - touched[key], 0) for key in configured)
+
+    def own_shm(pid: int) -> int:
+        return sum(private for _size, _pss, private in segments[pid].values())
+
     def cost(f: dict[str, int]) -> float:
         return f["uss"] + f["private_hugetlb"] + f["kernel_fixed"] + round(f["slab"] * factor)
 
@@ -140,8 +183,9 @@ def independent_model(root: Path, expected: dict) -> dict[str, float]:
         max(f["pss_file"] - f["private_file"], 0) for f in live.values()
     )
     kernel_floor = sum(f["kernel_fixed"] + f["slab"] for f in parents)
-    base = max(base - file_cache, kernel_floor)
-    totals = base + np.cumsum([cost(f) for _, _, f in workers])
+    moved = sum(own_shm(pid) for _, pid, _ in workers)
+    base = max(base - file_cache, kernel_floor) + moved + untouched
+    totals = base + np.cumsum([cost(f) - own_shm(pid) for _, pid, f in workers])
     slope, intercept = np.polyfit(np.arange(1, len(workers) + 1), totals, 1)
     return {"per_instance": slope, "fixed": intercept, "workload_total": float(totals[-1])}
 

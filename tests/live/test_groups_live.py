@@ -237,11 +237,15 @@ def test_apache2_event_answers_in_processes_and_threads() -> None:
     assert (group["mpm"], group["threads_per_child"], group["threads"]) == ("event", 10, 12)
     processes = group["prediction"]["max_instances_conservative"]
     suggestion = group["suggestion"]
-    assert suggestion["lines"] == [
+    lines = suggestion["lines"]
+    assert [line.split("   # ")[0] for line in lines] == [
         "ThreadsPerChild 10",
         f"ServerLimit {processes}",
         f"MaxRequestWorkers {processes * 10}",
     ]
+    # Two workers are a low-confidence fit (issue 14): the lines from the fit say so.
+    assert lines[0] == "ThreadsPerChild 10"
+    assert all("   # low confidence: only 2 workers measured" in line for line in lines[1:])
     assert f"{processes:,} processes" in suggestion["note"]
     assert f"{processes * 10:,} request workers" in suggestion["note"]
 
