@@ -77,7 +77,7 @@ def estimate(
     load: opt.EstimateLoad = None,
     warmup: opt.EstimateWarmup = 0.0,
     deep: opt.DeepFlag = False,
-    shm: opt.ShmFlag = opt.ShmOption.configured,
+    shm: opt.ShmFlag = opt.ShmOption.auto,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 

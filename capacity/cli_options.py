@@ -54,6 +54,7 @@ MethodFlag = Annotated[
 
 
 class ShmOption(str, Enum):
+    auto = "auto"
     configured = "configured"
     touched = "touched"
 
@@ -64,9 +65,11 @@ ShmFlag = Annotated[
         "--shm",
         help="How shared memory segments (SysV, POSIX /dev/shm, memfd, shared anonymous: "
         "PostgreSQL's shared_buffers, opcache, apache2's scoreboard) count in the fixed "
-        "cost. configured: at their mapped size, as they will be once filled (the safe "
-        "default). touched: only the pages resident when sampled, for a segment you know "
-        "stays cold.",
+        "cost. auto: the point answer counts the pages resident when sampled, the "
+        "conservative one every segment at its mapped size, as it will be once filled. "
+        "configured: both at the mapped size, for a segment you know fills (shared_buffers "
+        "smaller than the data). touched: both as resident, for a segment you know stays "
+        "cold.",
     ),
 ]
 

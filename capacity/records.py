@@ -33,11 +33,11 @@ new one; adding a field with a default does not need a bump):
   Version 1 files load with neither (no hot cache kept).
   Also in 2 (issue 14): ``Estimate.shared_memory`` (the ``--shm`` choice and the segments, configured
   beside touched), ``ProcessMemory.shm`` (each process's shared mappings) and
-  ``Breakdown.fixed_shm_untouched_bytes``; since then ``fixed_bytes`` counts each shared
-  memory segment at its configured size (and a segment's pages one worker touched alone
-  once, not per worker). A file without them reads with ``shared_memory`` None: its fixed
-  cost counted the touched pages, and ``capplan check`` will not compare it with a
-  measurement whose segments were counted at their configured size.
+  ``Breakdown.fixed_shm_untouched_bytes``, ``model.shm_kept_bytes``; since then the conservative answer keeps each shared
+  memory segment at its configured size (``--shm auto``; ``configured`` puts it in ``fixed_bytes``), and a segment's
+  pages one worker touched alone count once, not per worker. A file without them reads with
+  ``shared_memory`` None: its fixed cost counted the touched pages, and ``capplan check`` will
+  not compare it with a measurement that moved segment pages or counted segments configured.
 """
 
 from __future__ import annotations
@@ -454,6 +454,10 @@ class ModelFit:
     # part of the workload's page cache that those do not hold already (issue 14,
     # ``FileCache.kept_bytes``). Evicting it costs refaults, not an OOM kill.
     hot_cache_bytes: int = 0
+    # Paid once, kept by the conservative prediction only: shared memory segments' untouched
+    # rest under ``--shm auto`` (issue 14, ``SharedMemory.kept_bytes``), which the point
+    # answer leaves out because a segment may never fill.
+    shm_kept_bytes: int = 0
     # Per worker: one page-table page per address region, the most a new instance's random
     # layout (ASLR) can add to the page tables measured here; the bounds add it N times.
     layout_allowance_bytes: int = 0

@@ -9,8 +9,8 @@ sample counts the pages touched so far; at the limit the whole segment is reside
   (``measure/shmem``): the mapped size beside the pages resident in it.
 * ``ShmSegment``: one segment of the workload, counted once across its processes
   (``model/shmem``): its configured (mapped) size, the part touched, what is counted.
-* ``SharedMemory``: the choice (``--shm configured``, the default, or ``touched``) and the
-  segments, saved in the ``Estimate``.
+* ``SharedMemory``: the choice (``--shm auto``, the default, ``configured`` or
+  ``touched``) and the segments, saved in the ``Estimate``.
 
 A segment's name is host text, stored raw: only ``capacity.render`` escapes it.
 """
@@ -25,10 +25,13 @@ from typing import Literal
 # kernel backs with a shmem file it names /dev/zero (deleted) ([anon_shmem:NAME] since 6.2).
 ShmKind = Literal["sysv", "posix", "memfd", "anonymous"]
 
-# "configured": the fixed cost counts each segment at its mapped size (the safe default);
-# "touched": the pages resident in it when sampled (a segment the operator knows stays cold).
-ShmChoice = Literal["configured", "touched"]
-SHM_CHOICES: tuple[ShmChoice, ...] = ("configured", "touched")
+# "auto" (the default): the point answer counts the pages resident when sampled, the
+# conservative one each segment at its mapped size (whether a segment fills is the
+# workload's: opcache's 128 MiB cap rarely does, shared_buffers does once the data outgrows
+# it); "configured": both at the mapped size (a segment the operator knows fills);
+# "touched": both as resident when sampled (a segment the operator knows stays cold).
+ShmChoice = Literal["auto", "configured", "touched"]
+SHM_CHOICES: tuple[ShmChoice, ...] = ("auto", "configured", "touched")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,10 +82,12 @@ class SharedMemory:
     part, mean over the fitted samples; 0 under "touched"). ``moved_bytes`` are segment
     pages a single worker had touched alone, which smaps counts in that worker's USS: they
     are paid once, so they move from the per-worker cost to the fixed cost (mean per
-    sample, all workers together) under either choice.
+    sample, all workers together) under every choice. ``kept_bytes`` is the segments'
+    untouched rest that only the conservative answer keeps (under "auto"; 0 otherwise).
     """
 
     choice: ShmChoice
     segments: tuple[ShmSegment, ...] = ()
     untouched_bytes: int = 0
     moved_bytes: int = 0
+    kept_bytes: int = 0

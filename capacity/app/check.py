@@ -48,7 +48,7 @@ def measure_like(
         else (measured.interval_seconds if measured else 1.0),
         root=root,
         method=Method(baseline.model.method),
-        shm=baseline.shared_memory.choice if baseline.shared_memory else "configured",
+        shm=baseline.shared_memory.choice if baseline.shared_memory else "auto",
         command_line=command_line,
         # With several groups, the baseline's group at the top level, to compare like with
         # like (model/check refuses a pair of different groups).

@@ -76,7 +76,7 @@ class EstimateOptions:
     # The command as typed, recorded in the environment (the CLI passes its argv).
     command_line: tuple[str, ...] = ()
     # Shared memory segments at their configured size, or as touched (issue 14).
-    shm: ShmChoice = "configured"
+    shm: ShmChoice = "auto"
     # With several groups, the (server, pool) whose estimate is the top level (check
     # passes its baseline's); None: the group with the most workers.
     group: tuple[str, str | None] | None = None

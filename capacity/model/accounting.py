@@ -41,7 +41,8 @@ increment ``total(k) - total(k-1)``, so ``fitting.fit`` takes both methods' poin
 
 Shared memory segments (issue 14, ``model/shmem``), both methods: a segment's pages one
 worker alone maps move from its increment to the base (a segment is paid once), and with
-``shm="configured"`` (the default) the base holds each segment at its configured size.
+``shm="configured"`` the base holds each segment at its configured size (``"auto"``, the
+default, as touched: the conservative answer keeps the rest, ``ModelFit.shm_kept_bytes``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def points_for(
     method: Method,
     snapshots: Sequence[Snapshot],
     calibration: SlabCalibration = UNCALIBRATED,
-    shm: ShmChoice | None = "configured",
+    shm: ShmChoice | None = "auto",
 ) -> list[SamplePoints]:
     """The fit's points as ``method`` counts them: the one choice estimate and inspect share.
     ``shm`` counts shared memory segments at their configured size or as touched (None:
@@ -170,7 +171,7 @@ def points_for(
 def smaps_points(
     snapshots: Sequence[Snapshot],
     calibration: SlabCalibration = UNCALIBRATED,
-    shm: ShmChoice | None = "configured",
+    shm: ShmChoice | None = "auto",
 ) -> list[SamplePoints]:
     points = []
     for snap in snapshots:
@@ -200,7 +201,7 @@ def exact_snapshots(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
 def exact_points(
     snapshots: Sequence[Snapshot],
     calibration: SlabCalibration = UNCALIBRATED,
-    shm: ShmChoice | None = "configured",
+    shm: ShmChoice | None = "auto",
 ) -> list[SamplePoints]:
     points = []
     for snap in exact_snapshots(snapshots):
@@ -251,7 +252,7 @@ def exact_private(snap: Snapshot, shm: ShmChoice | None) -> tuple[int, ...]:
 def exact_breakdown(
     snapshots: Sequence[Snapshot],
     calibration: SlabCalibration = UNCALIBRATED,
-    shm: ShmChoice | None = "configured",
+    shm: ShmChoice | None = "auto",
 ) -> Breakdown:
     """The smaps breakdown's shape, with the page parts from the exact walks."""
     usable = exact_snapshots(snapshots)
@@ -354,7 +355,7 @@ def workload_totals(points: Sequence[SamplePoints]) -> list[int]:
 def smaps_breakdown(
     snapshots: Sequence[Snapshot],
     calibration: SlabCalibration = UNCALIBRATED,
-    shm: ShmChoice | None = "configured",
+    shm: ShmChoice | None = "auto",
 ) -> Breakdown:
     def mean(values: Sequence[float]) -> int:
         return round(statistics.fmean(values)) if values else 0

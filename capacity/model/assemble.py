@@ -154,7 +154,7 @@ def build_estimate(
     server: str | None = None,
     calibration: SlabCalibration | None = None,
     file_cache: FileCache | None = None,
-    shm: ShmChoice = "configured",
+    shm: ShmChoice = "auto",
 ) -> Estimate:
     """The whole answer. ``method`` None picks "exact" when a snapshot carries an exact
     page walk, else "smaps"; ``exact_fallback`` is why exact was wanted but not used;
@@ -197,8 +197,11 @@ def build_estimate(
     if file_cache is not None:
         file_cache = filecache.with_kept(file_cache, breakdown)
         model = dataclasses.replace(model, hot_cache_bytes=file_cache.kept_bytes)
-
     fitted = accounting.exact_snapshots(snapshots) if method == Method.EXACT else snapshots
+    shared_memory = shmem.summary(fitted, shm)
+    if shared_memory is not None and shared_memory.kept_bytes:
+        model = dataclasses.replace(model, shm_kept_bytes=shared_memory.kept_bytes)
+
     estimate = _estimate(
         workload=workload,
         model=model,
@@ -218,7 +221,7 @@ def build_estimate(
         measured_activity=activity.measure(all_snapshots),
         server=server,
     )
-    estimate = dataclasses.replace(estimate, shared_memory=shmem.summary(fitted, shm))
+    estimate = dataclasses.replace(estimate, shared_memory=shared_memory)
     return estimate if file_cache is None else dataclasses.replace(estimate, file_cache=file_cache)
 
 

@@ -434,7 +434,12 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
     # page cache: a host that evicts its programs' code runs, but slowly), and the hot part
     # of the page cache it reads (issue 14, ``model/filecache``).
     conservative = conservative_instances(
-        model, budget.available_bytes - model.reclaimable_bytes - model.hot_cache_bytes, point
+        model,
+        budget.available_bytes
+        - model.reclaimable_bytes
+        - model.hot_cache_bytes
+        - model.shm_kept_bytes,
+        point,
     )
     note = (
         "largest N whose one-sided 95% upper prediction bound "
@@ -443,6 +448,11 @@ def predict(model: ModelFit, budget: Budget) -> Prediction:
         + ") fits the budget"
         + (" with the workload's page cache kept" if model.reclaimable_bytes else "")
         + (" and its hot file cache" if model.hot_cache_bytes else "")
+        + (
+            " and every shared memory segment filled to its configured size"
+            if model.shm_kept_bytes
+            else ""
+        )
         + (", in any address-space layout (ASLR)" if model.layout_allowance_bytes else "")
     )
     guard = low_confidence_guard(model)

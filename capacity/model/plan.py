@@ -433,7 +433,10 @@ def plan_host(
     # What each pool's conservative answer keeps resident: its page cache and kernel memory,
     # and the hot part of the page cache it reads (issue 14).
     reclaimable = sum(
-        p.estimate.model.reclaimable_bytes + p.estimate.model.hot_cache_bytes for p in pools
+        p.estimate.model.reclaimable_bytes
+        + p.estimate.model.hot_cache_bytes
+        + p.estimate.model.shm_kept_bytes
+        for p in pools
     )
     limit = available - reclaimable
     # Compared unrounded, as conservative_instances compares: one pool is predict's answer.

@@ -6,7 +6,13 @@ pages touched so far; at the limit the whole segment is resident (issue 14 measu
 PostgreSQL 15 under pgbench: 68 MiB touched when capplan sampled, about 98 MiB resident at
 the OOM limit). So by default (``--shm configured``) each segment is counted at its mapped
 size; ``--shm touched`` counts the pages resident in it when sampled, for a segment the
-operator knows stays cold.
+operator knows stays cold. The default, ``--shm auto``, counts the touched pages in the
+point answer and keeps each segment's untouched rest in the conservative one only
+(``ModelFit.shm_kept_bytes``): whether a segment fills is the workload's, not the
+segment's. php's opcache is a 128 MiB cap by default that a small site never fills (the
+php-fpm validation rows run 68 workers in 128 MiB); PostgreSQL's shared_buffers fill once
+the data outgrows them. The safe answer assumes every segment fills; the point answer the
+segments as they were.
 
 The touched pages are in the fixed cost already (the parents' USS and every process's
 PSS - USS), except the pages of a segment one worker alone has touched: smaps counts those
@@ -62,6 +68,14 @@ def untouched(snap: Snapshot, choice: ShmChoice | None) -> int:
     return sum(s.counted_bytes - s.touched_bytes for s in segments(snap, choice))
 
 
+def kept(snap: Snapshot, choice: ShmChoice | None) -> int:
+    """What only the conservative answer keeps under "auto": each segment's configured
+    size less its touched part; nothing under the other choices (or None)."""
+    if choice != "auto":
+        return 0
+    return sum(s.configured_bytes - s.touched_bytes for s in segments(snap, choice))
+
+
 def worker_shm(process: ProcessMemory, choice: ShmChoice | None) -> int:
     """A worker's segment pages it alone maps (in its USS), which move to the fixed cost;
     nothing with ``choice`` None (launch mode: an instance's segments are its own)."""
@@ -83,4 +97,5 @@ def summary(snapshots: Sequence[Snapshot], choice: ShmChoice) -> SharedMemory | 
         segments=segments(snapshots[-1], choice),
         untouched_bytes=mean([untouched(s, choice) for s in snapshots]),
         moved_bytes=mean([sum(worker_shm(w, choice) for w in s.workers) for s in snapshots]),
+        kept_bytes=mean([kept(s, choice) for s in snapshots]),
     )

@@ -184,11 +184,13 @@ def shared_memory_lines(shared: SharedMemory | None, escape: Callable[[str], str
         return []
     configured = sum(s.configured_bytes for s in shared.segments)
     touched = sum(s.touched_bytes for s in shared.segments)
-    how = (
-        "at their configured size (--shm configured; --shm touched counts the touched pages only)"
-        if shared.choice == "configured"
-        else "as touched (--shm touched: pages not yet touched are not counted)"
-    )
+    how = {
+        "auto": "as touched in the point answer, at their configured size in the conservative "
+        "one (--shm auto; configured or touched counts both alike)",
+        "configured": "at their configured size (--shm configured; --shm touched counts "
+        "the touched pages only)",
+        "touched": "as touched (--shm touched: pages not yet touched are not counted)",
+    }[shared.choice]
     count = len(shared.segments)
     lines = [
         f"Shared memory:          {count} segment{'s' if count != 1 else ''} in fixed, counted "
@@ -203,6 +205,11 @@ def shared_memory_lines(shared: SharedMemory | None, escape: Callable[[str], str
         )
     if count > SHOWN_SEGMENTS:
         lines.append(f"    ... and {count - SHOWN_SEGMENTS} more (all in --format json)")
+    if shared.kept_bytes:
+        lines.append(
+            f"    the conservative answer keeps the untouched {format_bytes(shared.kept_bytes)}"
+            " resident, as if every segment filled; the point answer does not"
+        )
     if shared.moved_bytes:
         lines.append(
             f"    segment pages single workers had touched alone, {format_bytes(shared.moved_bytes)}"

@@ -76,9 +76,13 @@ def test_each_kind_of_segment_counts_at_its_mapped_size_unless_touched_is_asked(
     if method == "exact" and os.geteuid() != 0:
         pytest.skip("the exact method needs root")
     with shm_workload() as (parent, workers):
-        configured = estimate("--pid", str(parent), "--method", method)
+        configured = estimate("--pid", str(parent), "--method", method, "--shm", "configured")
         touched = estimate("--pid", str(parent), "--method", method, "--shm", "touched")
-        text = run_cli("estimate", "--pid", str(parent), "--samples", "1", "--method", method)
+        auto = estimate("--pid", str(parent), "--method", method)  # the default
+        text = run_cli(
+            "estimate", "--pid", str(parent), "--samples", "1", "--method", method,
+            "--shm", "configured",
+        )  # fmt: skip
     assert configured["workload"]["worker_count"] == len(workers) == WORKERS
     shared = configured["shared_memory"]
     assert shared["choice"] == "configured" and touched["shared_memory"]["choice"] == "touched"
@@ -97,6 +101,12 @@ def test_each_kind_of_segment_counts_at_its_mapped_size_unless_touched_is_asked(
     difference = configured["model"]["fixed_bytes"] - touched["model"]["fixed_bytes"]
     assert difference == pytest.approx(untouched, rel=0.01)
     assert touched["model"]["breakdown"]["fixed_shm_untouched_bytes"] == 0
+    # The default: the point answer's fixed cost as touched, the untouched rest kept by the
+    # conservative answer only.
+    assert auto["shared_memory"]["choice"] == "auto"
+    assert auto["model"]["fixed_bytes"] == pytest.approx(touched["model"]["fixed_bytes"], rel=0.01)
+    assert auto["model"]["shm_kept_bytes"] == pytest.approx(untouched, rel=0.01)
+    assert auto["shared_memory"]["kept_bytes"] == auto["model"]["shm_kept_bytes"]
     # Every worker's 1 MiB of the segment is paid once, in fixed: its cost is its own 4 MiB
     # (and kernel memory), the same under either choice.
     assert shared["moved_bytes"] == pytest.approx(WORKERS * WORKER_SHM, abs=64 * 1024)
@@ -119,8 +129,9 @@ def test_postgresql_shared_buffers_count_in_full_right_after_start() -> None:
     except servers.ServerUnavailable as missing:
         pytest.skip(str(missing))
     with postgresql(shared_buffers="64MB") as pg, idle_clients(pg, 2):
-        configured = estimate("--pid", str(pg.pid))
+        configured = estimate("--pid", str(pg.pid), "--shm", "configured")
         touched = estimate("--pid", str(pg.pid), "--shm", "touched")
+        auto = estimate("--pid", str(pg.pid))
     main = configured["shared_memory"]["segments"][0]  # the largest
     assert main["kind"] == "anonymous"
     assert main["configured_bytes"] > 64 * MiB  # shared_buffers plus the rest of the segment
@@ -133,6 +144,9 @@ def test_postgresql_shared_buffers_count_in_full_right_after_start() -> None:
     assert difference == pytest.approx(untouched, rel=0.05)
     assert configured["model"]["fixed_bytes"] > main["configured_bytes"]
     assert touched["model"]["fixed_bytes"] < main["configured_bytes"]
+    # By default the conservative answer keeps the segment's untouched rest, the point not.
+    assert auto["model"]["shm_kept_bytes"] == pytest.approx(untouched, rel=0.05)
+    assert auto["model"]["fixed_bytes"] < main["configured_bytes"]
     # Two client backends are a low-confidence fit (issue 14's part 4): its max_connections
     # line says so on the line, with the command that would fix it.
     (group,) = configured["groups"]

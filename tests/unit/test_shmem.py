@@ -234,8 +234,13 @@ def test_each_segment_once_with_configured_beside_touched() -> None:
 def test_configured_replaces_touched_in_fixed_and_workers_keep_only_their_own() -> None:
     snap = sample()
     (before,) = accounting.smaps_points([snap], shm=None)  # as before issue 14
-    (configured,) = accounting.smaps_points([snap])
+    (configured,) = accounting.smaps_points([snap], shm="configured")
     (touched,) = accounting.smaps_points([snap], shm="touched")
+    (auto,) = accounting.smaps_points([snap])  # the default: the point answer as touched
+    assert auto == touched
+    # ... and the conservative one keeps the untouched rest of both segments.
+    assert shmem.kept(snap, "auto") == (64 * MiB - 11 * MiB) + (16 * MiB - 4 * MiB)
+    assert shmem.kept(snap, "configured") == shmem.kept(snap, "touched") == 0
     # Each worker's 1 MiB of the segment is paid once: out of its increment, into fixed.
     assert before.increments == (3 * MiB,) * 3
     assert configured.increments == touched.increments == (2 * MiB,) * 3
@@ -246,7 +251,7 @@ def test_configured_replaces_touched_in_fixed_and_workers_keep_only_their_own() 
     # once, beside the parent's 1 MiB and the workers' 2 MiB heaps.
     total = configured.base + sum(configured.increments)
     assert total == 1 * MiB + 3 * 2 * MiB + 64 * MiB + 16 * MiB
-    breakdown = accounting.smaps_breakdown([snap])
+    breakdown = accounting.smaps_breakdown([snap], shm="configured")
     assert breakdown.per_instance_uss_bytes == 2 * MiB
     assert breakdown.fixed_shm_untouched_bytes == 65 * MiB
     assert breakdown.fixed_parent_bytes + breakdown.fixed_shared_bytes + 65 * MiB == (
@@ -308,3 +313,25 @@ def test_check_compares_like_with_like() -> None:
     blocking, _ = environment_differences(dataclasses.replace(old, shared_memory=cold), now)
     assert "baseline --shm touched, now --shm configured" in " ".join(blocking)
     assert environment_differences(now, now)[0] == []
+
+
+def test_auto_keeps_the_untouched_rest_in_the_conservative_answer_only() -> None:
+    """``--shm auto``: the point answer as the segments were, the conservative one as if
+    every segment filled (``ModelFit.shm_kept_bytes``, kept like the hot page cache)."""
+    import dataclasses
+
+    from conftest import REPO
+
+    from capacity import modelfile
+    from capacity.model.fitting import predict
+
+    base = modelfile.load_estimate(REPO / "models" / "demo.json")
+    per = base.model.per_instance_bytes
+    budget = dataclasses.replace(base.budget, available_bytes=base.model.fixed_bytes + 40 * per)
+    before = predict(base.model, budget)
+    kept = predict(dataclasses.replace(base.model, shm_kept_bytes=10 * per), budget)
+    assert kept.max_instances == before.max_instances
+    assert before.max_instances_conservative is not None
+    assert kept.max_instances_conservative is not None
+    assert kept.max_instances_conservative <= before.max_instances_conservative - 9
+    assert "shared memory segment filled" in kept.conservative_note
