@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from capacity.errors import CapplanError, ModelError
 from capacity.measure.launch import LaunchOptions
+from capacity.measure.probe import ProbeRule
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.workload import Selector
 from capacity.model.assemble import BudgetOptions
@@ -32,12 +33,15 @@ from capacity.records import (
     LoadRun,
     Measurement,
     Method,
+    Probe,
+    ProbeRun,
     ProcessMemory,
     Snapshot,
 )
 from capacity.roles_records import Group
 
 if TYPE_CHECKING:
+    from capacity.measure.cgroupselect import Target
     from capacity.measure.groups import Grouping
 
 ProgressCallback = Callable[[int, int], None]
@@ -76,6 +80,9 @@ class EstimateOptions:
     # With several groups, the (server, pool) whose estimate is the top level (check
     # passes its baseline's); None: the group with the most workers.
     group: tuple[str, str | None] | None = None
+    # --probe (issue 14): the pressure probe of the launch's cgroup after each step, or of
+    # the selected cgroup (--cgroup, --unit) once after sampling; None: no probe.
+    probe: ProbeRule | None = None
 
     def __post_init__(self) -> None:
         given = [
@@ -108,6 +115,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
     from capacity.measure.environment import read_environment
     from capacity.measure.groups import Grouping
     from capacity.measure.loadgen import LoadGenerators
+    from capacity.measure.probe import probe_cgroup
     from capacity.measure.procfs import read_cmdline, read_exe
 
     root = options.root
@@ -136,6 +144,8 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             selector = options.selector
             selector_text = str(selector)
         target = workload.resolve_target(selector, root)  # --cgroup, --unit: once
+        if options.probe is not None:
+            _check_probe_target(target, root)
         first = workload.select_processes(selector, root, target=target)
         # The groups and roles of the first selection (issue 13): each group is fitted on
         # its own, with its non-worker roles as fixed cost.
@@ -168,6 +178,12 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
                 on_progress=advance,
                 sampler=reader,
             )
+        probe = None
+        if options.probe is not None and target is not None and target.memory is not None:
+            # While the load still runs: the probe watches the workload at work.
+            version, directory, _mount = target.memory
+            run = probe_cgroup(version, directory, target.path, len(first.members), options.probe)
+            probe = _probe_record("attach", options.probe, (run,))
         runs = generators.stop() if generators is not None else ()
         environment = read_environment(
             root, workload_pid=parent_pid, executable=exe, command_line=options.command_line
@@ -191,6 +207,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         )
     return dataclasses.replace(
         fitted,
+        probe=probe,
         measurement=Measurement(
             samples=options.samples, interval_seconds=options.interval, demo=options.demo
         ),
@@ -375,6 +392,8 @@ def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progr
 
     started = time.monotonic()
     total = launch.instances + launch.samples - 1
+    if options.probe is not None:
+        launch = dataclasses.replace(launch, probe=options.probe)
     with Launcher(launch) as launcher:
         with progress(total, "launching") as advance:
             outcome = launcher.run(on_progress=advance)
@@ -391,4 +410,39 @@ def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progr
         total_seconds=time.monotonic() - started,
         loads=outcome.loads,
         no_cgroup_reason=outcome.no_cgroup_reason,
+        probe=_probe_record("launch", options.probe, outcome.probes)
+        if options.probe is not None
+        else None,
+    )
+
+
+def _check_probe_target(target: Target | None, root: Path) -> None:
+    """``--probe`` in attach mode needs a memory cgroup the selection names, on this host."""
+    if root != DEFAULT_ROOT:
+        raise CapplanError(
+            "--probe changes the live host's cgroup limits: not with --root",
+            hint="leave out --probe to read a captured tree",
+        )
+    if target is None:
+        raise CapplanError(
+            "--probe needs the workload in a memory cgroup of its own",
+            hint="select it with --cgroup PATH or --unit NAME, or start it with --launch",
+        )
+    if target.memory is None:
+        raise CapplanError(
+            f"--probe: no memory controller accounts cgroup {target.path}",
+            hint="probe a cgroup of the memory hierarchy (v2, or v1 memory)",
+        )
+
+
+def _probe_record(
+    mode: Literal["launch", "attach"], rule: ProbeRule, runs: Sequence[ProbeRun]
+) -> Probe:
+    return Probe(
+        mode=mode,
+        step_share=rule.step_share,
+        hold_seconds=rule.hold_seconds,
+        stall_threshold=rule.stall_threshold,
+        refault_threshold_bytes=rule.refault_threshold_bytes,
+        runs=tuple(runs),
     )

@@ -210,7 +210,12 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"transparent huge pages differ: baseline '{b_env.thp_enabled}', "
             f"now '{c_env.thp_enabled}' (copy-on-write copies 2 MiB instead of 4 KiB)"
         )
-    if baseline.schema_version != current.schema_version:
+    # Schema 2 only added the probe (issue 14): without one, 1 and 2 measure alike.
+    if baseline.schema_version != current.schema_version and not (
+        {baseline.schema_version, current.schema_version} <= {1, 2}
+        and baseline.probe is None
+        and current.probe is None
+    ):
         blocking.append(
             f"capplan schema differs: baseline {baseline.schema_version}, "
             f"now {current.schema_version}"

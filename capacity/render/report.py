@@ -16,6 +16,7 @@ from capacity.model.drift import sampling_advice
 from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Prediction, ProcessMemory
 from capacity.render.escape import terminal_safe
 from capacity.render.openmetrics import render_openmetrics
+from capacity.render.probe import probe_lines
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
 MAX_PROCESS_ROWS = 24
@@ -335,6 +336,7 @@ def _render_one(estimate: Estimate) -> str:
             escape(calibrated_by) if calibrated_by is not None else None,
         ),
         *(_system_lines(e) if e.launch is not None else []),
+        *probe_lines(e, escape),
         *_load_lines(e, escape),
         *activity_lines(e.activity),
         *_drift_lines(e),
@@ -459,6 +461,8 @@ def _system_lines(e: Estimate) -> list[str]:
     if system is not None:
         unit = pick_unit([system.per_instance_bytes])
         source = "cgroup usage" if system.method == "cgroup" else "MemAvailable delta"
+        if e.probe is not None:
+            source = "the sizes the probe found"
         lines.append(
             f"System side ({source}): {format_in(system.per_instance_bytes, unit)} {unit[0]} "
             f"per instance {_interval(*system.per_instance_ci95)}, fixed "
