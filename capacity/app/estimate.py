@@ -205,6 +205,11 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         fitted = dataclasses.replace(
             fitted, workload=dataclasses.replace(fitted.workload, cgroup=reader.target.path)
         )
+    if probe is not None:  # the probe ran at the worker count the fit counts
+        count = fitted.workload.worker_count
+        probe = dataclasses.replace(
+            probe, runs=tuple(dataclasses.replace(r, instances=count) for r in probe.runs)
+        )
     return dataclasses.replace(
         fitted,
         probe=probe,

@@ -263,3 +263,49 @@ def test_no_cgroup_as_nobody(tmp_path: Path) -> None:
     codes = [w.get("code") for w in json.loads(out.stdout).get("warnings", [])]
     assert "NO_CGROUP" in codes, codes
     assert leftovers() == []
+
+
+def test_probe_and_selection_by_unit_and_cgroup(service: Path) -> None:
+    """--probe on pure v2 (memory.high, memory.reclaim, the cgroup's memory.pressure) on a
+    service that holds cold page cache beside its workers, selected with --unit; then the
+    same service selected with --cgroup (issue 13: both selections tried on v2)."""
+    site = Path(json.__file__).resolve().parents[1] / "site-packages"
+    venv_site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), site)
+    # Unmapped library files (the cache=loose share caches them), dropped from the page
+    # cache first so that reading them charges them to the service.
+    files = [str(p) for p in venv_site.rglob("*.so*") if p.is_file()][:400]
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+    reader = start_in(service, ["cat", *files])
+    reader.wait(300)
+    proc = start_in(service, [*DEMO, "--workers", "3", "--shared", "8M", "--private", "8M"])
+    try:
+        time.sleep(3)
+        before = settle(service)
+        stat = {
+            k: int(v)
+            for k, v in (
+                line.split() for line in (service / "memory.stat").read_text().splitlines()
+            )
+        }
+        print(f"before the probe: current {before}, anon {stat['anon']}, file {stat['file']}")
+        assert stat["file"] - stat["shmem"] > 32 << 20, stat  # cold cache to find
+        probed = estimate("--unit", "guestwl", "--samples", "1", "--method", "smaps", "--probe")
+        by_path = estimate(
+            "--cgroup", "/system.slice/guestwl.service", "--samples", "1", "--method", "smaps"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    run = probed["probe"]["runs"][0]
+    print(json.dumps({k: v for k, v in run.items() if k != "steps"}))
+    for step in run["steps"]:
+        print(json.dumps(step))
+    assert probed["workload"]["cgroup"] == "/system.slice/guestwl.service"
+    assert (run["version"], run["knob"], run["pressure_source"]) == (2, "memory.high", "cgroup")
+    assert run["restored"] and (service / "memory.high").read_text().strip() == "max"
+    assert run["found_bytes"] < run["start_usage_bytes"] - (16 << 20), run
+    assert run["found_bytes"] >= stat["anon"] + stat["shmem"], (run, stat)
+    events = dict(line.split() for line in (service / "memory.events").read_text().splitlines())
+    assert events["oom_kill"] == "0", events
+    assert by_path["workload"]["cgroup"] == "/system.slice/guestwl.service"
+    assert by_path["workload"]["worker_count"] == probed["workload"]["worker_count"] == 3
