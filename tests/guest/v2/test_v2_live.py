@@ -118,7 +118,8 @@ def test_attach_budget_kernel_and_check_on_v2_cgroup(service: Path, tmp_path: Pa
     try:
         time.sleep(3)
         settle(service)
-        selection = ["--pid", str(proc.pid)]
+        # By --cgroup (issue 13), as systemd names the service's cgroup.
+        selection = ["--cgroup", "/system.slice/guestwl.service"]
         result = estimate(
             *selection,
             "--samples",
@@ -167,6 +168,7 @@ def test_attach_budget_kernel_and_check_on_v2_cgroup(service: Path, tmp_path: Pa
     # The binding ancestor, by name ("memory limit of cgroup /system.slice"), and its memory.max.
     assert "/system.slice" in budget["source"] and "limit" in budget["source"], budget
     assert budget["total_bytes"] == 1536 << 20
+    assert result["workload"]["cgroup"] == "/system.slice/guestwl.service"
     assert model["breakdown"]["kernel_source"] == "cgroup", model["breakdown"]
     error = model["per_instance_bytes"] / marginal - 1
     assert abs(error) < 0.05, f"per-worker {model['per_instance_bytes']} vs marginal {marginal}"
@@ -265,34 +267,34 @@ def test_no_cgroup_as_nobody(tmp_path: Path) -> None:
     assert leftovers() == []
 
 
-def test_probe_and_selection_by_unit_and_cgroup(service: Path) -> None:
+def test_probe_on_v2_service_by_unit(service: Path) -> None:
     """--probe on pure v2 (memory.high, memory.reclaim, the cgroup's memory.pressure) on a
-    service that holds cold page cache beside its workers, selected with --unit; then the
-    same service selected with --cgroup (issue 13: both selections tried on v2)."""
-    site = Path(json.__file__).resolve().parents[1] / "site-packages"
-    venv_site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), site)
+    service that holds cold page cache beside its workers, selected with --unit (issue 13:
+    the attach test above selects its service with --cgroup)."""
+    began = time.monotonic()
+    venv_site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
     # Unmapped library files (the cache=loose share caches them), dropped from the page
-    # cache first so that reading them charges them to the service.
-    files = [str(p) for p in venv_site.rglob("*.so*") if p.is_file()][:400]
+    # cache first so that reading them charges them to the service: about 96 MiB.
+    files, size = [], 0
+    for path in sorted(venv_site.rglob("*.so*")):
+        if path.is_file() and size < 96 << 20:
+            files.append(str(path))
+            size += path.stat().st_size
     Path("/proc/sys/vm/drop_caches").write_text("1")
-    reader = start_in(service, ["cat", *files])
-    reader.wait(300)
+    start_in(service, ["cat", *files]).wait(300)
     proc = start_in(service, [*DEMO, "--workers", "3", "--shared", "8M", "--private", "8M"])
     try:
         time.sleep(3)
         before = settle(service)
-        stat = {
-            k: int(v)
-            for k, v in (
-                line.split() for line in (service / "memory.stat").read_text().splitlines()
-            )
-        }
-        print(f"before the probe: current {before}, anon {stat['anon']}, file {stat['file']}")
+        lines = (service / "memory.stat").read_text().splitlines()
+        stat = {k: int(v) for k, v in (line.split() for line in lines)}
+        print(
+            f"{time.monotonic() - began:.0f} s: current {before}, anon {stat['anon']}, "
+            f"file {stat['file']}, shmem {stat['shmem']}"
+        )
         assert stat["file"] - stat["shmem"] > 32 << 20, stat  # cold cache to find
         probed = estimate("--unit", "guestwl", "--samples", "1", "--method", "smaps", "--probe")
-        by_path = estimate(
-            "--cgroup", "/system.slice/guestwl.service", "--samples", "1", "--method", "smaps"
-        )
+        print(f"{time.monotonic() - began:.0f} s: estimate --probe done")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -301,11 +303,10 @@ def test_probe_and_selection_by_unit_and_cgroup(service: Path) -> None:
     for step in run["steps"]:
         print(json.dumps(step))
     assert probed["workload"]["cgroup"] == "/system.slice/guestwl.service"
+    assert probed["workload"]["worker_count"] == 3
     assert (run["version"], run["knob"], run["pressure_source"]) == (2, "memory.high", "cgroup")
     assert run["restored"] and (service / "memory.high").read_text().strip() == "max"
     assert run["found_bytes"] < run["start_usage_bytes"] - (16 << 20), run
     assert run["found_bytes"] >= stat["anon"] + stat["shmem"], (run, stat)
     events = dict(line.split() for line in (service / "memory.events").read_text().splitlines())
     assert events["oom_kill"] == "0", events
-    assert by_path["workload"]["cgroup"] == "/system.slice/guestwl.service"
-    assert by_path["workload"]["worker_count"] == probed["workload"]["worker_count"] == 3
