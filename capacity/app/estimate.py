@@ -182,7 +182,14 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         if options.probe is not None and target is not None and target.memory is not None:
             # While the load still runs: the probe watches the workload at work.
             version, directory, _mount = target.memory
-            run = probe_cgroup(version, directory, target.path, len(first.members), options.probe)
+            run = probe_cgroup(
+                version,
+                directory,
+                target.path,
+                len(first.members),
+                options.probe,
+                check=lambda: _check_still_running(directory, target.path),
+            )
             probe = _probe_record("attach", options.probe, (run,))
         runs = generators.stop() if generators is not None else ()
         environment = read_environment(
@@ -419,6 +426,18 @@ def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progr
         if options.probe is not None
         else None,
     )
+
+
+def _check_still_running(directory: Path, shown: str) -> None:
+    """The probe stops (and writes the limit back) when the workload it squeezes is gone."""
+    from capacity.measure.cgroup import cgroup_pids_recursive
+
+    if not cgroup_pids_recursive(directory):
+        raise CapplanError(
+            f"the workload in cgroup {shown} exited while capplan probed it; the original "
+            "limit was written back",
+            hint="probe it while it runs: estimate --cgroup PATH --probe",
+        )
 
 
 def _check_probe_target(target: Target | None, root: Path) -> None:
