@@ -17,8 +17,9 @@ workload needs (``ProbeRun.found_bytes``).
   "refused"); while the limit is lowered, ``memory.oom_control``'s ``oom_kill_disable`` is
   set, so a task that would be OOM-killed waits instead, and the probe writes the limit
   back as soon as it sees ``under_oom``. v1 cgroups have no PSI of their own: the host's
-  /proc/pressure/memory is read (another workload's stall stops the probe early: the safe
-  side).
+  /proc/pressure/memory is read, and a stall there counts when the cgroup hit its limit
+  (``memory.failcnt`` rose) or refaulted in the same step: its tasks can stall on the
+  limit only after a charge failed against it.
 
 The probe never sets a limit below the floor: usage minus the file cache reclaim could
 free (``file - shmem``: shared memory does not go without swap), plus a margin. Before it
@@ -155,17 +156,31 @@ def stall_share(before: Reading, after: Reading) -> float | None:
 
 
 def judge(
-    before: Reading, after: Reading, rule: ProbeRule, *, wrote: bool, at_floor: bool
+    before: Reading,
+    after: Reading,
+    rule: ProbeRule,
+    *,
+    wrote: bool,
+    at_floor: bool,
+    host_wide: bool = False,
 ) -> ProbeVerdict:
     """What one step showed, the most serious first: an OOM (or a v1 task waiting in one),
     a limit the kernel refused, a stall, refaults; else "ok", or "floor" when the step was
-    already the lowest the probe sets."""
+    already the lowest the probe sets.
+
+    ``host_wide``: the stall was read from the host's PSI (v1). A stall counts then only
+    when the cgroup hit its limit during the step (``memory.failcnt`` rose) or refaulted: a
+    task of the cgroup can stall on its limit only after a charge failed against it, so a
+    stall with neither came from elsewhere on the host."""
     if after.oom_kills > before.oom_kills or after.under_oom:
         return "oom"
     if not wrote:
         return "refused"
     share = stall_share(before, after)
-    if share is not None and share > rule.stall_threshold:
+    ours = not host_wide or (
+        after.limit_hits > before.limit_hits or after.refault_pages > before.refault_pages
+    )
+    if share is not None and share > rule.stall_threshold and ours:
         return "pressure"
     if (after.refault_pages - before.refault_pages) * PAGE_SIZE > rule.refault_threshold_bytes:
         return "refaults"
@@ -445,7 +460,14 @@ def probe_cgroup(
             wrote = knobs.lower(target, usage)
             _hold(knobs, rule.hold_seconds, check)
             after = knobs.read()
-            verdict = judge(before, after, rule, wrote=wrote, at_floor=target <= floor)
+            verdict = judge(
+                before,
+                after,
+                rule,
+                wrote=wrote,
+                at_floor=target <= floor,
+                host_wide=knobs.pressure_source == "system",
+            )
             share = stall_share(before, after)
             steps.append(
                 ProbeStep(

@@ -56,7 +56,7 @@ def reading(at: float, usage: int, total_us: int | None, refaults: int, **kw: ob
         some_avg10=0.0,
         some_total_us=total_us,
         refault_pages=refaults,
-        limit_hits=0,
+        limit_hits=int(kw.get("hits", 0)),  # type: ignore[call-overload]
         oom_kills=int(kw.get("oom", 0)),  # type: ignore[call-overload]
         under_oom=bool(kw.get("under", False)),
     )
@@ -124,6 +124,18 @@ def test_hot_cache_step_stops_at_the_stall() -> None:
     after = reading(1.003, 132042752, 1_000_000 + 172_336, 10 + 252876)
     assert stall_share(before, after) == pytest.approx(0.1718, abs=1e-3)
     assert judge(before, after, RULE, wrote=True, at_floor=False) == "pressure"
+
+
+def test_a_host_wide_stall_counts_only_with_the_cgroup_at_its_limit() -> None:
+    # v1 reads the host's PSI. Recorded: 8.46 % of a step stalled while the probed cgroup
+    # neither hit its limit (failcnt unchanged) nor refaulted: another workload's stall.
+    before = reading(0.0, 169_600_000, 5_000_000, 0, hits=0)
+    elsewhere = reading(1.0, 153_600_000, 5_000_000 + 84_600, 0, hits=0)
+    assert judge(before, elsewhere, RULE, wrote=True, at_floor=False) == "pressure"
+    assert judge(before, elsewhere, RULE, wrote=True, at_floor=False, host_wide=True) == "ok"
+    # The hot workload's step: the cgroup hit its limit 5904 times while the host stalled.
+    ours = reading(1.0, 132042752, 5_000_000 + 172_336, 0, hits=5904)
+    assert judge(before, ours, RULE, wrote=True, at_floor=False, host_wide=True) == "pressure"
 
 
 def test_refaults_alone_stop_the_probe() -> None:
