@@ -22,6 +22,7 @@ unless the caller allows it; other differences are listed for the reader.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
@@ -196,6 +197,14 @@ def group_differences(baseline: Estimate, current: Estimate) -> list[str]:
     return reasons
 
 
+def _same_schema(a: Estimate, b: Estimate) -> bool:
+    """Like with like: the same schema, or 1 and 2 without a probe (schema 2 only added the
+    probe, issue 14)."""
+    if a.schema_version == b.schema_version:
+        return True
+    return {a.schema_version, b.schema_version} <= {1, 2} and a.probe is None and b.probe is None
+
+
 def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list[str], list[str]]:
     """(reasons the pair is not comparable, other differences worth a line)."""
     blocking: list[str] = []
@@ -210,12 +219,7 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"transparent huge pages differ: baseline '{b_env.thp_enabled}', "
             f"now '{c_env.thp_enabled}' (copy-on-write copies 2 MiB instead of 4 KiB)"
         )
-    # Schema 2 only added the probe (issue 14): without one, 1 and 2 measure alike.
-    if baseline.schema_version != current.schema_version and not (
-        {baseline.schema_version, current.schema_version} <= {1, 2}
-        and baseline.probe is None
-        and current.probe is None
-    ):
+    if not _same_schema(baseline, current):
         blocking.append(
             f"capplan schema differs: baseline {baseline.schema_version}, "
             f"now {current.schema_version}"
@@ -274,7 +278,9 @@ def compare(
         ),
     )
     blocking, notes = environment_differences(baseline, current)
-    if current.schema_version != SCHEMA_VERSION and not any("schema" in r for r in blocking):
+    if not _same_schema(
+        current, dataclasses.replace(current, schema_version=SCHEMA_VERSION)
+    ) and not any("schema" in r for r in blocking):
         blocking.append(
             f"capplan schema differs: now {current.schema_version}, this capplan {SCHEMA_VERSION}"
         )

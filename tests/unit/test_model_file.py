@@ -53,7 +53,8 @@ DELETE = object()
 def test_committed_model_holds_everything_the_issue_lists() -> None:
     doc = committed()
     assert doc["kind"] == "capplan.estimate"
-    assert doc["schema_version"] == records.SCHEMA_VERSION
+    # Saved before schema 2 (which only added ``probe``): it must still read as it is.
+    assert doc["schema_version"] in records.SUPPORTED_SCHEMAS
     # Raw samples: every process of every snapshot with its own figures.
     assert len(doc["samples"]) == doc["measurement"]["samples"] >= 2
     assert 1 <= doc["model"]["n_samples"] <= len(doc["samples"])

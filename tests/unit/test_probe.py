@@ -222,3 +222,61 @@ def test_probed_totals_replace_the_usage_of_probed_steps() -> None:
     assert probed_totals(steps, []) == [143245312.0, 212279296.0]
     assert reclaimable_share(run) == pytest.approx(1 - 113491968 / 212279296)
     assert reclaimable_share(dataclasses.replace(run, start_usage_bytes=0)) == 0.0
+
+
+def test_a_model_file_keeps_the_probe_and_old_files_read_without_one() -> None:
+    from capacity import modelfile
+    from capacity.codec import dumps
+    from capacity.records import SCHEMA_VERSION, Probe, ProbeStep
+
+    old = modelfile.load_estimate(Path(__file__).parents[2] / "models" / "demo.json")
+    assert old.schema_version == 1 and old.probe is None  # saved before schema 2
+    step = ProbeStep(
+        limit_bytes=216_200_000,
+        usage_bytes=215_600_000,
+        some_avg10=7.08,
+        stall_share=0.2856,
+        refaults=0,
+        limit_hits=0,
+        verdict="ok",
+        seconds=1.0,
+    )
+    run = ProbeRun(
+        instances=3,
+        cgroup_path="/i14probe-doc",
+        version=1,
+        knob="memory.limit_in_bytes",
+        original="9223372036854771712",
+        start_usage_bytes=231_600_000,
+        floor_bytes=46_200_000,
+        found_bytes=46_200_000,
+        pressure_source="system",
+        stopped="reached the floor",
+        restored=True,
+        steps=(step,),
+    )
+    probe = Probe(
+        mode="attach",
+        step_share=0.05,
+        hold_seconds=1.0,
+        stall_threshold=0.005,
+        refault_threshold_bytes=MIB,
+        runs=(run,),
+    )
+    new = dataclasses.replace(old, schema_version=SCHEMA_VERSION, probe=probe)
+    import json
+
+    again = modelfile.estimate_from_dict(json.loads(dumps(new)))
+    assert again.probe == probe and again.schema_version == 2
+    # The text report says what it did, the size found and the steps, host text escaped.
+    from capacity.render.report import render_text
+
+    shown = dataclasses.replace(
+        new,
+        probe=dataclasses.replace(probe, runs=(dataclasses.replace(run, cgroup_path="/x\x1b[2J"),)),
+    )
+    text = render_text(shown)
+    assert "Pressure probe (--probe): lowered memory.limit_in_bytes of cgroup /x" in text
+    assert "\x1b" not in text
+    assert "reached the floor" in text and "the original value was written back" in text
+    assert "ran in 44.1 MiB without pressure (its usage was 220.9 MiB)" in text
