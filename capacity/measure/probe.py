@@ -383,6 +383,16 @@ class Knobs:
 
     def lower(self, limit_bytes: int, usage_bytes: int) -> bool:
         """Set the step's limit; False when the kernel could not reclaim down to it."""
+        try:
+            return self._lower(limit_bytes, usage_bytes)
+        except OSError as err:
+            raise ProbeError(
+                f"--probe: cannot write {limit_bytes} to {self.limit_file}: "
+                f"{err.strerror or err}; the original was written back",
+                hint="probe a cgroup capplan may change (root, or a delegated cgroup)",
+            ) from None
+
+    def _lower(self, limit_bytes: int, usage_bytes: int) -> bool:
         if self.version == 2:
             reclaim = self.directory / "memory.reclaim"
             if usage_bytes > limit_bytes and reclaim.exists():
@@ -441,14 +451,22 @@ def probe_cgroup(
     first = knobs.read()
     floor = floor_of(first.usage_bytes, first.stat, version, rule)
     step = step_size(first.usage_bytes, floor, rule)
-    with _held_signals():
-        state = write_state(saved, state_dir)
-        knobs.prepare()
     steps: list[ProbeStep] = []
     found = first.usage_bytes
     stopped = f"stopped after {rule.max_steps} steps"
     restored = False
+    state: Path | None = None
     try:
+        with _held_signals():  # a signal now lands inside the try: restored below
+            try:
+                state = write_state(saved, state_dir)
+            except OSError as err:
+                raise ProbeError(
+                    f"--probe: cannot keep the original limit in {runtime_dir()}: "
+                    f"{err.strerror or err}; nothing was changed",
+                    hint=f"make {RUNTIME_ENV} a directory capplan may write",
+                ) from None
+            knobs.prepare()
         before = first
         usage = first.usage_bytes
         for _ in range(rule.max_steps):
@@ -490,11 +508,12 @@ def probe_cgroup(
                 break
     finally:
         with _held_signals():
-            problems = restore_knobs(saved)
+            problems = restore_knobs(saved) if state is not None else []
             if not problems:
                 restored = True
-                with contextlib.suppress(OSError):
-                    state.unlink()
+                if state is not None:
+                    with contextlib.suppress(OSError):
+                        state.unlink()
     return ProbeRun(
         instances=instances,
         cgroup_path=shown,
