@@ -78,6 +78,7 @@ def estimate(
     warmup: opt.EstimateWarmup = 0.0,
     deep: opt.DeepFlag = False,
     shm: opt.ShmFlag = opt.ShmOption.auto,
+    probe: opt.ProbeFlag = False,
 ) -> None:
     """Measure a running workload and predict how many workers fit.
 
@@ -96,11 +97,14 @@ def estimate(
         capplan estimate --launch 'redis-server --port {port} --save ""' --instances 4
 
         capplan estimate --demo --save models/demo.json
+
+        capplan estimate --unit php8.2-fpm --load 'ab -n 20000 http://127.0.0.1/' --probe
     """
     from capacity import output as files
     from capacity.app.estimate import EstimateOptions, run_estimate
     from capacity.codec import dumps
     from capacity.measure.launch import LaunchOptions
+    from capacity.measure.probe import ProbeRule
     from capacity.model.assemble import BudgetOptions
     from capacity.records import DemoOptions
     from capacity.render import report
@@ -154,6 +158,7 @@ def estimate(
             deep=deep,
             shm=shm.value,
             command_line=_command_line(),
+            probe=ProbeRule() if probe else None,
         ),
         progress=progress_bar(output_format == opt.EstimateFormat.text),
     )

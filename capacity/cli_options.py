@@ -85,6 +85,20 @@ DeepFlag = Annotated[
 ]
 
 
+ProbeFlag = Annotated[
+    bool,
+    typer.Option(
+        "--probe",
+        help="Pressure probe (off by default): while the load runs, lower the workload's "
+        "cgroup limit step by step (v2 memory.high and memory.reclaim, v1 "
+        "memory.limit_in_bytes), stop at the first stall or refault rise and write the "
+        "original back; the smallest size without pressure is reported (attach mode, "
+        "--cgroup or --unit: at the current worker count) or fitted as total(k) on the "
+        "system side (--launch: after each step).",
+    ),
+]
+
+
 def _checked_by(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
     """A typer callback that rejects what ``parse`` cannot read as a usage error (exit 2),
     and passes the text on: commands parse it again where they use it."""

@@ -38,6 +38,10 @@ new one; adding a field with a default does not need a bump):
   pages one worker touched alone count once, not per worker. A file without them reads with
   ``shared_memory`` None: its fixed cost counted the touched pages, and ``capplan check`` will
   not compare it with a measurement that moved segment pages or counted segments configured.
+  Also in 2: ``probe`` (issue 14: ``--probe``, the pressure probe's steps and readings, and in
+  launch mode a system-side fit through the sizes it found). A version-1 reader would drop
+  it and read the probed ``launch.system_model`` as the cgroup's resident usage; files of
+  version 1 read as before, with ``probe`` None.
 """
 
 from __future__ import annotations
@@ -702,6 +706,77 @@ class Launch:
     difference: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
+ProbeVerdict = Literal["ok", "pressure", "refaults", "refused", "oom", "floor"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeStep:
+    """One step of the pressure probe (issue 14): the limit set, held ``seconds``, and
+    what the workload did under it.
+
+    ``limit_bytes`` is what was written (v2 ``memory.high``, v1 ``memory.limit_in_bytes``),
+    ``usage_bytes`` the cgroup's usage at the end of the hold. ``some_avg10`` is PSI's
+    ``some avg10`` in percent and ``stall_share`` the share of the hold some task stalled
+    on memory (the ``total`` counter's delta over the hold), both from the cgroup's
+    memory.pressure (v2) or the host's /proc/pressure/memory (v1: no per-cgroup PSI).
+    ``refaults`` is the delta of workingset_refault_file (pages), ``limit_hits`` of v1's
+    memory.failcnt or v2's memory.events ``high``.
+    """
+
+    limit_bytes: int
+    usage_bytes: int
+    some_avg10: float | None
+    stall_share: float | None
+    refaults: int
+    limit_hits: int
+    verdict: ProbeVerdict
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeRun:
+    """One probe of one cgroup: with ``instances`` launched instances (launch mode), or
+    the selected cgroup at its current worker count (attach mode).
+
+    ``found_bytes`` is the smallest limit the workload ran under without pressure (the
+    usage before the first step when the first step already showed pressure);
+    ``floor_bytes`` the lowest limit the probe would set (what reclaim cannot free:
+    anonymous memory, shared memory, kernel memory, plus a margin). ``knob`` is the file
+    that was lowered and ``original`` its value before, written back at the end.
+    """
+
+    instances: int
+    cgroup_path: str
+    version: Literal[1, 2]
+    knob: str
+    original: str
+    start_usage_bytes: int
+    floor_bytes: int
+    found_bytes: int
+    pressure_source: Literal["cgroup", "system", "none"]
+    stopped: str
+    restored: bool
+    steps: tuple[ProbeStep, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Probe:
+    """What ``--probe`` did (issue 14): the rule it followed and every run.
+
+    In launch mode ``model`` is the system-side line fitted through each step's
+    ``found_bytes`` (it is also ``launch.system_model``); in attach mode one run gives
+    total(N) at the current N and ``model`` is None.
+    """
+
+    mode: Literal["launch", "attach"]
+    step_share: float
+    hold_seconds: float
+    stall_threshold: float
+    refault_threshold_bytes: int
+    runs: tuple[ProbeRun, ...]
+    model: ModelFit | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Timing:
     """What the measurement cost (issue 7).
@@ -839,3 +914,4 @@ class Estimate:
     # How the fixed cost counted shared memory segments (issue 14); None where no process
     # maps one, and in files saved before issue 14.
     shared_memory: SharedMemory | None = None
+    probe: Probe | None = None  # --probe (issue 14); schema 2

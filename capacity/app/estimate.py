@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from capacity.cache_records import FileProbe
 from capacity.errors import CapplanError, ModelError
 from capacity.measure.launch import LaunchOptions
+from capacity.measure.probe import ProbeRule
 from capacity.measure.procfs import DEFAULT_ROOT
 from capacity.measure.workload import Selector
 from capacity.model.assemble import BudgetOptions
@@ -33,6 +34,8 @@ from capacity.records import (
     LoadRun,
     Measurement,
     Method,
+    Probe,
+    ProbeRun,
     ProcessMemory,
     Snapshot,
 )
@@ -40,6 +43,7 @@ from capacity.roles_records import Group
 from capacity.shmem_records import ShmChoice
 
 if TYPE_CHECKING:
+    from capacity.measure.cgroupselect import Target
     from capacity.measure.groups import Grouping
 
 ProgressCallback = Callable[[int, int], None]
@@ -80,6 +84,9 @@ class EstimateOptions:
     # With several groups, the (server, pool) whose estimate is the top level (check
     # passes its baseline's); None: the group with the most workers.
     group: tuple[str, str | None] | None = None
+    # --probe (issue 14): the pressure probe of the launch's cgroup after each step, or of
+    # the selected cgroup (--cgroup, --unit) once after sampling; None: no probe.
+    probe: ProbeRule | None = None
 
     def __post_init__(self) -> None:
         given = [
@@ -112,6 +119,7 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
     from capacity.measure.environment import read_environment
     from capacity.measure.groups import Grouping
     from capacity.measure.loadgen import LoadGenerators
+    from capacity.measure.probe import probe_cgroup
     from capacity.measure.procfs import read_cmdline, read_exe
 
     root = options.root
@@ -140,6 +148,8 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
             selector = options.selector
             selector_text = str(selector)
         target = workload.resolve_target(selector, root)  # --cgroup, --unit: once
+        if options.probe is not None:
+            _check_probe_target(target, root)
         first = workload.select_processes(selector, root, target=target)
         # The groups and roles of the first selection (issue 13): each group is fitted on
         # its own, with its non-worker roles as fixed cost.
@@ -172,7 +182,20 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
                 on_progress=advance,
                 sampler=reader,
             )
-        probe = _probe_file_cache(snapshots, root)  # while the workload and its load run
+        files = _probe_file_cache(snapshots, root)  # while the workload and its load run
+        probe = None
+        if options.probe is not None and target is not None and target.memory is not None:
+            # While the load still runs: the probe watches the workload at work.
+            version, directory, _mount = target.memory
+            run = probe_cgroup(
+                version,
+                directory,
+                target.path,
+                len(first.members),
+                options.probe,
+                check=lambda: _check_still_running(directory, target.path),
+            )
+            probe = _probe_record("attach", options.probe, (run,))
         runs = generators.stop() if generators is not None else ()
         environment = read_environment(
             root, workload_pid=parent_pid, executable=exe, command_line=options.command_line
@@ -189,14 +212,20 @@ def _run_attach(options: EstimateOptions, progress: Progress) -> Estimate:
         fallback=fallback,
         runs=runs,
         default=(exe, parent_cmdline),
-        probe=probe,
+        probe=files,
     )
     if reader.target is not None:
         fitted = dataclasses.replace(
             fitted, workload=dataclasses.replace(fitted.workload, cgroup=reader.target.path)
         )
+    if probe is not None:  # the probe ran at the worker count the fit counts
+        count = fitted.workload.worker_count
+        probe = dataclasses.replace(
+            probe, runs=tuple(dataclasses.replace(r, instances=count) for r in probe.runs)
+        )
     return dataclasses.replace(
         fitted,
+        probe=probe,
         measurement=Measurement(
             samples=options.samples, interval_seconds=options.interval, demo=options.demo
         ),
@@ -415,6 +444,8 @@ def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progr
 
     started = time.monotonic()
     total = launch.instances + launch.samples - 1
+    if options.probe is not None:
+        launch = dataclasses.replace(launch, probe=options.probe)
     with Launcher(launch) as launcher:
         with progress(total, "launching") as advance:
             outcome = launcher.run(on_progress=advance)
@@ -431,4 +462,51 @@ def _run_launch(options: EstimateOptions, launch: LaunchOptions, progress: Progr
         total_seconds=time.monotonic() - started,
         loads=outcome.loads,
         no_cgroup_reason=outcome.no_cgroup_reason,
+        probe=_probe_record("launch", options.probe, outcome.probes)
+        if options.probe is not None
+        else None,
+    )
+
+
+def _check_still_running(directory: Path, shown: str) -> None:
+    """The probe stops (and writes the limit back) when the workload it squeezes is gone."""
+    from capacity.measure.cgroup import cgroup_pids_recursive
+
+    if not cgroup_pids_recursive(directory):
+        raise CapplanError(
+            f"the workload in cgroup {shown} exited while capplan probed it; the original "
+            "limit was written back",
+            hint="probe it while it runs: estimate --cgroup PATH --probe",
+        )
+
+
+def _check_probe_target(target: Target | None, root: Path) -> None:
+    """``--probe`` in attach mode needs a memory cgroup the selection names, on this host."""
+    if root != DEFAULT_ROOT:
+        raise CapplanError(
+            "--probe changes the live host's cgroup limits: not with --root",
+            hint="leave out --probe to read a captured tree",
+        )
+    if target is None:
+        raise CapplanError(
+            "--probe needs the workload in a memory cgroup of its own",
+            hint="select it with --cgroup PATH or --unit NAME, or start it with --launch",
+        )
+    if target.memory is None:
+        raise CapplanError(
+            f"--probe: no memory controller accounts cgroup {target.path}",
+            hint="probe a cgroup of the memory hierarchy (v2, or v1 memory)",
+        )
+
+
+def _probe_record(
+    mode: Literal["launch", "attach"], rule: ProbeRule, runs: Sequence[ProbeRun]
+) -> Probe:
+    return Probe(
+        mode=mode,
+        step_share=rule.step_share,
+        hold_seconds=rule.hold_seconds,
+        stall_threshold=rule.stall_threshold,
+        refault_threshold_bytes=rule.refault_threshold_bytes,
+        runs=tuple(runs),
     )

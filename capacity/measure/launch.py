@@ -46,11 +46,12 @@ from capacity.measure.loadgen import (
     start_process,
     tail,
 )
+from capacity.measure.probe import ProbeRule, probe_cgroup
 from capacity.measure.procfs import read_meminfo, read_stat
 from capacity.measure.procparse import ProcStat
 from capacity.measure.sampler import Sampler
 from capacity.measure.workload import Member, descendants, scan
-from capacity.records import InstanceMemory, Launch, LaunchStep, LoadRun, Snapshot
+from capacity.records import InstanceMemory, Launch, LaunchStep, LoadRun, ProbeRun, Snapshot
 
 SETTLE_POLL_SECONDS = 0.3
 SETTLE_TOLERANCE_PAGES = 16  # RSS may wobble by a few pages (a timer, a log line) when idle
@@ -78,6 +79,7 @@ class LaunchOptions:
     samples: int = 1  # snapshots with all instances running (drift); the last step is one
     interval: float = 1.0
     grace: float = DEFAULT_GRACE_SECONDS
+    probe: ProbeRule | None = None  # --probe: probe the run's cgroup after each step
 
     def __post_init__(self) -> None:
         if self.instances < 3:
@@ -157,6 +159,7 @@ class LaunchOutcome:
     loads: tuple[LoadRun, ...]
     first_pid: int
     no_cgroup_reason: str | None
+    probes: tuple[ProbeRun, ...] = ()
 
 
 def free_port(taken: set[int]) -> int:
@@ -452,6 +455,12 @@ class Launcher:
         total = options.instances + max(options.samples - 1, 0)
         snapshots: list[Snapshot] = []
         steps: list[LaunchStep] = []
+        probes: list[ProbeRun] = []
+        if options.probe is not None and self.cgroup is None:
+            raise LaunchError(
+                f"--probe needs the run's own memory cgroup: {self.no_cgroup_reason}",
+                hint="run as root on a host with the memory controller, or leave out --probe",
+            )
         for number in range(1, options.instances + 1):
             instance = self.start_instance(number)
             settled = self.settle(instance)
@@ -465,6 +474,8 @@ class Launcher:
             snapshot, step = self.measure(len(snapshots), settled)
             snapshots.append(snapshot)
             steps.append(step)
+            if options.probe is not None:
+                probes.append(self.probe(number, options.probe))
             if on_progress is not None:
                 on_progress(len(snapshots), total)
         next_at = time.monotonic() + options.interval
@@ -496,4 +507,19 @@ class Launcher:
             loads=loads,
             first_pid=self.instances[0].process.pid,
             no_cgroup_reason=self.no_cgroup_reason,
+            probes=tuple(probes),
+        )
+
+    def probe(self, number: int, rule: ProbeRule) -> ProbeRun:
+        """The pressure probe of the run's cgroup with ``number`` instances running (their
+        load too); its limit is written back before the next instance starts."""
+        assert self.cgroup is not None
+        shown = "/" + str(self.cgroup.path.relative_to(self.cgroup.mount))
+        return probe_cgroup(
+            self.cgroup.version,
+            self.cgroup.path,
+            shown,
+            number,
+            rule,
+            check=lambda: self._check_alive(f"while capplan probed {number} instances"),
         )

@@ -10,7 +10,10 @@ on stderr says so. A cgroup whose maker is alive, or whose maker lived in anothe
 namespace (its pid means nothing here), or whose name is not capplan's, is never touched.
 
 capplan writes no temporary files for the processes it starts (their stderr is kept in
-memory: ``children.StreamTail``), so a dead run leaves no directory to remove.
+memory: ``children.StreamTail``), so a dead run leaves no directory to remove. The one file
+it writes is the pressure probe's state (``capacity.measure.probe``): the original value of
+each cgroup knob it lowered, kept while the value is changed. A state file whose maker is
+gone has its values written back (a removed cgroup needs nothing) and is removed.
 
 It is cheap: one read of /proc/self/mounts and a directory listing of each place capplan
 creates its cgroups (the top of each memory hierarchy, the cgroup capplan runs in, and the
@@ -35,6 +38,7 @@ from capacity.measure.cgroup import (
     parse_own_name,
     pid_namespace,
 )
+from capacity.measure.probe import read_states, restore_knobs
 from capacity.measure.procfs import DEFAULT_ROOT, read_stat
 
 
@@ -144,16 +148,42 @@ def reap(root: Path = DEFAULT_ROOT) -> list[DeadRun]:
     return list(runs.values())
 
 
+def restore_dead_probes(directory: Path | None = None) -> list[str]:
+    """Write back what the probes of killed runs lowered; one line per state file."""
+    namespace = pid_namespace()
+    lines: list[str] = []
+    for state in read_states(directory):
+        if state.maker.pid == os.getpid() or maker_is_alive(state.maker, namespace) is not False:
+            continue
+        problems = restore_knobs(state.knobs)
+        if not problems:
+            with contextlib.suppress(OSError):
+                state.path.unlink()
+        restored = ", ".join(f"{k.file} = {k.original}" for k in state.knobs if k.file.exists())
+        line = (
+            f"Restored what the probe of an earlier capplan run (pid {state.maker.pid}) that "
+            f"was killed had lowered: {restored or 'nothing left to restore'}"
+        )
+        if problems:
+            line += f"; could not restore everything: {problems[0]}"
+        lines.append(line)
+    return lines
+
+
 def clean_up_after_killed_runs(stream: TextIO | None = None, root: Path = DEFAULT_ROOT) -> int:
     """Reap what killed runs left and say so, one line per run on stderr; returns how many
     runs there were. Never fails: a problem is part of the line, not an exception."""
-    try:
-        runs = reap(root)
-    except (OSError, CapplanError):
-        return 0
     out = sys.stderr if stream is None else stream
-    for run in runs:
+    lines: list[str] = []
+    if root == DEFAULT_ROOT:  # a captured tree has no knobs to restore
+        with contextlib.suppress(OSError, CapplanError):
+            lines += restore_dead_probes()
+    runs: list[DeadRun] = []
+    with contextlib.suppress(OSError, CapplanError):
+        runs = reap(root)
+    lines += [run.line() for run in runs]
+    for line in lines:
         with contextlib.suppress(OSError, ValueError):
-            out.write(run.line() + "\n")
+            out.write(line + "\n")
             out.flush()
-    return len(runs)
+    return len(lines)

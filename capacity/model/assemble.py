@@ -40,6 +40,7 @@ from capacity.model.fitting import (
     slope_of,
     systematic_sd,
 )
+from capacity.model.probe import probed_totals
 from capacity.records import (
     Activity,
     CgroupMemory,
@@ -54,6 +55,7 @@ from capacity.records import (
     Method,
     ModelFit,
     Notice,
+    Probe,
     ProcessMemory,
     ServerSetting,
     SlabCalibration,
@@ -432,8 +434,12 @@ def build_launch_estimate(
     total_seconds: float,
     loads: Sequence[LoadRun] = (),
     no_cgroup_reason: str | None = None,
+    probe: Probe | None = None,
 ) -> Estimate:
-    """Launch mode: fit the process-side and the system-side totals at N = 1..instances."""
+    """Launch mode: fit the process-side and the system-side totals at N = 1..instances.
+
+    With ``probe`` (``--probe``), the system side goes through the sizes the probe found
+    (``model.probe.probed_totals``) instead of the cgroup's usage."""
     if not launch.steps:
         raise ModelError("no launch steps were measured")
     calibration = accounting.slab_calibration(snapshots)
@@ -460,7 +466,11 @@ def build_launch_estimate(
     last_step = steps[-1]
     last = snapshots[last_step.sample]
     process_totals = [float(s.process_total_bytes) for s in steps]
-    system_totals = [float(s.system_total_bytes) for s in steps]
+    system_totals = (
+        probed_totals(steps, probe.runs)
+        if probe is not None
+        else [float(s.system_total_bytes) for s in steps]
+    )
 
     # Drift over the samples taken with every instance running (the last step onwards).
     # While instances grow, each step's total is raised by what its instances still had
@@ -594,6 +604,7 @@ def build_launch_estimate(
         launch=completed,
         warnings=estimate.warnings + tuple(launch_warnings),
         file_cache=file_cache,
+        probe=dataclasses.replace(probe, model=system_model) if probe is not None else None,
     )
     prediction = estimate.prediction
     group = GroupEstimate(

@@ -22,6 +22,7 @@ unless the caller allows it; other differences are listed for the reader.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
@@ -196,6 +197,16 @@ def group_differences(baseline: Estimate, current: Estimate) -> list[str]:
     return reasons
 
 
+def _same_schema(a: Estimate, b: Estimate) -> bool:
+    """Like with like: the same schema, or 1 and 2 without a probe (schema 2 added the
+    probe, the page cache the conservative answer keeps and shared memory segments, issue
+    14: the per-worker and fixed costs of a run without a probe are counted alike, and the
+    shared memory rules in ``environment_differences`` refuse what is not)."""
+    if a.schema_version == b.schema_version:
+        return True
+    return {a.schema_version, b.schema_version} <= {1, 2} and a.probe is None and b.probe is None
+
+
 def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list[str], list[str]]:
     """(reasons the pair is not comparable, other differences worth a line)."""
     blocking: list[str] = []
@@ -210,7 +221,7 @@ def environment_differences(baseline: Estimate, current: Estimate) -> tuple[list
             f"transparent huge pages differ: baseline '{b_env.thp_enabled}', "
             f"now '{c_env.thp_enabled}' (copy-on-write copies 2 MiB instead of 4 KiB)"
         )
-    if not like_schemas(baseline.schema_version, current.schema_version):
+    if not _same_schema(baseline, current):
         blocking.append(
             f"capplan schema differs: baseline {baseline.schema_version}, "
             f"now {current.schema_version}"
@@ -259,13 +270,6 @@ def blocking_schema(blocking: list[str]) -> bool:
 # Schema versions whose per-worker and fixed costs are counted alike, so that a baseline of
 # one checks a run of the other: 2 added the page cache beside the model (issue 14) and
 # moved neither cost.
-LIKE_SCHEMAS = (frozenset({1, 2}),)
-
-
-def like_schemas(first: int, second: int) -> bool:
-    return first == second or any({first, second} <= like for like in LIKE_SCHEMAS)
-
-
 def compare(
     baseline: Estimate,
     current: Estimate,
@@ -300,9 +304,9 @@ def compare(
         ),
     )
     blocking, notes = environment_differences(baseline, current)
-    if not like_schemas(current.schema_version, SCHEMA_VERSION) and not any(
-        "schema" in r for r in blocking
-    ):
+    if not _same_schema(
+        current, dataclasses.replace(current, schema_version=SCHEMA_VERSION)
+    ) and not any("schema" in r for r in blocking):
         blocking.append(
             f"capplan schema differs: now {current.schema_version}, this capplan {SCHEMA_VERSION}"
         )

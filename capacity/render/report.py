@@ -19,6 +19,7 @@ from capacity.records import Activity, Estimate, GroupEstimate, ModelFit, Predic
 from capacity.render.escape import terminal_safe
 from capacity.render.filecache import file_cache_lines
 from capacity.render.openmetrics import render_openmetrics
+from capacity.render.probe import probe_lines
 from capacity.shmem_records import SharedMemory
 from capacity.units import format_bytes, format_in, format_interval, pick_unit
 
@@ -406,6 +407,7 @@ def _render_one(estimate: Estimate) -> str:
         *file_cache_lines(e.file_cache, escape),
         *shared_memory_lines(e.shared_memory, escape),
         *(_system_lines(e) if e.launch is not None else []),
+        *probe_lines(e, escape),
         *_load_lines(e, escape),
         *activity_lines(e.activity),
         *_drift_lines(e),
@@ -531,6 +533,8 @@ def _system_lines(e: Estimate) -> list[str]:
     if system is not None:
         unit = pick_unit([system.per_instance_bytes])
         source = "cgroup usage" if system.method == "cgroup" else "MemAvailable delta"
+        if e.probe is not None:
+            source = "the sizes the probe found"
         lines.append(
             f"System side ({source}): {format_in(system.per_instance_bytes, unit)} {unit[0]} "
             f"per instance {_interval(*system.per_instance_ci95)}, fixed "

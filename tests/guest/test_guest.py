@@ -1,7 +1,7 @@
 """Boot the pure cgroup v2 guest once and run the v2 tests inside it (issue 12).
 
-Inside: tests/guest/v2 (live v2 cgroups: attach, check, launch, NO_CGROUP as nobody; and the
-OOM truth on v2 for three validation workloads). Measured on this machine kind under TCG:
+Inside: tests/guest/v2 (live v2 cgroups: attach by --cgroup, check, --probe by --unit,
+launch, NO_CGROUP as nobody; and the OOM truth on v2 for three validation workloads). Measured on this machine kind under TCG:
 boot about 25 s, the live tests 2 min 41 s, the whole suite 8-10 min (docs/guest.md).
 Skipped only when the runner's packages are missing; CI installs them.
 """

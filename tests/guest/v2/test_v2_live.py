@@ -72,6 +72,20 @@ def service() -> Iterator[Path]:
     remove_tree(slice_)
 
 
+def cache_into(cgroup: Path, size: int = 64 << 20) -> None:
+    """Charge about ``size`` of cold page cache to ``cgroup``: library files of the venv
+    (the cache=loose share caches them; no running process maps them at this point), dropped
+    from the page cache first so that reading them charges them here."""
+    venv_site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    files, total = [], 0
+    for path in sorted(venv_site.rglob("*.so*")):
+        if path.is_file() and total < size:
+            files.append(str(path))
+            total += path.stat().st_size
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+    start_in(cgroup, ["cat", *files]).wait(300)
+
+
 def start_in(cgroup: Path, argv: list[str]) -> subprocess.Popen[bytes]:
     procs = str(cgroup / "cgroup.procs")
 
@@ -96,7 +110,7 @@ def estimate(*args: str, timeout: float = 400) -> dict:  # type: ignore[type-arg
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def test_attach_budget_kernel_and_check_on_v2_cgroup(service: Path, tmp_path: Path) -> None:
+def test_attach_budget_kernel_probe_and_check_on_v2_cgroup(service: Path, tmp_path: Path) -> None:
     demo_args = ["--shared", "16M", "--private", "8M"]
     stat = (service.parent / "memory.stat").read_text().split()
     present = [k for k in KERNEL_KEYS if k in stat[::2]]
@@ -114,22 +128,30 @@ def test_attach_budget_kernel_and_check_on_v2_cgroup(service: Path, tmp_path: Pa
         kill_cgroup(unit)
     marginal = (totals[6] - totals[2]) / 4
     model_file = tmp_path / "guestwl.json"
+    cache_into(service)
     proc = start_in(service, [*DEMO, "--workers", "4", *demo_args])
     try:
         time.sleep(3)
         settle(service)
-        selection = ["--pid", str(proc.pid)]
+        lines = (service / "memory.stat").read_text().splitlines()
+        held = {k: int(v) for k, v in (line.split() for line in lines)}
+        assert held["file"] - held["shmem"] > 32 << 20, held  # cold cache for the probe
+        # Selected by --cgroup here and by --unit for check (issue 13: both on v2), with
+        # the pressure probe (issue 14: memory.high, memory.reclaim, memory.pressure).
         result = estimate(
-            *selection,
+            "--cgroup",
+            "/system.slice/guestwl.service",
             "--samples",
             "2",
             "--interval",
             "0.5",
             "--method",
             "smaps",
+            "--probe",
             "--save",
             str(model_file),
         )
+        selection = ["--unit", "guestwl"]
         # capplan check on v2, against the baseline just saved, on the same workload: the
         # demo's own baseline (check --demo) re-measures the demo and is too slow under TCG.
         check = subprocess.run(
@@ -167,6 +189,17 @@ def test_attach_budget_kernel_and_check_on_v2_cgroup(service: Path, tmp_path: Pa
     # The binding ancestor, by name ("memory limit of cgroup /system.slice"), and its memory.max.
     assert "/system.slice" in budget["source"] and "limit" in budget["source"], budget
     assert budget["total_bytes"] == 1536 << 20
+    assert result["workload"]["cgroup"] == "/system.slice/guestwl.service"
+    run = result["probe"]["runs"][0]
+    print(json.dumps({k: v for k, v in run.items() if k != "steps"}))
+    for step in run["steps"]:
+        print(json.dumps(step))
+    assert (run["version"], run["knob"], run["pressure_source"]) == (2, "memory.high", "cgroup")
+    assert run["restored"] and (service / "memory.high").read_text().strip() == "max"
+    assert run["found_bytes"] < run["start_usage_bytes"] - (16 << 20), (run, held)
+    assert run["found_bytes"] >= held["anon"] + held["shmem"], (run, held)
+    events = dict(line.split() for line in (service / "memory.events").read_text().splitlines())
+    assert events["oom_kill"] == "0", events
     assert model["breakdown"]["kernel_source"] == "cgroup", model["breakdown"]
     error = model["per_instance_bytes"] / marginal - 1
     assert abs(error) < 0.05, f"per-worker {model['per_instance_bytes']} vs marginal {marginal}"
